@@ -1,0 +1,5 @@
+"""Allow ``python -m pixscale``."""
+
+from pixscale.cli import main
+
+main()

@@ -1,0 +1,351 @@
+"""The ``pixscale`` command: a thin click layer over the library."""
+
+from __future__ import annotations
+
+import functools
+import re
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from pixscale import __version__
+from pixscale.errors import PixscaleError
+from pixscale.pipeline import DEFAULT_CHUNK_MB, Output, Progress
+from pixscale.strategies import SCOPES, STRATEGIES, ZERO_STD_POLICIES, Spec
+from pixscale.writers.hdf5 import COMPRESSIONS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+TEST_SPLIT = re.compile(r"(^|[^a-z])(test|t10k|val|valid|validation)([^a-z]|$)", re.IGNORECASE)
+
+
+def looks_like_test_split(paths: Sequence[Path]) -> bool:
+    return any(TEST_SPLIT.search(p.name) for p in paths)
+
+
+def reports_errors(command: F) -> F:
+    """Library errors become ``Error: …`` and exit 1; ``--debug`` shows the traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return command(*args, **kwargs)
+        except (PixscaleError, OSError) as exc:
+            if debug:
+                raise
+            message = str(exc) if isinstance(exc, PixscaleError) else describe_os_error(exc)
+            raise click.ClickException(message) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def describe_os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def progress_bar(quiet: bool, label: str) -> tuple[Progress | None, Callable[[], None]]:
+    """A click progress bar on stderr, shown only on a terminal and without --quiet."""
+    if quiet or not sys.stderr.isatty():
+        return None, lambda: None
+    state: dict[str, Any] = {}
+
+    def advance(step: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
+            state["bar"].__enter__()
+        state["bar"].update(step)
+
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
+
+    return advance, close
+
+
+def floats(text: str | None) -> tuple[float, ...] | None:
+    """``0.485,0.456,0.406`` → a tuple of floats."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError as exc:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+def strategy_options(command: F) -> F:
+    """Options that describe a strategy, shared by convert and fit."""
+    options = [
+        click.option(
+            "-s",
+            "--strategy",
+            type=click.Choice(STRATEGIES),
+            default="unit",
+            show_default=True,
+            help="unit: x/255 → [0,1]; symmetric: → [-1,1]; range: --from → --to; "
+            "standardize: (x - mean)/std; none: cast only.",
+        ),
+        click.option(
+            "--scope",
+            type=click.Choice(SCOPES),
+            default="global",
+            show_default=True,
+            help="One statistic for the dataset, per channel, per pixel position or per image.",
+        ),
+        click.option(
+            "--from",
+            "source_range",
+            type=float,
+            nargs=2,
+            metavar="LO HI",
+            help="range: source range (default 0 255).",
+        ),
+        click.option(
+            "--to",
+            "target_range",
+            type=float,
+            nargs=2,
+            metavar="A B",
+            help="range: target range (default 0 1).",
+        ),
+        click.option(
+            "--from-data",
+            is_flag=True,
+            help="range: take the source range (min, max) from the data.",
+        ),
+        click.option("--clip", is_flag=True, help="Clamp outputs to the target range."),
+        click.option(
+            "--mean",
+            metavar="M[,M…]",
+            help="standardize: given mean(s) in [0,1] units, e.g. 0.485,0.456,0.406.",
+        ),
+        click.option(
+            "--std",
+            metavar="S[,S…]",
+            help="standardize: given std(s) in [0,1] units, e.g. 0.229,0.224,0.225.",
+        ),
+        click.option(
+            "--zero-std",
+            type=click.Choice(ZERO_STD_POLICIES),
+            default="unit",
+            show_default=True,
+            help="Constant channels/pixels: centre only (std taken as 1), or fail.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def make_spec(options: dict[str, Any]) -> Spec:
+    return Spec(
+        strategy=options["strategy"],
+        scope=options["scope"],
+        source_range=options["source_range"] or None,
+        target_range=options["target_range"] or None,
+        from_data=options["from_data"],
+        mean=floats(options["mean"]),
+        std=floats(options["std"]),
+        clip=options["clip"],
+        zero_std=options["zero_std"],
+    )
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, message="%(version)s")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+def main(debug: bool) -> None:
+    """Scale uint8 image datasets to exact float32, recording the parameters.
+
+    \b
+      pixscale convert train-images-idx3-ubyte.gz -o train.h5
+      pixscale fit train-images-idx3-ubyte.gz -s standardize -o mnist.params.json
+      pixscale convert t10k-images-idx3-ubyte.gz -o test.h5 --params-from mnist.params.json
+    """
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output file: .h5/.hdf5 or .npy (sidecar <output>.json).",
+)
+@strategy_options
+@click.option(
+    "--params-from",
+    type=click.Path(path_type=Path),
+    help="Reuse parameters from a params JSON or an earlier pixscale output.",
+)
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path),
+    help="Labels file (IDX or .npy); default: the IDX sibling labels file.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["h5", "npy"]),
+    help="Output format (default: from the extension).",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(COMPRESSIONS),
+    default="none",
+    show_default=True,
+    help="HDF5 compression.",
+)
+@click.option("--chunk-images", type=click.IntRange(min=1), help="HDF5 chunk length in images.")
+@click.option(
+    "--chunk-mb",
+    type=click.FloatRange(min=0.01),
+    default=DEFAULT_CHUNK_MB,
+    show_default=True,
+    help="Input megabytes processed at a time (sets peak memory).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output (atomically).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or report.")
+@reports_errors
+def convert(
+    inputs: tuple[Path, ...],
+    output: Path,
+    params_from: Path | None,
+    labels: Path | None,
+    fmt: str | None,
+    compression: str,
+    chunk_images: int | None,
+    chunk_mb: float,
+    overwrite: bool,
+    quiet: bool,
+    **strategy: Any,
+) -> None:
+    """Scale INPUTS (IDX, .npy) to float32 OUTPUT and record the parameters.
+
+    Each output value is the float32 nearest to
+    y = (x - source_low) * target_span / source_span + target_low.
+
+    \b
+      pixscale convert train-images-idx3-ubyte.gz -o train.h5
+      pixscale convert x.npy -o y.h5 -s range --from 0 255 --to -2 3
+      pixscale convert train.npy -o train.h5 -s standardize --scope channel
+    """
+    from pixscale.pipeline import convert as run_convert
+
+    spec = make_spec(strategy)
+    if params_from is not None and spec != Spec(zero_std=spec.zero_std):
+        raise click.UsageError("--params-from replaces the strategy options; give one or the other")
+    if spec.needs_stats and params_from is None and looks_like_test_split(inputs):
+        click.echo(
+            "Warning: fitting statistics on what looks like a test/validation split; "
+            "fit on training data and pass --params-from.",
+            err=True,
+        )
+    advance, close = progress_bar(quiet, "converting")
+    try:
+        record = run_convert(
+            list(inputs),
+            Output(output, fmt, overwrite, compression, chunk_images),
+            spec,
+            labels=labels,
+            params_from=params_from,
+            chunk_mb=chunk_mb,
+            progress=advance,
+        )
+    finally:
+        close()
+    if not quiet:
+        report(record)
+
+
+def report(record: dict[str, Any]) -> None:
+    out = record["output"]
+    shape = "×".join(str(n) for n in out["shape"])
+    labels = f", labels in {out['labels']}" if "labels" in out else ""
+    click.echo(f"{out['file']}: float32 {shape}, strategy {record['strategy']}{labels}", err=True)
+    zero = record.get("zero_std")
+    if zero:
+        click.echo(
+            f"Note: {zero['constant_count']} constant {record['scope']} element(s): centred only",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Write the params JSON here (default: print it).",
+)
+@strategy_options
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option(
+    "--chunk-mb",
+    type=click.FloatRange(min=0.01),
+    default=DEFAULT_CHUNK_MB,
+    show_default=True,
+    help="Input megabytes processed at a time.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or report.")
+@reports_errors
+def fit(
+    inputs: tuple[Path, ...],
+    output: Path | None,
+    overwrite: bool,
+    chunk_mb: float,
+    quiet: bool,
+    **strategy: Any,
+) -> None:
+    """Fit parameters on INPUTS (shards count as one dataset) without converting.
+
+    \b
+      pixscale fit train-images-idx3-ubyte.gz -s standardize -o mnist.params.json
+    """
+    from pixscale.params import dumps
+    from pixscale.pipeline import fit as run_fit
+
+    spec = make_spec(strategy)
+    if looks_like_test_split(inputs):
+        click.echo(
+            "Warning: fitting on what looks like a test/validation split; "
+            "fit on training data and reuse it with --params-from.",
+            err=True,
+        )
+    advance, close = progress_bar(quiet, "fitting")
+    try:
+        record = run_fit(
+            list(inputs), output, spec, overwrite=overwrite, chunk_mb=chunk_mb, progress=advance
+        )
+    finally:
+        close()
+    if output is None:
+        click.echo(dumps(record), nl=False)
+    elif not quiet:
+        stats = record.get("stats")
+        if stats:
+            mean = ", ".join(f"{v:.4f}" for v in _as_list(stats["mean_unit"]))
+            std = ", ".join(f"{v:.4f}" for v in _as_list(stats["std_unit"]))
+            click.echo(f"{output}: mean ({mean}), std ({std}) in [0,1] units", err=True)
+        else:
+            click.echo(f"{output}: {record['strategy']} parameters written", err=True)
+
+
+def _as_list(value: Any) -> list[float]:
+    return value if isinstance(value, list) else [value]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

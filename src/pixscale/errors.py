@@ -1,0 +1,17 @@
+"""Exceptions raised by the library; the CLI turns them into one-line errors."""
+
+
+class PixscaleError(Exception):
+    """Any failure the user can fix: bad input, bad options, refused output."""
+
+
+class InputError(PixscaleError):
+    """An input file is missing, unreadable, malformed or not uint8."""
+
+
+class OutputError(PixscaleError):
+    """An output cannot be written, or would clobber something."""
+
+
+class ParamsError(PixscaleError):
+    """Parameters are incomplete, inconsistent or do not fit the data."""

@@ -1,0 +1,261 @@
+"""convert and fit: read in chunks, fit statistics if needed, scale, write atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pixscale.errors import OutputError, ParamsError
+from pixscale.params import Params, dumps
+from pixscale.sources import Source, open_source
+from pixscale.stats import PixelSums, image_stats
+from pixscale.strategies import Geometry, Spec, build_params
+from pixscale.transform import Transform
+from pixscale.writers.atomic import StagedOutputs, staged_outputs
+from pixscale.writers.base import Writer
+from pixscale.writers.hdf5 import Hdf5Writer
+from pixscale.writers.npy import NpyWriter
+
+#: Input bytes per chunk. Peak memory is about 7× this (uint8 in, float32 out, uint16
+#: squares for statistics); 4 MiB chunks keep the working set near the CPU caches.
+DEFAULT_CHUNK_MB = 4.0
+FORMATS = {".h5": "h5", ".hdf5": "h5", ".npy": "npy"}
+
+#: Called with the number of images just processed and the total work in images
+#: (images × passes), so a progress bar can be sized on the first call.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where and how to write: format (h5|npy), compression, HDF5 chunking."""
+
+    path: Path
+    format: str | None = None
+    overwrite: bool = False
+    compression: str = "none"
+    chunk_images: int | None = None
+
+    def resolved_format(self) -> str:
+        if self.format is not None:
+            return self.format
+        fmt = FORMATS.get(self.path.suffix.lower())
+        if fmt is None:
+            raise OutputError(
+                f"{self.path}: cannot tell the output format from the extension; "
+                "use .h5, .hdf5 or .npy, or --format h5|npy"
+            )
+        return fmt
+
+
+def geometry_of(source: Source) -> Geometry:
+    return Geometry(source.image_shape, source.layout, source.channel_axis)
+
+
+def chunk_images(source: Source, chunk_mb: float) -> int:
+    return max(1, int(chunk_mb * (1 << 20)) // max(1, source.image_bytes))
+
+
+def dataset_sums(
+    source: Source, chunk_mb: float, progress: Progress | None = None, passes: int = 1
+) -> PixelSums:
+    """One streaming pass of exact integer sums per pixel position."""
+    sums = PixelSums.empty(source.image_shape)
+    total = source.n_images * passes
+    for chunk in source.chunks(chunk_images(source, chunk_mb)):
+        sums.add(chunk)
+        if progress:
+            progress(chunk.shape[0], total)
+    return sums
+
+
+def fit_params(
+    source: Source,
+    spec: Spec,
+    chunk_mb: float = DEFAULT_CHUNK_MB,
+    progress: Progress | None = None,
+    passes: int = 1,
+) -> Params:
+    """Parameters for ``spec`` on ``source``; fitted strategies read the data once."""
+    geometry = geometry_of(source)
+    if spec.scope == "image":
+        raise ParamsError("per-image parameters belong to one dataset; convert it directly")
+    stats = None
+    if spec.needs_dataset_stats:
+        sums = dataset_sums(source, chunk_mb, progress, passes)
+        stats = sums.reduce(spec.scope, source.channel_axis)
+    return build_params(spec, geometry, stats)
+
+
+def check_fits(params: Params, source: Source, origin: str) -> None:
+    """Reused parameters must match the data's channels or pixel grid."""
+    if params.scope == "image":
+        raise ParamsError(f"{origin}: per-image parameters cannot be applied to other data")
+    if params.scope == "pixel" and params.image_shape != source.image_shape:
+        raise ParamsError(
+            f"{origin}: per-pixel parameters for images of shape {params.image_shape}, "
+            f"data has {source.image_shape}"
+        )
+    if params.scope == "channel" and params.source_low.size > 1:
+        if params.source_low.size != source.n_channels:
+            raise ParamsError(
+                f"{origin}: parameters for {params.source_low.size} channels, "
+                f"data has {source.n_channels}"
+            )
+
+
+def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -> Writer:
+    if output.resolved_format() == "npy":
+        return NpyWriter(output.path, shape, staged)
+    return Hdf5Writer(output.path, shape, staged, output.compression, output.chunk_images)
+
+
+def convert(
+    inputs: list[Path] | Path,
+    output: Output | Path,
+    spec: Spec | None = None,
+    *,
+    labels: Path | None = None,
+    params_from: Path | None = None,
+    chunk_mb: float = DEFAULT_CHUNK_MB,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Convert uint8 images to float32 and record the parameters; returns the record."""
+    spec = spec or Spec()
+    output = output if isinstance(output, Output) else Output(output)
+    source = open_source(inputs, labels=labels)
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        staged_outputs(output.overwrite, source.files) as staged,
+    ):
+        digest = pool.submit(source.sha256)  # hashing releases the GIL: overlaps the work
+        writer = open_writer(output, source.shape, staged)
+        try:
+            params = prepare_params(source, spec, params_from, chunk_mb, progress)
+            params = write_images(source, params, spec, writer, chunk_mb, progress)
+            record = params.to_record(arrays_external=True)
+            record["source"] = source_record(source, digest)
+            if spec.needs_stats and params_from is None and params.scope != "image":
+                record["fitted_on"] = record["source"]
+            record["kernel"] = Transform(params).kernel_name if params.scope != "image" else None
+            arrays = params.external_arrays()
+            record["output"] = writer.finish(record, arrays, source.labels)
+        finally:
+            writer.close()
+    return record
+
+
+def source_record(source: Source, digest: Future[str]) -> dict[str, Any]:
+    described = source.describe(digest.result())
+    if source.labels is not None:
+        described["labels"] = source.labels.origin
+    return described
+
+
+def prepare_params(
+    source: Source,
+    spec: Spec,
+    params_from: Path | None,
+    chunk_mb: float,
+    progress: Progress | None,
+) -> Params:
+    if params_from is not None:
+        from pixscale.records import load_params
+
+        params, record = load_params(params_from)
+        check_fits(params, source, str(params_from))
+        fitted_on = params.fitted_on or record.get("source")
+        return replace(
+            params,
+            layout=source.layout,
+            image_shape=source.image_shape,
+            channel_axis=source.channel_axis,
+            fitted_on=fitted_on,
+        )
+    if spec.scope == "image":
+        return _image_placeholder(source, spec)
+    return fit_params(source, spec, chunk_mb, progress, passes=2)
+
+
+def _image_placeholder(source: Source, spec: Spec) -> Params:
+    """Per-image parameters are computed chunk by chunk while writing."""
+    empty = np.empty(0, np.float64)
+    return Params(
+        spec.strategy,
+        "image",
+        empty,
+        empty,
+        0.0,
+        1.0,
+        source.layout,
+        source.channel_axis,
+        source.image_shape,
+        spec.clip,
+    )
+
+
+def write_images(
+    source: Source,
+    params: Params,
+    spec: Spec,
+    writer: Writer,
+    chunk_mb: float,
+    progress: Progress | None,
+) -> Params:
+    """The apply pass; for per-image scope the parameters are fitted per chunk here."""
+    rows = chunk_images(source, chunk_mb)
+    passes = 2 if spec.needs_dataset_stats and params.fitted_on is None else 1
+    total = source.n_images * passes
+    if params.scope != "image":
+        transform = Transform(params)
+        start = 0
+        for chunk in source.chunks(rows):
+            writer.write(transform.apply(chunk, start))
+            start += chunk.shape[0]
+            if progress:
+                progress(chunk.shape[0], total)
+        return params
+    geometry = geometry_of(source)
+    lows, spans, constant = [], [], 0
+    chunk_params = params
+    for chunk in source.chunks(rows):
+        chunk_params = build_params(spec, geometry, image_stats(chunk))
+        writer.write(Transform(chunk_params).apply(chunk, 0))
+        lows.append(chunk_params.source_low)
+        spans.append(chunk_params.source_span)
+        if chunk_params.zero_std:
+            constant += chunk_params.zero_std["constant_count"]
+        if progress:
+            progress(chunk.shape[0], total)
+    zero_std = {"policy": spec.zero_std, "constant_count": constant} if constant else None
+    return replace(
+        chunk_params,
+        source_low=np.concatenate(lows),
+        source_span=np.concatenate(spans),
+        zero_std=zero_std,
+    )
+
+
+def fit(
+    inputs: list[Path] | Path,
+    output: Path | None,
+    spec: Spec,
+    *,
+    overwrite: bool = False,
+    chunk_mb: float = DEFAULT_CHUNK_MB,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Fit parameters on the inputs (as one dataset) and write them as a params JSON."""
+    source = open_source(inputs)
+    params = fit_params(source, spec, chunk_mb, progress)
+    record = params.to_record()
+    record["fitted_on"] = source.describe()
+    if output is not None:
+        with staged_outputs(overwrite, source.files) as staged:
+            staged.stage(output).write_text(dumps(record))
+    return record

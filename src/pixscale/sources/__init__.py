@@ -1,0 +1,114 @@
+"""Open any supported uint8 image source, recognised by content rather than by name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pixscale.errors import InputError
+from pixscale.sources.base import Labels, Source, UInt8Array
+from pixscale.sources.idx import looks_like_idx, open_idx, read_idx_array
+from pixscale.sources.npy import NPY_MAGIC, open_npy
+from pixscale.sources.rawio import open_maybe_gzip
+
+__all__ = ["Labels", "Source", "open_source", "read_labels"]
+
+
+def sniff(path: Path) -> str:
+    """Name the format of ``path`` from its first bytes (after gunzip)."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; image folders are not supported yet")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+    with open_maybe_gzip(path) as handle:
+        head = handle.read(8)
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if looks_like_idx(head):
+        return "idx"
+    raise InputError(f"{path}: unknown format (not IDX or .npy)")
+
+
+def open_one(path: Path) -> Source:
+    fmt = sniff(path)
+    if fmt == "npy":
+        return open_npy(path)
+    return open_idx(path)
+
+
+def read_labels(path: Path) -> np.ndarray:
+    """Read a 1-D labels array from an IDX or .npy file."""
+    fmt = sniff(path)
+    if fmt == "idx":
+        return read_idx_array(path)
+    try:
+        values: np.ndarray = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(f"{path}: cannot read labels ({exc})") from exc
+    if values.ndim != 1 or values.dtype.kind not in "iu":
+        raise InputError(
+            f"{path}: labels must be a 1-D integer array, got {values.dtype}{values.shape}"
+        )
+    return values
+
+
+@dataclass
+class ConcatSource(Source):
+    """Several sources of one image shape, read one after another."""
+
+    parts: tuple[Source, ...] = ()
+
+    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        for part in self.parts:
+            yield from part.chunks(max_images)
+
+
+def concat(parts: list[Source]) -> Source:
+    first = parts[0]
+    for part in parts[1:]:
+        if part.image_shape != first.image_shape or part.layout != first.layout:
+            raise InputError(
+                f"{part.files[0]}: images of shape {part.image_shape} do not match "
+                f"{first.files[0]} ({first.image_shape})"
+            )
+    labelled = [p.labels for p in parts if p.labels is not None]
+    labels = None
+    if len(labelled) == len(parts):
+        labels = Labels(
+            np.concatenate([lab.values for lab in labelled]),
+            ", ".join(lab.origin for lab in labelled),
+            labelled[0].class_names,
+        )
+    return ConcatSource(
+        name=" + ".join(p.name for p in parts),
+        format=first.format,
+        shape=(sum(p.n_images for p in parts), *first.image_shape),
+        layout=first.layout,
+        files=tuple(f for p in parts for f in p.files),
+        labels=labels,
+        parts=tuple(parts),
+    )
+
+
+def open_source(paths: list[Path] | Path, labels: Path | None = None) -> Source:
+    """Open one or several inputs as one dataset; ``labels`` overrides found labels."""
+    paths = [paths] if isinstance(paths, Path) else list(paths)
+    if not paths:
+        raise InputError("no input given")
+    parts = [open_one(path) for path in paths]
+    source = parts[0] if len(parts) == 1 else concat(parts)
+    if labels is not None:
+        source.labels = Labels(read_labels(labels), labels.name)
+    if source.n_images == 0:
+        raise InputError(f"{source.files[0]}: holds zero images")
+    if source.labels is not None and len(source.labels.values) != source.n_images:
+        raise InputError(
+            f"{source.labels.origin}: {len(source.labels.values)} labels for "
+            f"{source.n_images} images"
+        )
+    return source

@@ -1,0 +1,103 @@
+"""The common shape of every reader: uint8 images in chunks along the first axis."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+UInt8Array = npt.NDArray[np.uint8]
+
+#: Layout name by the number of array dimensions when a format does not say.
+DEFAULT_LAYOUTS = {2: "nf", 3: "nhw", 4: "nhwc"}
+
+#: Position of the channel axis inside one image, by layout.
+CHANNEL_AXES: dict[str, int | None] = {"nf": None, "nhw": None, "nhwc": 2, "nchw": 0}
+
+
+def default_layout(ndim: int) -> str:
+    """The layout assumed for an array of ``ndim`` dimensions (first axis: images)."""
+    return DEFAULT_LAYOUTS.get(ndim, "n" + "d" * (ndim - 1))
+
+
+@dataclass
+class Labels:
+    """Integer class labels that travel with the images."""
+
+    values: npt.NDArray[np.integer]
+    origin: str
+    class_names: list[str] | None = None
+
+
+@dataclass
+class Source(ABC):
+    """A uint8 image dataset that can be read in chunks, any number of times."""
+
+    name: str
+    format: str
+    shape: tuple[int, ...]
+    layout: str
+    files: tuple[Path, ...]
+    labels: Labels | None = field(default=None, kw_only=True)
+
+    @abstractmethod
+    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        """Yield consecutive uint8 arrays of at most ``max_images`` images each."""
+
+    @property
+    def n_images(self) -> int:
+        return self.shape[0]
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.shape[1:]
+
+    @property
+    def image_bytes(self) -> int:
+        return math.prod(self.image_shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.n_images * self.image_bytes
+
+    @property
+    def channel_axis(self) -> int | None:
+        """Index of the channel axis within one image, or None for single-channel data."""
+        return CHANNEL_AXES.get(self.layout)
+
+    @property
+    def n_channels(self) -> int:
+        axis = self.channel_axis
+        return 1 if axis is None else self.image_shape[axis]
+
+    def sha256(self) -> str:
+        """Digest of the source bytes as stored (all files, in order)."""
+        return files_sha256(self.files)
+
+    def describe(self, sha256: str | None = None) -> dict[str, object]:
+        """Provenance for the parameter record (``sha256`` if already computed)."""
+        return {
+            "name": self.name,
+            "format": self.format,
+            "files": [p.name for p in self.files],
+            "sha256": sha256 or self.sha256(),
+            "shape": list(self.shape),
+            "dtype": "uint8",
+            "layout": self.layout,
+        }
+
+
+def files_sha256(files: tuple[Path, ...]) -> str:
+    """sha256 of one file, or of the concatenated bytes of several."""
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,92 @@
+"""MNIST-style IDX files, raw or gzip, recognised by their magic number."""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from pixscale.errors import InputError
+from pixscale.sources.base import Labels, Source, UInt8Array, default_layout
+from pixscale.sources.rawio import open_maybe_gzip, read_exact, read_images
+
+IDX_DTYPES = {
+    0x08: "uint8",
+    0x09: "int8",
+    0x0B: "int16",
+    0x0C: "int32",
+    0x0D: "float32",
+    0x0E: "float64",
+}
+
+
+def looks_like_idx(head: bytes) -> bool:
+    """True when the first four (decompressed) bytes are an IDX magic number."""
+    return len(head) >= 4 and head[:2] == b"\0\0" and head[2] in IDX_DTYPES and 1 <= head[3] <= 8
+
+
+def read_idx_header(handle: BinaryIO, path: Path) -> tuple[int, ...]:
+    """Parse the header and return the array shape; the dtype must be uint8."""
+    magic = read_exact(handle, 4, path, "IDX magic number")
+    if not looks_like_idx(magic):
+        raise InputError(f"{path}: not an IDX file (magic number 0x{magic.hex()})")
+    if magic[2] != 0x08:
+        raise InputError(f"{path}: IDX data type is {IDX_DTYPES[magic[2]]}, expected uint8")
+    ndim = magic[3]
+    return struct.unpack(f">{ndim}I", read_exact(handle, 4 * ndim, path, "IDX dimensions"))
+
+
+def read_idx_array(path: Path) -> np.ndarray:
+    """Read a whole (small) IDX file, such as a labels file."""
+    with open_maybe_gzip(path) as handle:
+        shape = read_idx_header(handle, path)
+        return read_images(handle, path, shape[0], tuple(shape[1:]))
+
+
+_IMAGES_NAME = re.compile(r"images([-.])idx(\d)")
+
+
+def sibling_labels(path: Path) -> Path | None:
+    """``train-images-idx3-ubyte.gz`` → ``train-labels-idx1-ubyte.gz`` when that file exists."""
+    candidate = path.with_name(_IMAGES_NAME.sub(r"labels\g<1>idx1", path.name, count=1))
+    return candidate if candidate != path and candidate.is_file() else None
+
+
+@dataclass
+class IdxSource(Source):
+    """An IDX file: uint8 array of any dimension, first axis = images."""
+
+    header_size: int = 0
+
+    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        path = self.files[0]
+        with open_maybe_gzip(path) as handle:
+            read_exact(handle, self.header_size, path, "IDX header")
+            for start in range(0, self.n_images, max_images):
+                count = min(max_images, self.n_images - start)
+                yield read_images(handle, path, count, self.image_shape)
+
+
+def open_idx(path: Path) -> IdxSource:
+    """Open an IDX image file; labels come from the sibling labels file when present."""
+    with open_maybe_gzip(path) as handle:
+        shape = read_idx_header(handle, path)
+    if len(shape) < 2:
+        raise InputError(f"{path}: IDX file holds a 1-D array (labels?), not images")
+    source = IdxSource(
+        name=path.name,
+        format="idx",
+        shape=tuple(shape),
+        layout=default_layout(len(shape)),
+        files=(path,),
+        header_size=4 + 4 * len(shape),
+    )
+    labels_file = sibling_labels(path)
+    if labels_file is not None:
+        source.labels = Labels(read_idx_array(labels_file), labels_file.name)
+    return source

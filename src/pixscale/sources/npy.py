@@ -1,0 +1,70 @@
+"""uint8 ``.npy`` files, read one window at a time (never loaded or mapped whole)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from pixscale.errors import InputError
+from pixscale.sources.base import Source, UInt8Array, default_layout
+from pixscale.sources.rawio import read_images
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npy_header(handle: BinaryIO, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Return (shape, fortran_order, dtype) and leave ``handle`` at the data."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(handle)
+        return np.lib.format.read_array_header_2_0(handle)
+    except ValueError as exc:
+        raise InputError(f"{path}: not a valid .npy file ({exc})") from exc
+
+
+def require_uint8(path: Path, dtype: np.dtype) -> None:
+    if dtype != np.uint8:
+        raise InputError(f"{path}: array dtype is {dtype}, expected uint8")
+
+
+@dataclass
+class NpySource(Source):
+    """A C-ordered uint8 array in a .npy file."""
+
+    data_offset: int = 0
+
+    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        path = self.files[0]
+        with path.open("rb") as handle:
+            handle.seek(self.data_offset)
+            for start in range(0, self.n_images, max_images):
+                count = min(max_images, self.n_images - start)
+                yield read_images(handle, path, count, self.image_shape)
+
+
+def open_npy(path: Path) -> NpySource:
+    with path.open("rb") as handle:
+        shape, fortran_order, dtype = read_npy_header(handle, path)
+        offset = handle.tell()
+    require_uint8(path, dtype)
+    if fortran_order:
+        raise InputError(f"{path}: Fortran-ordered arrays are not supported; save a C-ordered copy")
+    if len(shape) < 2:
+        raise InputError(f"{path}: array has shape {shape}; expected images along the first axis")
+    expected = offset + int(np.prod(shape))
+    actual = path.stat().st_size
+    if actual < expected:
+        raise InputError(f"{path}: truncated: header promises {expected} bytes, file has {actual}")
+    return NpySource(
+        name=path.name,
+        format="npy",
+        shape=tuple(shape),
+        layout=default_layout(len(shape)),
+        files=(path,),
+        data_offset=offset,
+    )

@@ -1,0 +1,144 @@
+"""Exact statistics of uint8 data from integer sums, mergeable across chunks and files.
+
+Sums of x and x² per pixel position are kept in uint64 (exact for any dataset below
+~2.8e14 images of one pixel each); only the final mean and variance are divided, and
+that division is done on exact integers (``fractions.Fraction``) before a single
+rounding to float64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import numpy.typing as npt
+
+SCOPES = ("global", "channel", "pixel", "image")
+
+#: Integers below this are exact in float64.
+EXACT_FLOAT64_INT = 2**53
+
+Float64Array = npt.NDArray[np.float64]
+
+
+@dataclass
+class PixelSums:
+    """Running integer sums over images, one entry per pixel position."""
+
+    count: int
+    s1: npt.NDArray[np.uint64]
+    s2: npt.NDArray[np.uint64]
+    minimum: npt.NDArray[np.uint8]
+    maximum: npt.NDArray[np.uint8]
+
+    @classmethod
+    def empty(cls, image_shape: tuple[int, ...]) -> PixelSums:
+        return cls(
+            count=0,
+            s1=np.zeros(image_shape, np.uint64),
+            s2=np.zeros(image_shape, np.uint64),
+            minimum=np.full(image_shape, 255, np.uint8),
+            maximum=np.zeros(image_shape, np.uint8),
+        )
+
+    def add(self, chunk: npt.NDArray[np.uint8]) -> None:
+        """Fold a chunk of images (first axis) into the sums."""
+        self.count += chunk.shape[0]
+        self.s1 += chunk.sum(axis=0, dtype=np.uint64)
+        squares = chunk.astype(np.uint16)  # 255² = 65025 fits in uint16
+        np.multiply(squares, squares, out=squares)
+        self.s2 += squares.sum(axis=0, dtype=np.uint64)
+        np.minimum(self.minimum, chunk.min(axis=0), out=self.minimum)
+        np.maximum(self.maximum, chunk.max(axis=0), out=self.maximum)
+
+    def merge(self, other: PixelSums) -> PixelSums:
+        """Sums of two disjoint sets of images (e.g. two shards)."""
+        return PixelSums(
+            self.count + other.count,
+            self.s1 + other.s1,
+            self.s2 + other.s2,
+            np.minimum(self.minimum, other.minimum),
+            np.maximum(self.maximum, other.maximum),
+        )
+
+    def reduce(self, scope: str, channel_axis: int | None) -> ScopeStats:
+        """Statistics per element of ``scope`` ("global", "channel" or "pixel")."""
+        if scope == "pixel":
+            axes: tuple[int, ...] = ()
+        elif scope == "channel" and channel_axis is not None:
+            axes = tuple(a for a in range(self.s1.ndim) if a != channel_axis)
+        elif scope in ("global", "channel"):
+            axes = tuple(range(self.s1.ndim))
+        else:
+            raise ValueError(f"scope {scope!r} has no dataset-wide statistics")
+        per_element = self.count * math.prod(self.s1.shape[a] for a in axes)
+        s1 = self.s1.sum(axis=axes, dtype=np.uint64)
+        s2 = self.s2.sum(axis=axes, dtype=np.uint64)
+        if scope == "channel":
+            s1, s2 = s1.reshape(-1), s2.reshape(-1)
+        return ScopeStats.from_sums(
+            per_element,
+            s1,
+            s2,
+            self.minimum.min(axis=axes).reshape(s1.shape),
+            self.maximum.max(axis=axes).reshape(s1.shape),
+        )
+
+
+@dataclass
+class ScopeStats:
+    """count, min, max, mean and population std (ddof 0) per scope element."""
+
+    count: int
+    minimum: Float64Array
+    maximum: Float64Array
+    mean: Float64Array
+    std: Float64Array
+
+    @classmethod
+    def from_sums(
+        cls,
+        count: int,
+        s1: npt.NDArray[np.uint64],
+        s2: npt.NDArray[np.uint64],
+        minimum: npt.NDArray[np.uint8],
+        maximum: npt.NDArray[np.uint8],
+    ) -> ScopeStats:
+        if count * 65025 * count < EXACT_FLOAT64_INT:
+            # Every integer involved is below 2**53: float64 holds them exactly and one
+            # IEEE division rounds once, the same result as the Fraction path, vectorised.
+            a = s1.astype(np.int64)
+            numerator = (count * s2.astype(np.int64) - a * a).astype(np.float64)
+            means = a.astype(np.float64) / count
+            stds = np.sqrt(numerator / float(count * count))
+        else:
+            means = np.array([float(Fraction(int(a), count)) for a in s1.reshape(-1).tolist()])
+            variances = [
+                float(Fraction(count * int(b) - int(a) * int(a), count * count))
+                for a, b in zip(s1.reshape(-1).tolist(), s2.reshape(-1).tolist(), strict=True)
+            ]
+            stds = np.sqrt(np.array(variances, np.float64))
+        shape = s1.shape
+        return cls(
+            count=count,
+            minimum=minimum.astype(np.float64),
+            maximum=maximum.astype(np.float64),
+            mean=np.asarray(means, np.float64).reshape(shape),
+            std=np.asarray(stds, np.float64).reshape(shape),
+        )
+
+
+def image_stats(chunk: npt.NDArray[np.uint8]) -> ScopeStats:
+    """Per-image statistics of a chunk (scope "image"), exact like the others."""
+    flat = chunk.reshape(chunk.shape[0], -1)
+    squares = flat.astype(np.uint16)
+    np.multiply(squares, squares, out=squares)
+    return ScopeStats.from_sums(
+        flat.shape[1],
+        flat.sum(axis=1, dtype=np.uint64),
+        squares.sum(axis=1, dtype=np.uint64),
+        flat.min(axis=1),
+        flat.max(axis=1),
+    )

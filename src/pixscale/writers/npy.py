@@ -1,0 +1,89 @@
+"""float32 ``.npy`` output with a JSON sidecar ``<output>.json``."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pixscale.errors import OutputError
+from pixscale.params import dumps
+from pixscale.sources.base import Labels
+from pixscale.writers.atomic import StagedOutputs
+from pixscale.writers.base import Float32Array, Writer
+
+
+def sidecar_path(target: Path) -> Path:
+    return target.with_name(target.name + ".json")
+
+
+def labels_path(target: Path) -> Path:
+    return target.with_name(f"{target.stem}.labels.npy")
+
+
+def arrays_path(target: Path) -> Path:
+    return target.with_name(f"{target.stem}.params.npz")
+
+
+def write_npz(path: Path, arrays: dict[str, npt.NDArray[Any]]) -> None:
+    """Like ``np.savez`` but with fixed zip timestamps, so equal inputs give equal bytes."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, values in sorted(arrays.items()):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(values), allow_pickle=False)
+
+
+class NpyWriter(Writer):
+    """Writes the header up front, then appends chunks; nothing is held in memory."""
+
+    def __init__(self, target: Path, shape: tuple[int, ...], staged: StagedOutputs) -> None:
+        self.target, self.shape, self.staged = target, shape, staged
+        self.temp = staged.stage(target)
+        staged.check(sidecar_path(target))
+        self.handle = self.temp.open("wb")
+        header: dict[str, Any] = {"descr": "<f4", "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_2_0(self.handle, header)
+        self.written = 0
+
+    def write(self, chunk: Float32Array) -> None:
+        try:
+            self.handle.write(np.ascontiguousarray(chunk, "<f4").data.cast("B"))
+        except OSError as exc:
+            raise OutputError(f"{self.target}: write failed: {exc.strerror}") from exc
+        self.written += chunk.shape[0]
+
+    def finish(
+        self, record: dict[str, Any], arrays: dict[str, npt.NDArray[Any]], labels: Labels | None
+    ) -> dict[str, Any]:
+        self.close()
+        output: dict[str, Any] = {
+            "file": self.target.name,
+            "format": "npy",
+            "shape": list(self.shape),
+            "dtype": "float32",
+        }
+        if labels is not None:
+            path = labels_path(self.target)
+            with self.staged.stage(path).open("wb") as handle:
+                np.save(handle, labels.values, allow_pickle=False)
+            output["labels"] = path.name
+            if labels.class_names:
+                output["class_names"] = labels.class_names
+        if arrays:
+            path = arrays_path(self.target)
+            write_npz(self.staged.stage(path), arrays)
+            output["arrays"] = path.name
+        full = dict(record, output=output)
+        self.staged.stage(sidecar_path(self.target)).write_text(dumps(full))
+        return output
+
+    def close(self) -> None:
+        if not self.handle.closed:
+            try:
+                self.handle.close()
+            except OSError as exc:
+                raise OutputError(f"{self.target}: write failed: {exc.strerror}") from exc

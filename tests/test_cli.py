@@ -1,0 +1,105 @@
+"""The command line: exit codes, one-line errors, help, and the installed entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import SAMPLE_IMAGES
+from pixscale import __version__
+from pixscale.cli import main
+
+
+def run(*args: str) -> click.testing.Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_version_prints_the_bare_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0 and result.output.strip() == __version__
+
+
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    assert f"pixscale {command}" in result.output
+
+
+def test_convert_writes_output_and_reports_on_stderr(tmp_path: Path) -> None:
+    out = tmp_path / "s.npy"
+    result = run(
+        "convert", SAMPLE_IMAGES, "-o", out, "-s", "range", "--from", 0, 255, "--to", -2, 3
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "float32 1000×28×28" in result.stderr
+    assert np.load(out).min() == -2 and np.load(out).max() == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.gz"], "missing.gz: no such file"),
+        (["{bad}"], "unknown format"),
+        (["{float}"], "dtype is float64, expected uint8"),
+    ],
+)
+def test_bad_input_is_one_line_error_exit_1_and_no_output(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "bad").write_bytes(b"not an image file")
+    np.save(tmp_path / "float.npy", np.zeros((2, 2, 2)))
+    out = tmp_path / "o" / "out.h5"
+    out.parent.mkdir()
+    paths = [a.format(bad=tmp_path / "bad", float=tmp_path / "float.npy") for a in args]
+    paths = [p if p.startswith(str(tmp_path)) else str(tmp_path / p) for p in paths]
+    result = run("convert", *paths, "-o", out)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+    assert list(out.parent.iterdir()) == []
+
+
+def test_existing_output_refused_with_hint(tmp_path: Path) -> None:
+    out = tmp_path / "x.h5"
+    out.write_text("keep")
+    result = run("convert", SAMPLE_IMAGES, "-o", out)
+    assert result.exit_code == 1 and "Use --overwrite" in result.stderr
+    assert out.read_text() == "keep"
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    result = run("convert", SAMPLE_IMAGES, "-o", tmp_path / "x.h5", "-s", "bogus")
+    assert result.exit_code == 2
+
+
+def test_inconsistent_options_are_one_line_errors(tmp_path: Path) -> None:
+    result = run("convert", SAMPLE_IMAGES, "-o", tmp_path / "x.h5", "--from", 0, 255)
+    assert result.exit_code == 1
+    assert "range strategy only" in result.stderr
+
+
+def test_unknown_output_extension(tmp_path: Path) -> None:
+    result = run("convert", SAMPLE_IMAGES, "-o", tmp_path / "x.dat")
+    assert result.exit_code == 1 and "--format h5|npy" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_installed_entry_point_runs(tmp_path: Path) -> None:
+    out = tmp_path / "s.h5"
+    scripts = Path(sys.executable).parent
+    result = subprocess.run(
+        [str(scripts / "pixscale"), "convert", str(SAMPLE_IMAGES), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and result.stdout == ""

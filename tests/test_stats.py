@@ -1,0 +1,58 @@
+"""Exact integer statistics equal numpy's float64 on the whole array."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from pixscale.stats import PixelSums, image_stats
+
+
+def sums_of(data: np.ndarray, rows: int) -> PixelSums:
+    sums = PixelSums.empty(data.shape[1:])
+    for start in range(0, len(data), rows):
+        sums.add(data[start : start + rows])
+    return sums
+
+
+def test_mnist_global_statistics_equal_numpy_float64(mnist_train) -> None:  # type: ignore[no-untyped-def]
+    images = mnist_train[0]
+    stats = sums_of(images, 7000).reduce("global", None)
+    as_float = images.astype(np.float64)
+    assert stats.count == images.size
+    assert abs(stats.mean - as_float.mean()) <= 1e-12 * as_float.mean()
+    assert abs(stats.std - as_float.std()) <= 1e-12 * as_float.std()
+    assert round(float(stats.mean) / 255, 4) == 0.1307
+    assert round(float(stats.std) / 255, 4) == 0.3081
+
+
+def test_per_channel_and_per_pixel_statistics_on_a_photograph(photo_tiles: np.ndarray) -> None:
+    sums = sums_of(photo_tiles, 13)
+    channel = sums.reduce("channel", 2)
+    as_float = photo_tiles.astype(np.float64)
+    np.testing.assert_allclose(channel.mean, as_float.mean(axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(channel.std, as_float.std(axis=(0, 1, 2)), rtol=1e-12)
+    assert channel.minimum.tolist() == photo_tiles.min(axis=(0, 1, 2)).tolist()
+    pixel = sums.reduce("pixel", 2)
+    np.testing.assert_allclose(pixel.mean, as_float.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(pixel.std, as_float.std(axis=0), rtol=1e-12, atol=1e-12)
+
+
+def test_merging_shards_equals_one_pass(photo_tiles: np.ndarray) -> None:
+    whole = sums_of(photo_tiles, 1000).reduce("channel", 2)
+    merged = sums_of(photo_tiles[:20], 7).merge(sums_of(photo_tiles[20:], 7)).reduce("channel", 2)
+    assert np.array_equal(whole.mean, merged.mean) and np.array_equal(whole.std, merged.std)
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.uint8, st.tuples(st.integers(1, 9), st.integers(1, 6), st.integers(1, 5))))
+def test_statistics_equal_numpy_for_random_arrays(data: np.ndarray) -> None:
+    stats = sums_of(data, 4).reduce("global", None)
+    as_float = data.astype(np.float64)
+    np.testing.assert_allclose(stats.mean, as_float.mean(), rtol=1e-12)
+    np.testing.assert_allclose(stats.std, as_float.std(), rtol=1e-9, atol=1e-12)
+    per_image = image_stats(data)
+    np.testing.assert_allclose(per_image.mean, as_float.mean(axis=(1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(per_image.std, as_float.std(axis=(1, 2)), rtol=1e-9, atol=1e-12)
