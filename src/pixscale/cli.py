@@ -14,6 +14,7 @@ import click
 
 from pixscale import __version__
 from pixscale.errors import PixscaleError
+from pixscale.export import TARGETS as EXPORT_TARGETS
 from pixscale.pipeline import DEFAULT_CHUNK_MB, Output, Progress
 from pixscale.strategies import SCOPES, STRATEGIES, ZERO_STD_POLICIES, Spec
 from pixscale.writers.hdf5 import COMPRESSIONS
@@ -143,6 +144,7 @@ def strategy_options(command: F) -> F:
 
 
 def make_spec(options: dict[str, Any]) -> Spec:
+    options.pop("channel_axis", None)
     return Spec(
         strategy=options["strategy"],
         scope=options["scope"],
@@ -243,6 +245,7 @@ def convert(
     """
     from pixscale.pipeline import convert as run_convert
 
+    channel_axis = strategy.get("channel_axis")
     spec = make_spec(strategy)
     if params_from is not None and spec != Spec(zero_std=spec.zero_std):
         raise click.UsageError("--params-from replaces the strategy options; give one or the other")
@@ -260,6 +263,7 @@ def convert(
             spec,
             labels=labels,
             params_from=params_from,
+            channel_axis=channel_axis,
             chunk_mb=chunk_mb,
             progress=advance,
         )
@@ -317,6 +321,7 @@ def fit(
     from pixscale.params import dumps
     from pixscale.pipeline import fit as run_fit
 
+    channel_axis = strategy.get("channel_axis")
     spec = make_spec(strategy)
     if looks_like_test_split(inputs):
         click.echo(
@@ -327,7 +332,13 @@ def fit(
     advance, close = progress_bar(quiet, "fitting")
     try:
         record = run_fit(
-            list(inputs), output, spec, overwrite=overwrite, chunk_mb=chunk_mb, progress=advance
+            list(inputs),
+            output,
+            spec,
+            overwrite=overwrite,
+            channel_axis=channel_axis,
+            chunk_mb=chunk_mb,
+            progress=advance,
         )
     finally:
         close()
@@ -341,6 +352,39 @@ def fit(
             click.echo(f"{output}: mean ({mean}), std ({std}) in [0,1] units", err=True)
         else:
             click.echo(f"{output}: {record['strategy']} parameters written", err=True)
+
+
+@main.command()
+@click.argument("params_file", metavar="PARAMS", type=click.Path(path_type=Path))
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(EXPORT_TARGETS),
+    default="torchvision",
+    show_default=True,
+    help="Framework whose Normalize form to print.",
+)
+@click.option(
+    "--digits",
+    type=click.IntRange(0, 17),
+    default=4,
+    show_default=True,
+    help="Decimal places to round to.",
+)
+@click.option("--exact", is_flag=True, help="Full float64 precision instead of --digits.")
+@reports_errors
+def export(params_file: Path, target: str, digits: int, exact: bool) -> None:
+    """Print PARAMS (a params JSON or pixscale output) as a framework's Normalize.
+
+    \b
+      pixscale export mnist.params.json --to torchvision
+      → transforms.Normalize(mean=(0.1307,), std=(0.3081,))  # after ToTensor()
+    """
+    from pixscale.export import export as render
+    from pixscale.records import load_params
+
+    params, _ = load_params(params_file)
+    click.echo(render(params, target, None if exact else digits))
 
 
 def _as_list(value: Any) -> list[float]:

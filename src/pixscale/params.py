@@ -70,7 +70,7 @@ class Params:
         """The JSON-ready record; large arrays become ``{"array": NAME}`` references."""
 
         def encode(name: str, values: Float64Array) -> Any:
-            if arrays_external and values.size > INLINE_LIMIT:
+            if arrays_external and self.stored_apart(values):
                 return {"array": name, "shape": list(values.shape)}
             return values.tolist()
 
@@ -108,7 +108,11 @@ class Params:
             "scale": self.scale,
             "offset": self.offset,
         }
-        return {name: a for name, a in arrays.items() if a.size > INLINE_LIMIT}
+        return {name: a for name, a in arrays.items() if self.stored_apart(a)}
+
+    def stored_apart(self, values: Float64Array) -> bool:
+        """Per-image and large arrays live beside the record in output files."""
+        return self.scope == "image" or values.size > INLINE_LIMIT
 
     @classmethod
     def from_record(

@@ -122,13 +122,14 @@ def convert(
     *,
     labels: Path | None = None,
     params_from: Path | None = None,
+    channel_axis: int | None = None,
     chunk_mb: float = DEFAULT_CHUNK_MB,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Convert uint8 images to float32 and record the parameters; returns the record."""
     spec = spec or Spec()
     output = output if isinstance(output, Output) else Output(output)
-    source = open_source(inputs, labels=labels)
+    source = open_source(inputs, labels=labels, channel_axis=channel_axis)
     with (
         ThreadPoolExecutor(max_workers=1) as pool,
         staged_outputs(output.overwrite, source.files) as staged,
@@ -247,11 +248,12 @@ def fit(
     spec: Spec,
     *,
     overwrite: bool = False,
+    channel_axis: int | None = None,
     chunk_mb: float = DEFAULT_CHUNK_MB,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Fit parameters on the inputs (as one dataset) and write them as a params JSON."""
-    source = open_source(inputs)
+    source = open_source(inputs, channel_axis=channel_axis)
     params = fit_params(source, spec, chunk_mb, progress)
     record = params.to_record()
     record["fitted_on"] = source.describe()

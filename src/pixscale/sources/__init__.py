@@ -95,13 +95,42 @@ def concat(parts: list[Source]) -> Source:
     )
 
 
-def open_source(paths: list[Path] | Path, labels: Path | None = None) -> Source:
-    """Open one or several inputs as one dataset; ``labels`` overrides found labels."""
+LAYOUT_NDIM = {"nf": 2, "nhw": 3, "nhwc": 4, "nchw": 4}
+
+
+def layout_for_channel_axis(axis: int, ndim: int) -> str:
+    """``--channel-axis`` (an axis of the whole array) as a layout name."""
+    if ndim != 4 or axis not in (1, 3, -1, -3):
+        raise InputError(
+            f"--channel-axis {axis}: only 4-D arrays have a channel axis (1 for NCHW, 3 for NHWC)"
+        )
+    return "nchw" if axis in (1, -3) else "nhwc"
+
+
+def open_source(
+    paths: list[Path] | Path,
+    labels: Path | None = None,
+    layout: str | None = None,
+    channel_axis: int | None = None,
+) -> Source:
+    """Open one or several inputs as one dataset.
+
+    ``labels`` overrides labels found beside the images; ``layout`` (nhw, nhwc, nchw) or
+    ``channel_axis`` (an axis of the whole array) override the layout the format implies.
+    """
     paths = [paths] if isinstance(paths, Path) else list(paths)
     if not paths:
         raise InputError("no input given")
     parts = [open_one(path) for path in paths]
     source = parts[0] if len(parts) == 1 else concat(parts)
+    if channel_axis is not None:
+        layout = layout_for_channel_axis(channel_axis, len(source.shape))
+    if layout is not None:
+        if LAYOUT_NDIM.get(layout) != len(source.shape):
+            raise InputError(
+                f"{source.files[0]}: layout {layout} does not fit an array of shape {source.shape}"
+            )
+        source.layout = layout
     if labels is not None:
         source.labels = Labels(read_labels(labels), labels.name)
     if source.n_images == 0:
