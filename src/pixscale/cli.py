@@ -36,6 +36,11 @@ def reports_errors(command: F) -> F:
         debug = click.get_current_context().find_root().params.get("debug", False)
         try:
             return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            click.echo("Error: interrupted; no output was written", err=True)
+            raise click.exceptions.Exit(130) from None
         except (PixscaleError, OSError) as exc:
             if debug:
                 raise
@@ -159,6 +164,7 @@ def make_spec(options: dict[str, Any]) -> Spec:
 
 
 def on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary outputs are removed."""
     raise KeyboardInterrupt
 
 
@@ -174,6 +180,8 @@ def main(debug: bool) -> None:
       pixscale convert t10k-images-idx3-ubyte.gz -o test.h5 --params-from mnist.params.json
     """
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Past a file-size limit, fail the write with EFBIG (a clean error) instead of dying.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 @main.command()
@@ -385,6 +393,71 @@ def export(params_file: Path, target: str, digits: int, exact: bool) -> None:
 
     params, _ = load_params(params_file)
     click.echo(render(params, target, None if exact else digits))
+
+
+@main.command()
+@click.argument("converted", metavar="FILE", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="uint8 output: .npy, .h5, or an IDX name (…-idx3-ubyte[.gz]).",
+)
+@click.option(
+    "--verify",
+    "verify_source",
+    type=click.Path(path_type=Path),
+    help="Compare with the original source and count differing pixels.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output (atomically).")
+@reports_errors
+def invert(converted: Path, output: Path, verify_source: Path | None, overwrite: bool) -> None:
+    """Recover the exact uint8 images from a pixscale output, using only its record.
+
+    \b
+      pixscale invert train.h5 -o back.npy
+      pixscale invert train.h5 -o back-idx3-ubyte.gz --verify train-images-idx3-ubyte.gz
+    """
+    from pixscale.inverse import describe
+    from pixscale.inverse import invert as run_invert
+
+    report = run_invert(converted, output, overwrite=overwrite, verify_source=verify_source)
+    for line in describe(report):
+        click.echo(line, err=True)
+    if report.source_mismatches:
+        raise click.exceptions.Exit(1)
+
+
+@main.command()
+@click.argument("converted", metavar="FILE", type=click.Path(path_type=Path))
+@click.option(
+    "--source",
+    "source_path",
+    type=click.Path(path_type=Path),
+    help="The original input: check its sha256 and re-derive a sample of values.",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Images re-derived from the source.",
+)
+@reports_errors
+def verify(converted: Path, source_path: Path | None, samples: int) -> None:
+    """Check that FILE's record is complete and matches its data (and its source).
+
+    \b
+      pixscale verify train.h5 --source train-images-idx3-ubyte.gz
+    """
+    from pixscale.inverse import verify as run_verify
+
+    report = run_verify(converted, source_path, samples)
+    for name, passed, detail in report.checks:
+        click.echo(f"{'ok  ' if passed else 'FAIL'} {name}: {detail}")
+    if not report.ok:
+        raise click.ClickException(f"{converted}: verification failed")
 
 
 def _as_list(value: Any) -> list[float]:

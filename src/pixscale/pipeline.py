@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ from pixscale.writers.atomic import StagedOutputs, staged_outputs
 from pixscale.writers.base import Writer
 from pixscale.writers.hdf5 import Hdf5Writer
 from pixscale.writers.npy import NpyWriter
+from pixscale.writers.space import check_room
 
 #: Input bytes per chunk. Peak memory is about 7× this (uint8 in, float32 out, uint16
 #: squares for statistics); 4 MiB chunks keep the working set near the CPU caches.
@@ -110,6 +112,8 @@ def check_fits(params: Params, source: Source, origin: str) -> None:
 
 
 def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -> Writer:
+    staged.check(output.path)
+    check_room(output.path, 4 * math.prod(shape))
     if output.resolved_format() == "npy":
         return NpyWriter(output.path, shape, staged)
     return Hdf5Writer(output.path, shape, staged, output.compression, output.chunk_images)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import numpy as np
 
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, default_layout
-from pixscale.sources.rawio import open_maybe_gzip, read_exact, read_images
+from pixscale.sources.rawio import check_size, open_maybe_gzip, read_exact, read_images
 
 IDX_DTYPES = {
     0x08: "uint8",
@@ -45,7 +46,9 @@ def read_idx_array(path: Path) -> np.ndarray:
     """Read a whole (small) IDX file, such as a labels file."""
     with open_maybe_gzip(path) as handle:
         shape = read_idx_header(handle, path)
-        return read_images(handle, path, shape[0], tuple(shape[1:]))
+        check_size(path, 4 + 4 * len(shape) + math.prod(shape))
+        values: np.ndarray = read_images(handle, path, shape[0], tuple(shape[1:]))
+        return values
 
 
 _IMAGES_NAME = re.compile(r"images([-.])idx(\d)")
@@ -78,6 +81,7 @@ def open_idx(path: Path) -> IdxSource:
         shape = read_idx_header(handle, path)
     if len(shape) < 2:
         raise InputError(f"{path}: IDX file holds a 1-D array (labels?), not images")
+    check_size(path, 4 + 4 * len(shape) + math.prod(shape))
     source = IdxSource(
         name=path.name,
         format="idx",

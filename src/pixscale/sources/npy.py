@@ -23,8 +23,8 @@ def read_npy_header(handle: BinaryIO, path: Path) -> tuple[tuple[int, ...], bool
         if version == (1, 0):
             return np.lib.format.read_array_header_1_0(handle)
         return np.lib.format.read_array_header_2_0(handle)
-    except ValueError as exc:
-        raise InputError(f"{path}: not a valid .npy file ({exc})") from exc
+    except Exception as exc:  # numpy's header parser raises many kinds on damaged input
+        raise InputError(f"{path}: not a valid .npy file (damaged header)") from exc
 
 
 def require_uint8(path: Path, dtype: np.dtype) -> None:

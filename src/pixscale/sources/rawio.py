@@ -7,12 +7,11 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from pixscale.errors import InputError
-from pixscale.sources.base import UInt8Array
 
 GZIP_MAGIC = b"\x1f\x8b"
 #: Exceptions by which gzip reports a damaged stream.
@@ -44,6 +43,30 @@ def open_maybe_gzip(path: Path) -> Iterator[BinaryIO]:
             yield raw
 
 
+def gzip_size(path: Path) -> int | None:
+    """The uncompressed size modulo 2**32 from the gzip trailer, or None when not gzip."""
+    with path.open("rb") as handle:
+        if handle.read(2) != GZIP_MAGIC:
+            return None
+        handle.seek(-4, 2)
+        return int.from_bytes(handle.read(4), "little")
+
+
+def check_size(path: Path, expected: int) -> None:
+    """Refuse up front a file that holds fewer bytes than its header promises."""
+    stored = gzip_size(path)
+    if stored is None:
+        actual = path.stat().st_size
+    elif expected < 2**32:
+        actual = stored  # the trailer is exact for streams under 4 GiB
+    else:
+        return  # only reading to the end can tell; short reads are caught then
+    if actual < expected:
+        raise InputError(
+            f"{path}: truncated: header promises {expected:,} bytes, file holds {actual:,}"
+        )
+
+
 def read_exact(handle: BinaryIO, size: int, path: Path, what: str) -> bytes:
     """Read exactly ``size`` bytes or raise an InputError naming the shortfall."""
     data = handle.read(size)
@@ -53,11 +76,20 @@ def read_exact(handle: BinaryIO, size: int, path: Path, what: str) -> bytes:
 
 
 def read_images(
-    handle: BinaryIO, path: Path, count: int, image_shape: tuple[int, ...]
-) -> UInt8Array:
-    """Read ``count`` images of ``image_shape`` uint8 pixels into a new array."""
-    chunk = np.empty((count, *image_shape), dtype=np.uint8)
-    view = memoryview(chunk.reshape(-1))  # type: ignore[arg-type]
+    handle: BinaryIO,
+    path: Path,
+    count: int,
+    image_shape: tuple[int, ...],
+    dtype: np.dtype[Any] | type = np.uint8,
+) -> Any:
+    """Read ``count`` images of ``image_shape`` (uint8 unless ``dtype``) into a new array."""
+    try:
+        chunk = np.empty((count, *image_shape), dtype=dtype)
+    except (MemoryError, ValueError) as exc:
+        raise InputError(
+            f"{path}: header promises images of shape {image_shape}: too large"
+        ) from exc
+    view = chunk.reshape(-1).data.cast("B")
     filled = 0
     while filled < len(view):
         got = handle.readinto(view[filled:])  # type: ignore[attr-defined]

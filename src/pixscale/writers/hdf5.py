@@ -108,5 +108,5 @@ class Hdf5Writer(Writer):
         if self.file.id.valid:
             try:
                 self.file.close()
-            except OSError as exc:
+            except (OSError, RuntimeError) as exc:
                 raise OutputError(f"{self.target}: write failed: {exc}") from exc

@@ -1,0 +1,69 @@
+"""Read pixscale outputs back: the record, the parameters and the float32 data in chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import numpy.typing as npt
+
+from pixscale.errors import InputError
+from pixscale.params import Params
+from pixscale.records import is_hdf5, read_record
+from pixscale.sources.npy import read_npy_header
+from pixscale.sources.rawio import read_images
+
+Float32Array = npt.NDArray[np.float32]
+
+
+@dataclass
+class ConvertedFile:
+    """A pixscale output: its record, parameters, data shape and dtype."""
+
+    path: Path
+    record: dict[str, Any]
+    params: Params
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    labels: npt.NDArray[Any] | None
+
+    def chunks(self, max_images: int) -> Iterator[Float32Array]:
+        """The stored values, ``max_images`` images at a time."""
+        if is_hdf5(self.path):
+            with h5py.File(self.path, "r") as handle:
+                images = handle["images"]
+                for start in range(0, self.shape[0], max_images):
+                    yield images[start : start + max_images]
+            return
+        with self.path.open("rb") as handle:
+            read_npy_header(handle, self.path)
+            for start in range(0, self.shape[0], max_images):
+                count = min(max_images, self.shape[0] - start)
+                yield read_images(handle, self.path, count, self.shape[1:], self.dtype)
+
+
+def open_converted(path: Path) -> ConvertedFile:
+    """Open an HDF5 or .npy file written by ``pixscale convert``."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    record, arrays = read_record(path)
+    params = Params.from_record(record, arrays)
+    labels = None
+    if is_hdf5(path):
+        with h5py.File(path, "r") as handle:
+            if "images" not in handle:
+                raise InputError(f"{path}: no 'images' dataset")
+            shape, dtype = tuple(handle["images"].shape), handle["images"].dtype
+            if "labels" in handle:
+                labels = handle["labels"][()]
+    else:
+        with path.open("rb") as handle:
+            shape, fortran, dtype = read_npy_header(handle, path)
+        labels_name = record.get("output", {}).get("labels")
+        if labels_name and (path.parent / labels_name).is_file():
+            labels = np.load(path.parent / labels_name, allow_pickle=False)
+    return ConvertedFile(path, record, params, tuple(shape), np.dtype(dtype), labels)

@@ -1,0 +1,26 @@
+"""Refuse up front an output that the disk or the file-size limit cannot hold."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+from pathlib import Path
+
+from pixscale.errors import OutputError
+
+#: Room kept for headers, HDF5 metadata, sidecars and labels beyond the data bytes.
+SLACK_BYTES = 1 << 20
+
+
+def check_room(target: Path, data_bytes: int) -> None:
+    """Fail before writing when ``data_bytes`` cannot fit beside ``target``."""
+    needed = data_bytes + SLACK_BYTES
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and needed > soft:
+        raise OutputError(
+            f"{target}: needs about {needed:,} bytes but the file-size limit is {soft:,}"
+        )
+    free = shutil.disk_usage(target.parent if str(target.parent) else Path(os.curdir)).free
+    if needed > free:
+        raise OutputError(f"{target}: needs about {needed:,} bytes but only {free:,} are free")

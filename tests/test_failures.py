@@ -1,0 +1,225 @@
+"""The bad-input catalogue: one-line errors, exit 1, and the output folder as it was."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import SAMPLE_IMAGES
+from pixscale.cli import main
+
+PIXSCALE = str(Path(sys.executable).parent / "pixscale")
+
+
+def idx_header(*shape: int, dtype: int = 0x08) -> bytes:
+    return bytes([0, 0, dtype, len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape)
+
+
+def listing(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+CATALOGUE = {
+    "missing": (None, "no such file"),
+    "empty": (b"", "file is empty"),
+    "unknown format": (b"GIF89a and more bytes", "unknown format"),
+    "wrong IDX magic": (b"\x00\x00\x08\x00" + b"\x00" * 20, "unknown format"),
+    "IDX not uint8": (idx_header(2, 2, 2, dtype=0x0D) + b"\0" * 32, "IDX data type is float32"),
+    "IDX header promises more": (idx_header(10, 28, 28) + b"\0" * 100, "truncated"),
+    "truncated gzip": (SAMPLE_IMAGES.read_bytes()[:20000], "corrupt or truncated gzip"),
+    "corrupt gzip": (
+        SAMPLE_IMAGES.read_bytes()[:3000] + b"\x00" * 500 + SAMPLE_IMAGES.read_bytes()[3500:],
+        "corrupt or truncated gzip",
+    ),
+    "zero images": (idx_header(0, 28, 28), "holds zero images"),
+    "npy truncated": (None, "truncated"),
+    "npy float64": (None, "dtype is float64, expected uint8"),
+    "pickle in npy": (None, "dtype is object, expected uint8"),
+}
+
+
+def make_input(folder: Path, case: str) -> Path:
+    path = folder / "input.bin"
+    content, _ = CATALOGUE[case]
+    if content is not None:
+        path.write_bytes(content)
+    elif case == "npy truncated":
+        np.save(folder / "input.npy", np.zeros((10, 8, 8), np.uint8))
+        path = folder / "input.npy"
+        path.write_bytes(path.read_bytes()[:-100])
+    elif case == "npy float64":
+        path = folder / "input.npy"
+        np.save(path, np.zeros((3, 4, 4)))
+    elif case == "pickle in npy":
+        path = folder / "input.npy"
+        np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(CATALOGUE))
+@pytest.mark.parametrize("suffix", [".h5", ".npy"])
+def test_bad_input(tmp_path: Path, case: str, suffix: str) -> None:
+    source_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    source_dir.mkdir()
+    out_dir.mkdir()
+    (out_dir / "keep.txt").write_text("already here")
+    path = make_input(source_dir, case)
+    before = listing(out_dir)
+    result = CliRunner().invoke(main, ["convert", str(path), "-o", str(out_dir / f"x{suffix}")])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("Error: ") and CATALOGUE[case][1] in lines[0]
+    assert str(path.name) in lines[0] or case == "missing"
+    assert listing(out_dir) == before
+
+
+def test_params_that_do_not_fit(tmp_path: Path) -> None:
+    params = tmp_path / "p.json"
+    rgb = tmp_path / "rgb.npy"
+    np.save(rgb, np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3))
+    CliRunner().invoke(
+        main, ["fit", str(rgb), "-s", "standardize", "--scope", "channel", "-o", str(params)]
+    )
+    result = CliRunner().invoke(
+        main,
+        ["convert", str(SAMPLE_IMAGES), "-o", str(tmp_path / "x.h5"), "--params-from", str(params)],
+    )
+    assert result.exit_code == 1 and "3 channels, data has 1" in result.stderr
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_params_file_that_is_not_a_record(tmp_path: Path) -> None:
+    bad = tmp_path / "p.json"
+    bad.write_text('{"format": "something else"}')
+    result = CliRunner().invoke(
+        main,
+        ["convert", str(SAMPLE_IMAGES), "-o", str(tmp_path / "x.h5"), "--params-from", str(bad)],
+    )
+    assert result.exit_code == 1 and "not a pixscale.params/1 record" in result.stderr
+
+
+def test_output_folder_missing(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["convert", str(SAMPLE_IMAGES), "-o", str(tmp_path / "nope" / "x.h5")]
+    )
+    assert result.exit_code == 1 and "output folder" in result.stderr
+
+
+def test_output_never_overwrites_an_input(tmp_path: Path) -> None:
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros((2, 3, 3), np.uint8))
+    before = path.read_bytes()
+    result = CliRunner().invoke(main, ["convert", str(path), "-o", str(path), "--overwrite"])
+    assert result.exit_code == 1 and "refusing to overwrite an input" in result.stderr
+    assert path.read_bytes() == before
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["--debug", "convert", str(tmp_path / "missing"), "-o", str(tmp_path / "x.h5")]
+    )
+    assert result.exit_code == 1 and result.exception is not None
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "secret.npy"
+    np.save(path, np.zeros((2, 3, 3), np.uint8))
+    path.chmod(0)
+    if os.access(path, os.R_OK):
+        pytest.skip("running with privileges that read any file")
+    result = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "x.h5")])
+    assert result.exit_code == 1 and "Permission denied" in result.stderr
+
+
+def limit_file_size() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".h5"])
+def test_output_larger_than_the_file_size_limit_is_refused_up_front(
+    tmp_path: Path, suffix: str
+) -> None:
+    out = tmp_path / f"big{suffix}"
+    result = subprocess.run(
+        [PIXSCALE, "convert", str(SAMPLE_IMAGES), "-o", str(out), "--chunk-mb", "0.1"],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_file_size,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "file-size limit" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def big_input(folder: Path) -> Path:
+    big = folder / "big.npy"
+    np.save(big, np.random.default_rng(0).integers(0, 256, (6000, 64, 64, 3), dtype=np.uint8))
+    return big
+
+
+def wait_for_output(folder: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not list(folder.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert list(folder.iterdir()), "the conversion never started writing"
+
+
+def test_file_size_limit_hit_mid_write_fails_cleanly(tmp_path: Path) -> None:
+    big = big_input(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    process = subprocess.Popen(
+        [PIXSCALE, "convert", str(big), "-o", str(out_dir / "x.npy"), "--chunk-mb", "1"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_output(out_dir)
+    limit = 8 << 20  # lowered while the output is being written
+    resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (limit, limit))
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "write failed: File too large" in lines[0]
+    assert list(out_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_conversion_leaves_nothing(tmp_path: Path, sig: signal.Signals) -> None:
+    big = big_input(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    process = subprocess.Popen(
+        [
+            PIXSCALE,
+            "convert",
+            str(big),
+            "-o",
+            str(out_dir / "x.h5"),
+            "-s",
+            "standardize",
+            "--scope",
+            "channel",
+            "--chunk-mb",
+            "1",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_output(out_dir)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert list(out_dir.iterdir()) == []
