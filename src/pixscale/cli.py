@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import re
 import signal
 import sys
@@ -16,6 +18,8 @@ from pixscale import __version__
 from pixscale.errors import PixscaleError
 from pixscale.export import TARGETS as EXPORT_TARGETS
 from pixscale.pipeline import DEFAULT_CHUNK_MB, Output, Progress
+from pixscale.sources import open_source
+from pixscale.sources.stdin import STDIN, spooled
 from pixscale.strategies import SCOPES, STRATEGIES, ZERO_STD_POLICIES, Spec
 from pixscale.writers.hdf5 import COMPRESSIONS
 
@@ -36,6 +40,11 @@ def reports_errors(command: F) -> F:
         debug = click.get_current_context().find_root().params.get("debug", False)
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:
+            # The reader went away (``| head``): stop quietly, as shell tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(141) from None
         except KeyboardInterrupt:
             if debug:
                 raise
@@ -72,6 +81,10 @@ def progress_bar(quiet: bool, label: str) -> tuple[Progress | None, Callable[[],
             state["bar"].__exit__(None, None, None)
 
     return advance, close
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
 
 
 def floats(text: str | None) -> tuple[float, ...] | None:
@@ -191,7 +204,7 @@ def main(debug: bool) -> None:
     "--output",
     required=True,
     type=click.Path(path_type=Path),
-    help="Output file: .h5/.hdf5 or .npy (sidecar <output>.json).",
+    help="Output file: .h5/.hdf5 or .npy (sidecar <output>.json); - for .npy on stdout.",
 )
 @strategy_options
 @click.option(
@@ -203,6 +216,29 @@ def main(debug: bool) -> None:
     "--labels",
     type=click.Path(path_type=Path),
     help="Labels file (IDX or .npy); default: the IDX sibling labels file.",
+)
+@click.option(
+    "--key", help="Array of an .npz (x_train) or dataset of an HDF5 input (images/train)."
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["L", "RGB"]),
+    help="Image folders: convert to greyscale (L) or RGB (default: as found).",
+)
+@click.option(
+    "--input-layout",
+    type=click.Choice(["nhw", "nhwc", "nchw"]),
+    help="Layout of array inputs (default: NHW for 3-D, NHWC for 4-D).",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["nhwc", "nchw"]),
+    help="Output layout (default: the input's); nchw for PyTorch.",
+)
+@click.option(
+    "--params-out",
+    type=click.Path(path_type=Path),
+    help="Also write the parameter record to this JSON file (needed with -o -).",
 )
 @click.option(
     "--format",
@@ -233,6 +269,11 @@ def convert(
     output: Path,
     params_from: Path | None,
     labels: Path | None,
+    key: str | None,
+    mode: str | None,
+    input_layout: str | None,
+    layout: str | None,
+    params_out: Path | None,
     fmt: str | None,
     compression: str,
     chunk_images: int | None,
@@ -241,7 +282,8 @@ def convert(
     quiet: bool,
     **strategy: Any,
 ) -> None:
-    """Scale INPUTS (IDX, .npy) to float32 OUTPUT and record the parameters.
+    """Scale INPUTS (IDX, .npy, .npz, HDF5, image folders, CIFAR .bin; - for stdin)
+    to float32 OUTPUT (.h5 or .npy; - for .npy on stdout) and record the parameters.
 
     Each output value is the float32 nearest to
     y = (x - source_low) * target_span / source_span + target_low.
@@ -250,6 +292,8 @@ def convert(
       pixscale convert train-images-idx3-ubyte.gz -o train.h5
       pixscale convert x.npy -o y.h5 -s range --from 0 255 --to -2 3
       pixscale convert train.npy -o train.h5 -s standardize --scope channel
+      pixscale convert mnist.npz --key x_train -o train.h5 --layout nchw
+      gunzip -c t10k-images-idx3-ubyte.gz | pixscale convert - -o - --params-out p.json > t.npy
     """
     from pixscale.pipeline import convert as run_convert
 
@@ -263,20 +307,27 @@ def convert(
             "fit on training data and pass --params-from.",
             err=True,
         )
+    if str(output) == STDIN and stdout_is_terminal():
+        raise click.UsageError("refusing to write binary .npy to a terminal; redirect or pipe it")
     advance, close = progress_bar(quiet, "converting")
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(close)
+        paths = [
+            stack.enter_context(spooled(sys.stdin.buffer)) if str(p) == STDIN else p for p in inputs
+        ]
+        source = open_source(
+            paths, labels=labels, layout=input_layout, channel_axis=channel_axis, key=key, mode=mode
+        )
+        if STDIN in map(str, inputs):
+            source.name = "<stdin>" if len(inputs) == 1 else source.name
         record = run_convert(
-            list(inputs),
-            Output(output, fmt, overwrite, compression, chunk_images),
+            source,
+            Output(output, fmt, overwrite, compression, chunk_images, layout, params_out),
             spec,
-            labels=labels,
             params_from=params_from,
-            channel_axis=channel_axis,
             chunk_mb=chunk_mb,
             progress=advance,
         )
-    finally:
-        close()
     if not quiet:
         report(record)
 

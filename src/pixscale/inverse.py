@@ -146,7 +146,8 @@ def verify(path: Path, source_path: Path | None = None, samples: int = 64) -> Ve
     )
     report.add("data is float32", converted.dtype == np.float32, str(converted.dtype))
     recorded = tuple(record.get("output", {}).get("shape", ()))
-    report.add("shape as recorded", converted.shape == recorded, f"{converted.shape}")
+    stored = converted.stored_shape
+    report.add("shape as recorded", stored == recorded, f"{stored}")
     if source_path is None:
         return report
     source = open_source(source_path)

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pixscale.errors import InputError
+from pixscale.layouts import restore_layout
 from pixscale.params import Params
 from pixscale.records import is_hdf5, read_record
 from pixscale.sources.npy import read_npy_header
@@ -22,28 +23,42 @@ Float32Array = npt.NDArray[np.float32]
 
 @dataclass
 class ConvertedFile:
-    """A pixscale output: its record, parameters, data shape and dtype."""
+    """A pixscale output: its record and parameters, the stored shape, dtype and layout."""
 
     path: Path
     record: dict[str, Any]
     params: Params
-    shape: tuple[int, ...]
+    stored_shape: tuple[int, ...]
     dtype: np.dtype[Any]
     labels: npt.NDArray[Any] | None
 
+    @property
+    def layout(self) -> str:
+        return str(self.record.get("output", {}).get("layout", self.params.layout))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape in the source's layout, which the parameters refer to."""
+        return (self.stored_shape[0], *self.params.image_shape)
+
     def chunks(self, max_images: int) -> Iterator[Float32Array]:
-        """The stored values, ``max_images`` images at a time."""
+        """The stored values in the source's layout, ``max_images`` images at a time."""
+        for chunk in self._stored_chunks(max_images):
+            yield restore_layout(chunk, self.params.layout, self.layout)
+
+    def _stored_chunks(self, max_images: int) -> Iterator[Float32Array]:
+        count_all = self.stored_shape[0]
         if is_hdf5(self.path):
             with h5py.File(self.path, "r") as handle:
                 images = handle["images"]
-                for start in range(0, self.shape[0], max_images):
+                for start in range(0, count_all, max_images):
                     yield images[start : start + max_images]
             return
         with self.path.open("rb") as handle:
             read_npy_header(handle, self.path)
-            for start in range(0, self.shape[0], max_images):
-                count = min(max_images, self.shape[0] - start)
-                yield read_images(handle, self.path, count, self.shape[1:], self.dtype)
+            for start in range(0, count_all, max_images):
+                count = min(max_images, count_all - start)
+                yield read_images(handle, self.path, count, self.stored_shape[1:], self.dtype)
 
 
 def open_converted(path: Path) -> ConvertedFile:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from pixscale.errors import OutputError, ParamsError
+from pixscale.layouts import convert_layout, output_shape
 from pixscale.params import Params, dumps
 from pixscale.sources import Source, open_source
 from pixscale.stats import PixelSums, image_stats
@@ -20,7 +22,7 @@ from pixscale.transform import Transform
 from pixscale.writers.atomic import StagedOutputs, staged_outputs
 from pixscale.writers.base import Writer
 from pixscale.writers.hdf5 import Hdf5Writer
-from pixscale.writers.npy import NpyWriter
+from pixscale.writers.npy import NpyWriter, StreamNpyWriter
 from pixscale.writers.space import check_room
 
 #: Input bytes per chunk. Peak memory is about 7× this (uint8 in, float32 out, uint16
@@ -35,15 +37,28 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Output:
-    """Where and how to write: format (h5|npy), compression, HDF5 chunking."""
+    """Where and how to write: format (h5|npy), compression, HDF5 chunking, layout.
+
+    ``path`` "-" streams .npy to standard output (the record goes to ``params_out``).
+    """
 
     path: Path
     format: str | None = None
     overwrite: bool = False
     compression: str = "none"
     chunk_images: int | None = None
+    layout: str | None = None
+    params_out: Path | None = None
+
+    @property
+    def to_stdout(self) -> bool:
+        return str(self.path) == "-"
 
     def resolved_format(self) -> str:
+        if self.to_stdout:
+            if self.format == "h5":
+                raise OutputError("HDF5 cannot be streamed: it needs a seekable file")
+            return "npy"
         if self.format is not None:
             return self.format
         fmt = FORMATS.get(self.path.suffix.lower())
@@ -112,15 +127,18 @@ def check_fits(params: Params, source: Source, origin: str) -> None:
 
 
 def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -> Writer:
+    fmt = output.resolved_format()
+    if output.to_stdout:
+        return StreamNpyWriter(sys.stdout.buffer, shape)
     staged.check(output.path)
     check_room(output.path, 4 * math.prod(shape))
-    if output.resolved_format() == "npy":
+    if fmt == "npy":
         return NpyWriter(output.path, shape, staged)
     return Hdf5Writer(output.path, shape, staged, output.compression, output.chunk_images)
 
 
 def convert(
-    inputs: list[Path] | Path,
+    inputs: list[Path] | Path | Source,
     output: Output | Path,
     spec: Spec | None = None,
     *,
@@ -133,23 +151,33 @@ def convert(
     """Convert uint8 images to float32 and record the parameters; returns the record."""
     spec = spec or Spec()
     output = output if isinstance(output, Output) else Output(output)
-    source = open_source(inputs, labels=labels, channel_axis=channel_axis)
+    if isinstance(inputs, Source):
+        source = inputs
+    else:
+        source = open_source(inputs, labels=labels, channel_axis=channel_axis)
+    layout = output.layout or source.layout
+    shape = output_shape(source.shape, source.layout, layout)
     with (
         ThreadPoolExecutor(max_workers=1) as pool,
         staged_outputs(output.overwrite, source.files) as staged,
     ):
+        if output.params_out is not None:
+            staged.check(output.params_out)
         digest = pool.submit(source.sha256)  # hashing releases the GIL: overlaps the work
-        writer = open_writer(output, source.shape, staged)
+        writer = open_writer(output, shape, staged)
         try:
             params = prepare_params(source, spec, params_from, chunk_mb, progress)
-            params = write_images(source, params, spec, writer, chunk_mb, progress)
+            params = write_images(source, params, spec, writer, chunk_mb, progress, layout)
             record = params.to_record(arrays_external=True)
             record["source"] = source_record(source, digest)
             if spec.needs_stats and params_from is None and params.scope != "image":
                 record["fitted_on"] = record["source"]
-            record["kernel"] = Transform(params).kernel_name if params.scope != "image" else None
+            record["kernel"] = Transform(params).kernel_name
             arrays = params.external_arrays()
+            record["output"] = {"layout": layout}
             record["output"] = writer.finish(record, arrays, source.labels)
+            if output.params_out is not None:
+                staged.stage(output.params_out).write_text(dumps(record))
         finally:
             writer.close()
     return record
@@ -211,8 +239,10 @@ def write_images(
     writer: Writer,
     chunk_mb: float,
     progress: Progress | None,
+    layout: str | None = None,
 ) -> Params:
     """The apply pass; for per-image scope the parameters are fitted per chunk here."""
+    layout = layout or source.layout
     rows = chunk_images(source, chunk_mb)
     passes = 2 if spec.needs_dataset_stats and params.fitted_on is None else 1
     total = source.n_images * passes
@@ -220,7 +250,7 @@ def write_images(
         transform = Transform(params)
         start = 0
         for chunk in source.chunks(rows):
-            writer.write(transform.apply(chunk, start))
+            writer.write(convert_layout(transform.apply(chunk, start), source.layout, layout))
             start += chunk.shape[0]
             if progress:
                 progress(chunk.shape[0], total)
@@ -230,7 +260,8 @@ def write_images(
     chunk_params = params
     for chunk in source.chunks(rows):
         chunk_params = build_params(spec, geometry, image_stats(chunk))
-        writer.write(Transform(chunk_params).apply(chunk, 0))
+        scaled = Transform(chunk_params).apply(chunk, 0)
+        writer.write(convert_layout(scaled, source.layout, layout))
         lows.append(chunk_params.source_low)
         spans.append(chunk_params.source_span)
         if chunk_params.zero_std:

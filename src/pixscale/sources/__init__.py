@@ -10,11 +10,18 @@ import numpy as np
 
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
+from pixscale.sources.cifar import looks_like_pickle, open_cifar
+from pixscale.sources.folder import open_folder
+from pixscale.sources.hdf5 import open_hdf5
 from pixscale.sources.idx import looks_like_idx, open_idx, read_idx_array
 from pixscale.sources.npy import NPY_MAGIC, open_npy
-from pixscale.sources.rawio import open_maybe_gzip
+from pixscale.sources.npz import ZIP_MAGIC, open_npz
+from pixscale.sources.rawio import GZIP_MAGIC, open_maybe_gzip
 
 __all__ = ["Labels", "Source", "open_source", "read_labels"]
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+FORMAT_NAMES = "IDX, .npy, .npz, HDF5, CIFAR .bin or an image folder"
 
 
 def sniff(path: Path) -> str:
@@ -22,22 +29,48 @@ def sniff(path: Path) -> str:
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
-        raise InputError(f"{path}: is a folder; image folders are not supported yet")
+        return "folder"
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty")
-    with open_maybe_gzip(path) as handle:
-        head = handle.read(8)
+    with path.open("rb") as raw:
+        head = raw.read(8)
+    if head.startswith(HDF5_SIGNATURE):
+        return "hdf5"
+    if head.startswith(ZIP_MAGIC):
+        return "npz"
+    if head.startswith(GZIP_MAGIC):
+        with open_maybe_gzip(path) as handle:
+            head = handle.read(8)
     if head.startswith(NPY_MAGIC):
         return "npy"
     if looks_like_idx(head):
         return "idx"
-    raise InputError(f"{path}: unknown format (not IDX or .npy)")
+    if looks_like_pickle(head):
+        raise InputError(
+            f"{path}: is a Python pickle; pickles are not loaded because unpickling runs "
+            "arbitrary code (for CIFAR, use the binary version: data_batch_N.bin)"
+        )
+    if path.suffix.lower() == ".bin":
+        return "cifar"
+    raise InputError(f"{path}: unknown format (expected {FORMAT_NAMES})")
 
 
-def open_one(path: Path) -> Source:
+def open_one(path: Path, key: str | None = None, mode: str | None = None) -> Source:
     fmt = sniff(path)
+    if key is not None and fmt not in ("npz", "hdf5"):
+        raise InputError(f"{path}: --key applies to .npz and HDF5 inputs, this is {fmt}")
+    if mode is not None and fmt != "folder":
+        raise InputError(f"{path}: --mode applies to image folders, this is {fmt}")
     if fmt == "npy":
         return open_npy(path)
+    if fmt == "npz":
+        return open_npz(path, key)
+    if fmt == "hdf5":
+        return open_hdf5(path, key)
+    if fmt == "folder":
+        return open_folder(path, mode)
+    if fmt == "cifar":
+        return open_cifar(path)
     return open_idx(path)
 
 
@@ -71,6 +104,11 @@ class ConcatSource(Source):
 def concat(parts: list[Source]) -> Source:
     first = parts[0]
     for part in parts[1:]:
+        if part.format != first.format:
+            raise InputError(
+                f"{part.files[0]}: is {part.format}, {first.files[0]} is {first.format}; "
+                "several inputs must share one format"
+            )
         if part.image_shape != first.image_shape or part.layout != first.layout:
             raise InputError(
                 f"{part.files[0]}: images of shape {part.image_shape} do not match "
@@ -112,16 +150,19 @@ def open_source(
     labels: Path | None = None,
     layout: str | None = None,
     channel_axis: int | None = None,
+    key: str | None = None,
+    mode: str | None = None,
 ) -> Source:
     """Open one or several inputs as one dataset.
 
     ``labels`` overrides labels found beside the images; ``layout`` (nhw, nhwc, nchw) or
-    ``channel_axis`` (an axis of the whole array) override the layout the format implies.
+    ``channel_axis`` (an axis of the whole array) override the layout the format implies;
+    ``key`` picks the array of an .npz or HDF5 file; ``mode`` (L, RGB) converts images.
     """
     paths = [paths] if isinstance(paths, Path) else list(paths)
     if not paths:
         raise InputError("no input given")
-    parts = [open_one(path) for path in paths]
+    parts = [open_one(path, key, mode) for path in paths]
     source = parts[0] if len(parts) == 1 else concat(parts)
     if channel_axis is not None:
         layout = layout_for_channel_axis(channel_axis, len(source.shape))

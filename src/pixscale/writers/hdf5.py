@@ -76,6 +76,7 @@ class Hdf5Writer(Writer):
         self, record: dict[str, Any], arrays: dict[str, npt.NDArray[Any]], labels: Labels | None
     ) -> dict[str, Any]:
         output: dict[str, Any] = {
+            **record.get("output", {}),
             "file": self.target.name,
             "format": "hdf5",
             "dataset": "images",

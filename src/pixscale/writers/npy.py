@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +37,32 @@ def write_npz(path: Path, arrays: dict[str, npt.NDArray[Any]]) -> None:
                 np.lib.format.write_array(member, np.asarray(values), allow_pickle=False)
 
 
+def write_npy_header(handle: BinaryIO, shape: tuple[int, ...], descr: str = "<f4") -> None:
+    header: dict[str, Any] = {"descr": descr, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_2_0(handle, header)
+
+
+class StreamNpyWriter(Writer):
+    """.npy to a stream such as standard output: no sidecar, no temporary file."""
+
+    def __init__(self, stream: BinaryIO, shape: tuple[int, ...]) -> None:
+        self.target, self.shape, self.stream = Path("-"), shape, stream
+        write_npy_header(stream, shape)
+
+    def write(self, chunk: Float32Array) -> None:
+        self.stream.write(np.ascontiguousarray(chunk, "<f4").data.cast("B"))
+
+    def finish(
+        self, record: dict[str, Any], arrays: dict[str, npt.NDArray[Any]], labels: Labels | None
+    ) -> dict[str, Any]:
+        self.stream.flush()
+        fields = {"file": "-", "format": "npy", "shape": list(self.shape), "dtype": "float32"}
+        return {**record.get("output", {}), **fields}
+
+    def close(self) -> None:
+        """The stream belongs to the caller."""
+
+
 class NpyWriter(Writer):
     """Writes the header up front, then appends chunks; nothing is held in memory."""
 
@@ -45,8 +71,7 @@ class NpyWriter(Writer):
         self.temp = staged.stage(target)
         staged.check(sidecar_path(target))
         self.handle = self.temp.open("wb")
-        header: dict[str, Any] = {"descr": "<f4", "fortran_order": False, "shape": shape}
-        np.lib.format.write_array_header_2_0(self.handle, header)
+        write_npy_header(self.handle, shape)
         self.written = 0
 
     def write(self, chunk: Float32Array) -> None:
@@ -61,6 +86,7 @@ class NpyWriter(Writer):
     ) -> dict[str, Any]:
         self.close()
         output: dict[str, Any] = {
+            **record.get("output", {}),
             "file": self.target.name,
             "format": "npy",
             "shape": list(self.shape),

@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from pixscale.errors import OutputError
 from pixscale.writers.atomic import StagedOutputs
+from pixscale.writers.npy import write_npy_header
 
 IDX_UINT8 = 0x08
 
@@ -51,8 +52,7 @@ class Uint8Writer:
             raw = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="")  # type: ignore[assignment]
         self.handle = raw
         if self.format == "npy":
-            header: dict[str, Any] = {"descr": "|u1", "fortran_order": False, "shape": shape}
-            np.lib.format.write_array_header_2_0(raw, header)
+            write_npy_header(raw, shape, "|u1")
         else:
             raw.write(struct.pack(f">BBBB{len(shape)}I", 0, 0, IDX_UINT8, len(shape), *shape))
 
