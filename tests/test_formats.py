@@ -263,3 +263,39 @@ def test_binary_output_to_a_terminal_is_refused(monkeypatch: pytest.MonkeyPatch)
     result = CliRunner().invoke(main, ["convert", str(SAMPLE_IMAGES), "-o", "-"])
     assert result.exit_code == 2 and "binary .npy to a terminal" in result.stderr
     assert result.stdout == ""
+
+
+def test_hdf5_key_choice_and_errors(tmp_path: Path, sample) -> None:  # type: ignore[no-untyped-def]
+    images, labels = sample
+    single = tmp_path / "single.h5"
+    with h5py.File(single, "w") as handle:
+        handle["x_train"] = images
+        handle["y_train"] = labels
+    source = open_source(single)
+    assert source.name == "single.h5:x_train" and source.labels is not None
+    assert np.array_equal(source.labels.values, labels)
+    several = tmp_path / "several.h5"
+    with h5py.File(several, "w") as handle:
+        handle["a"] = images
+        handle["b"] = images
+        handle["f"] = images.astype(np.float32)
+    with pytest.raises(InputError, match="uint8 image datasets: a, b; choose one with --key"):
+        open_source(several)
+    with pytest.raises(InputError, match="dataset 'f' dtype is float32"):
+        open_source(several, key="f")
+    with pytest.raises(InputError, match="no dataset 'nope'"):
+        open_source(several, key="nope")
+    with pytest.raises(InputError, match="--key applies to .npz and HDF5"):
+        open_source(SAMPLE_IMAGES, key="x")
+
+
+def test_npz_errors(tmp_path: Path, sample) -> None:  # type: ignore[no-untyped-def]
+    npz = tmp_path / "a.npz"
+    np.savez(npz, images=sample[0], other=np.zeros(3))
+    with pytest.raises(InputError, match="no array 'x'; it holds images, other"):
+        open_source(npz, key="x")
+    with pytest.raises(InputError, match="dtype is float64"):
+        open_source(npz, key="other")
+    only = tmp_path / "only.npz"
+    np.savez(only, images=sample[0])
+    assert open_source(only).shape == (1000, 28, 28)
