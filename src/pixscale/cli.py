@@ -17,7 +17,7 @@ import click
 from pixscale import __version__
 from pixscale.errors import PixscaleError
 from pixscale.export import TARGETS as EXPORT_TARGETS
-from pixscale.pipeline import DEFAULT_CHUNK_MB, Output, Progress
+from pixscale.pipeline import DEFAULT_CHUNK_MB, Output, Progress, plan
 from pixscale.sources import open_source
 from pixscale.sources.stdin import STDIN, spooled
 from pixscale.strategies import SCOPES, STRATEGIES, ZERO_STD_POLICIES, Spec
@@ -262,6 +262,9 @@ def main(debug: bool) -> None:
     help="Input megabytes processed at a time (sets peak memory).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output (atomically).")
+@click.option(
+    "--dry-run", is_flag=True, help="Print what would be read, written and needed; then stop."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or report.")
 @reports_errors
 def convert(
@@ -279,6 +282,7 @@ def convert(
     chunk_images: int | None,
     chunk_mb: float,
     overwrite: bool,
+    dry_run: bool,
     quiet: bool,
     **strategy: Any,
 ) -> None:
@@ -320,9 +324,13 @@ def convert(
         )
         if STDIN in map(str, inputs):
             source.name = "<stdin>" if len(inputs) == 1 else source.name
+        target = Output(output, fmt, overwrite, compression, chunk_images, layout, params_out)
+        if dry_run:
+            show_plan(plan(source, target, spec, chunk_mb, params_from is not None))
+            return
         record = run_convert(
             source,
-            Output(output, fmt, overwrite, compression, chunk_images, layout, params_out),
+            target,
             spec,
             params_from=params_from,
             chunk_mb=chunk_mb,
@@ -330,6 +338,27 @@ def convert(
         )
     if not quiet:
         report(record)
+
+
+def show_plan(details: dict[str, Any]) -> None:
+    """--dry-run: the plan on stdout; refuse when the output cannot fit."""
+    mib = 1 << 20
+    click.echo(
+        f"read    {details['input_files']} file(s), {details['input_bytes_on_disk']:,} bytes "
+        f"on disk: {details['images']:,} images {details['input_shape']}"
+    )
+    click.echo(
+        f"write   {details['output']}: {details['output_bytes']:,} bytes "
+        f"float32 {details['output_shape']}"
+    )
+    click.echo(f"passes  {details['passes']} (chunks of {details['chunk_images']:,} images)")
+    click.echo(f"memory  about {details['peak_memory_bytes'] / mib:.0f} MiB peak")
+    click.echo(f"disk    {details['free_disk_bytes']:,} bytes free")
+    if not details["fits"]:
+        raise click.ClickException(
+            f"{details['output']}: needs {details['output_bytes']:,} bytes, "
+            f"only {details['free_disk_bytes']:,} free"
+        )
 
 
 def report(record: dict[str, Any]) -> None:
@@ -509,6 +538,92 @@ def verify(converted: Path, source_path: Path | None, samples: int) -> None:
         click.echo(f"{'ok  ' if passed else 'FAIL'} {name}: {detail}")
     if not report.ok:
         raise click.ClickException(f"{converted}: verification failed")
+
+
+@main.command()
+@click.argument("path", metavar="FILE", type=click.Path(path_type=Path))
+@click.option("--key", help="Array of an .npz or dataset of an HDF5 input.")
+@click.option("--mode", type=click.Choice(["L", "RGB"]), help="Image folders: colour mode.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@reports_errors
+def info(path: Path, key: str | None, mode: str | None, as_json: bool) -> None:
+    """Show what FILE holds: format, shape, layout, labels, statistics, record.
+
+    \b
+      pixscale info train-images-idx3-ubyte.gz
+      pixscale info train.h5 --json
+    """
+    import json
+
+    from pixscale.info import describe_path
+
+    details = describe_path(path, key=key, mode=mode)
+    if as_json:
+        click.echo(json.dumps(details, indent=2, allow_nan=False))
+        return
+    for line in info_lines(details):
+        click.echo(line)
+
+
+def info_lines(details: dict[str, Any]) -> list[str]:
+    """The readable form of ``info``."""
+    shape = "×".join(str(n) for n in details["shape"])
+    lines = [
+        f"{details['file']}: {details['kind']}, {details['format']}",
+        f"  shape      {shape} {details['dtype']}, layout {details['layout']}",
+    ]
+    if details.get("labels"):
+        names = details.get("class_names")
+        extra = f" ({', '.join(names)})" if names else ""
+        lines.append(f"  labels     {details['labels']}, {details['classes']} classes{extra}")
+    else:
+        lines.append("  labels     none")
+    stats = details["stats"]
+    exact = "exact" if stats["exact"] else "float64 sums"
+    for index, (low, high, mean, std) in enumerate(
+        zip(stats["min"], stats["max"], stats["mean"], stats["std"], strict=True)
+    ):
+        channel = f"channel {index}" if len(stats["min"]) > 1 else "all pixels"
+        lines.append(
+            f"  {channel:<10} min {low:.6g}  max {high:.6g}  mean {mean:.6g}  std {std:.6g}"
+            f" ({exact})"
+        )
+    if details["kind"] == "pixscale output":
+        lines.append(f"  strategy   {details['strategy']}, scope {details['scope']}")
+        for name, value in details["parameters"].items():
+            lines.append(f"  {name:<18} {value}")
+        source = details.get("source") or {}
+        lines.append(f"  source     {source.get('name')} sha256 {source.get('sha256')}")
+        fitted = details.get("fitted_on")
+        if fitted:
+            lines.append(f"  fitted on  {fitted.get('name')} sha256 {fitted.get('sha256')}")
+    return lines
+
+
+@main.command()
+@click.argument("path", metavar="FILE", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="PNG file.")
+@click.option(
+    "-n",
+    "--count",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="Images in the grid.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing PNG.")
+@reports_errors
+def preview(path: Path, output: Path, count: int, overwrite: bool) -> None:
+    """Draw the first images of FILE with labels, and pixel histograms, to a PNG.
+
+    \b
+      pixscale preview train.h5 -o preview.png
+      pixscale preview sample_data/mnist-train-1k-images-idx3-ubyte.gz -o sample.png -n 32
+    """
+    from pixscale.preview import preview as draw
+
+    width, height = draw(path, output, count, overwrite)
+    click.echo(f"{output}: {width}×{height} PNG", err=True)
 
 
 def _as_list(value: Any) -> list[float]:

@@ -86,12 +86,13 @@ class Params:
             "target_span": self.target_span,
             "scale": encode("scale", self.scale),
             "offset": encode("offset", self.offset),
-            "target_range": list(self.target_range),
             "clip": self.clip,
             "layout": self.layout,
             "channel_axis": self.channel_axis,
             "image_shape": list(self.image_shape),
         }
+        if self.strategy != "standardize":  # standardize has no target range, only 0 and 1
+            record["target_range"] = list(self.target_range)
         if self.stats is not None:
             record["stats"] = self.stats
         if self.zero_std is not None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import os
+import shutil
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -13,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pixscale.errors import OutputError, ParamsError
+from pixscale.kernels import FLOAT64_BLOCK
 from pixscale.layouts import convert_layout, output_shape
 from pixscale.params import Params, dumps
 from pixscale.sources import Source, open_source
@@ -20,15 +26,20 @@ from pixscale.stats import PixelSums, image_stats
 from pixscale.strategies import Geometry, Spec, build_params
 from pixscale.transform import Transform
 from pixscale.writers.atomic import StagedOutputs, staged_outputs
+from pixscale.writers.background import QUEUE_DEPTH, BackgroundWriter
 from pixscale.writers.base import Writer
 from pixscale.writers.hdf5 import Hdf5Writer
 from pixscale.writers.npy import NpyWriter, StreamNpyWriter
-from pixscale.writers.space import check_room
+from pixscale.writers.space import SLACK_BYTES, check_room
 
 #: Input bytes per chunk. Peak memory is about 7× this (uint8 in, float32 out, uint16
 #: squares for statistics); 4 MiB chunks keep the working set near the CPU caches.
 DEFAULT_CHUNK_MB = 4.0
 FORMATS = {".h5": "h5", ".hdf5": "h5", ".npy": "npy"}
+#: Threads sharing the statistics pass.
+STATS_THREADS = 2
+#: Niceness of the hashing thread (Linux applies it per thread).
+HASH_NICENESS = 10
 
 #: Called with the number of images just processed and the total work in images
 #: (images × passes), so a progress bar can be sized on the first call.
@@ -81,14 +92,68 @@ def chunk_images(source: Source, chunk_mb: float) -> int:
 def dataset_sums(
     source: Source, chunk_mb: float, progress: Progress | None = None, passes: int = 1
 ) -> PixelSums:
-    """One streaming pass of exact integer sums per pixel position."""
-    sums = PixelSums.empty(source.image_shape)
+    """One streaming pass of exact integer sums per pixel position.
+
+    Each chunk is split between ``STATS_THREADS`` threads (numpy's reductions release the
+    GIL; measured 1.5× faster on two cores) whose sums are merged by addition at the end.
+    """
+    parts = [PixelSums.empty(source.image_shape) for _ in range(STATS_THREADS)]
     total = source.n_images * passes
-    for chunk in source.chunks(chunk_images(source, chunk_mb)):
-        sums.add(chunk)
-        if progress:
-            progress(chunk.shape[0], total)
-    return sums
+    with ThreadPoolExecutor(STATS_THREADS, thread_name_prefix="pixscale-stats") as pool:
+        for chunk in source.chunks(chunk_images(source, chunk_mb)):
+            pieces = np.array_split(chunk, STATS_THREADS)
+            jobs = [pool.submit(p.add, c) for p, c in zip(parts, pieces, strict=True) if len(c)]
+            for job in jobs:
+                job.result()
+            if progress:
+                progress(chunk.shape[0], total)
+    return functools.reduce(PixelSums.merge, parts)
+
+
+#: Resident memory of the interpreter with numpy, h5py and click loaded (measured ~50 MiB).
+BASE_MEMORY = 60 << 20
+
+
+def plan(
+    source: Source,
+    output: Output,
+    spec: Spec,
+    chunk_mb: float = DEFAULT_CHUNK_MB,
+    reuse_params: bool = False,
+) -> dict[str, Any]:
+    """What a conversion would read, write and need, without doing it (``--dry-run``)."""
+    layout = output.layout or source.layout
+    shape = output_shape(source.shape, source.layout, layout)
+    rows = min(chunk_images(source, chunk_mb), source.n_images)
+    chunk_bytes = rows * source.image_bytes
+    # uint8 chunk + float32 buffers (queue + one being filled) + uint16 squares for statistics
+    working = chunk_bytes * (1 + 4 * (QUEUE_DEPTH + 1) + 2) + 8 * FLOAT64_BLOCK
+    output_bytes = 4 * math.prod(shape)
+    folder = output.path.parent if not output.to_stdout else Path(os.curdir)
+    free = shutil.disk_usage(folder if folder.is_dir() else Path(os.curdir)).free
+    passes = 2 if spec.needs_dataset_stats and not reuse_params else 1
+    return {
+        "inputs": [str(p) for p in source.files[:5]] + (["…"] if len(source.files) > 5 else []),
+        "input_files": len(source.files),
+        "input_bytes_on_disk": sum(p.stat().st_size for p in source.files),
+        "images": source.n_images,
+        "input_shape": list(source.shape),
+        "output": str(output.path),
+        "output_shape": list(shape),
+        "output_bytes": output_bytes,
+        "passes": passes,
+        "chunk_images": rows,
+        "peak_memory_bytes": BASE_MEMORY + working,
+        "free_disk_bytes": free,
+        "fits": output.to_stdout or output_bytes + SLACK_BYTES <= free,
+    }
+
+
+def hash_quietly(source: Source) -> str:
+    """sha256 of the source at low priority, so it fills idle time beside the main work."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICENESS)
+    return source.sha256()
 
 
 def fit_params(
@@ -163,7 +228,7 @@ def convert(
     ):
         if output.params_out is not None:
             staged.check(output.params_out)
-        digest = pool.submit(source.sha256)  # hashing releases the GIL: overlaps the work
+        digest = pool.submit(hash_quietly, source)  # hashing releases the GIL: overlaps
         writer = open_writer(output, shape, staged)
         try:
             params = prepare_params(source, spec, params_from, chunk_mb, progress)
@@ -243,34 +308,36 @@ def write_images(
 ) -> Params:
     """The apply pass; for per-image scope the parameters are fitted per chunk here."""
     layout = layout or source.layout
-    rows = chunk_images(source, chunk_mb)
+    rows = min(chunk_images(source, chunk_mb), source.n_images)
     passes = 2 if spec.needs_dataset_stats and params.fitted_on is None else 1
     total = source.n_images * passes
-    if params.scope != "image":
-        transform = Transform(params)
-        start = 0
+    per_image = params.scope == "image"
+    transform = None if per_image else Transform(params)
+    geometry = geometry_of(source)
+    lows, spans, constant = [], [], 0
+    start = 0
+    with BackgroundWriter(writer, (rows, *source.image_shape)) as background:
         for chunk in source.chunks(rows):
-            writer.write(convert_layout(transform.apply(chunk, start), source.layout, layout))
+            out = background.buffer(chunk.shape[0])
+            if transform is not None:
+                transform.apply(chunk, start, out)
+            else:
+                chunk_params = params = build_params(spec, geometry, image_stats(chunk))
+                Transform(chunk_params).apply(chunk, 0, out)
+                lows.append(chunk_params.source_low)
+                spans.append(chunk_params.source_span)
+                if chunk_params.zero_std:
+                    constant += chunk_params.zero_std["constant_count"]
+            background.write(convert_layout(out, source.layout, layout))
             start += chunk.shape[0]
             if progress:
                 progress(chunk.shape[0], total)
+    if not per_image:
         return params
-    geometry = geometry_of(source)
-    lows, spans, constant = [], [], 0
-    chunk_params = params
-    for chunk in source.chunks(rows):
-        chunk_params = build_params(spec, geometry, image_stats(chunk))
-        scaled = Transform(chunk_params).apply(chunk, 0)
-        writer.write(convert_layout(scaled, source.layout, layout))
-        lows.append(chunk_params.source_low)
-        spans.append(chunk_params.source_span)
-        if chunk_params.zero_std:
-            constant += chunk_params.zero_std["constant_count"]
-        if progress:
-            progress(chunk.shape[0], total)
+    # ``params`` is now the last chunk's: its target range, layout and scope hold for all.
     zero_std = {"policy": spec.zero_std, "constant_count": constant} if constant else None
     return replace(
-        chunk_params,
+        params,
         source_low=np.concatenate(lows),
         source_span=np.concatenate(spans),
         zero_std=zero_std,

@@ -44,7 +44,7 @@ class PixelSums:
         )
 
     def add(self, chunk: npt.NDArray[np.uint8]) -> None:
-        """Fold a chunk of images (first axis) into the sums."""
+        """Fold a chunk of images (first axis, at least one) into the sums."""
         self.count += chunk.shape[0]
         self.s1 += chunk.sum(axis=0, dtype=np.uint64)
         squares = chunk.astype(np.uint16)  # 255² = 65025 fits in uint16

@@ -56,6 +56,8 @@ class Spec:
             raise ParamsError("--from LO HI needs LO != HI")
         if self.target_range and self.target_range[0] == self.target_range[1]:
             raise ParamsError("--to A B needs A != B")
+        if self.clip and self.strategy != "range":
+            raise ParamsError("--clip applies to the range strategy only")
         if self.std is not None and any(s <= 0 for s in self.std):
             raise ParamsError("--std values must be positive")
         constants = self.mean is not None and self.scope in ("global", "channel")

@@ -1,0 +1,256 @@
+"""Benchmark pixscale against the naive numpy code, scikit-learn and the raw write cost.
+
+    python benchmarks/run.py                 # MNIST and a generated 1.1 GiB set
+    python benchmarks/run.py --size-gib 0.2  # quicker
+
+Every case runs in its own process after ``sync`` (so no case pays for an earlier one's
+write-back); wall time and that process's peak RSS (ru_maxrss from wait4) are measured in the
+same run, and ratios are against the naive numpy baseline.
+Writes a Markdown table to stdout and, with --table FILE, to FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+MNIST = HERE.parent.parent / "shared" / "data" / "mnist" / "train-images-idx3-ubyte.gz"
+PIXSCALE = str(Path(sys.executable).parent / "pixscale")
+#: Pause after sync so the file system finishes freeing the previous output.
+SETTLE_SECONDS = 2.0
+
+NAIVE_UNIT = """
+import numpy as np, sys
+x = np.load(sys.argv[1])
+np.save(sys.argv[2], x.astype(np.float32) / 255)
+"""
+NAIVE_STANDARDIZE = """
+import numpy as np, sys
+x = np.load(sys.argv[1])
+mean = x.mean(axis=(0, 1, 2)); std = x.std(axis=(0, 1, 2))
+np.save(sys.argv[2], ((x - mean) / std).astype(np.float32))
+"""
+SKLEARN = """
+import numpy as np, sys
+from sklearn.preprocessing import {scaler}
+x = np.load(sys.argv[1])
+flat = x.reshape(len(x), -1)
+np.save(sys.argv[2], {scaler}().fit_transform(flat).astype(np.float32).reshape(x.shape))
+"""
+WRITE_ONLY = """
+import numpy as np, sys
+shape = tuple(int(n) for n in sys.argv[3].split(","))
+# Non-zero bytes: a virtual disk may treat runs of zeros specially.
+block = np.random.default_rng(0).integers(1, 255, 4 << 20, dtype=np.uint8)
+total = 4 * int(np.prod(shape))
+with open(sys.argv[2], "wb") as f:
+    f.write(b"\\x93NUMPY" + bytes(120))
+    while total > 0:
+        n = min(total, block.size)
+        f.write(block[:n].data)
+        total -= n
+"""
+LIBRARY = """
+import sys
+from pathlib import Path
+from pixscale.pipeline import convert
+from pixscale.strategies import Spec
+convert(Path(sys.argv[1]), Path(sys.argv[2]), Spec({spec}))
+"""
+NAIVE_MNIST_H5 = """
+import gzip, sys
+import h5py, numpy as np
+data = gzip.open(sys.argv[1]).read()
+x = np.frombuffer(data, np.uint8, offset=16).reshape(-1, 28, 28)
+with h5py.File(sys.argv[2], "w") as f:
+    f["images"] = x.astype(np.float32) / 255
+"""
+
+
+def measure(command: list[str], runs: int, output: Path) -> tuple[float, float]:
+    """Best wall time (s) and peak RSS (MiB) of ``command`` over ``runs`` runs."""
+    best, rss = float("inf"), 0.0
+    for _ in range(runs):
+        drop(output)
+        os.sync()  # every case starts with no dirty pages waiting to be written back
+        time.sleep(SETTLE_SECONDS)
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"failed: {' '.join(command)}")
+        best, rss = min(best, elapsed), max(rss, usage.ru_maxrss / 1024)
+    return best, rss
+
+
+def python(code: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code), *args]
+
+
+def make_dataset(path: Path, size_gib: float) -> tuple[int, ...]:
+    """Photograph-like uint8 RGB images (smooth gradients plus noise), written in chunks."""
+    side = 96
+    count = int(size_gib * (1 << 30)) // (side * side * 3)
+    shape = (count, side, side, 3)
+    rng = np.random.default_rng(0)
+    base = np.linspace(0, 200, side, dtype=np.float32)
+    with path.open("wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": "|u1", "fortran_order": False, "shape": shape}
+        )
+        for start in range(0, count, 1000):
+            n = min(1000, count - start)
+            noise = rng.integers(0, 56, (n, side, side, 3), dtype=np.uint8)
+            grad = (base[None, :, None, None] + base[None, None, :, None] / 4).astype(np.uint8)
+            handle.write((noise + grad).data)
+    return shape
+
+
+def drop(path: Path) -> None:
+    for p in path.parent.glob(path.name + "*"):
+        p.unlink()
+    for p in path.parent.glob(path.stem + ".*"):
+        if p.suffix != ".py":
+            p.unlink(missing_ok=True)
+
+
+def row(name: str, seconds: float, rss: float, in_bytes: int, baseline: float) -> str:
+    rate = in_bytes / seconds / (1 << 20)
+    return f"| {name} | {seconds:.2f} | {rate:.0f} | {rss:.0f} | {seconds / baseline:.2f} |"
+
+
+def bench_big(folder: Path, size_gib: float, sklearn: bool, runs: int) -> list[str]:
+    source = folder / "big.npy"
+    shape = make_dataset(source, size_gib)
+    in_bytes = int(np.prod(shape))
+    out = folder / "out.npy"
+    lines = [
+        f"### {in_bytes / (1 << 30):.2f} GiB uint8 .npy {shape} → float32 .npy",
+        "",
+        "| case | wall s | input MiB/s | peak RSS MiB | × naive |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    cases: list[tuple[str, list[str]]] = [
+        ("naive numpy, unit", python(NAIVE_UNIT, str(source), str(out))),
+        (
+            "write output bytes only (I/O limit)",
+            python(WRITE_ONLY, str(source), str(out), ",".join(map(str, shape))),
+        ),
+        ("pixscale CLI, unit", [PIXSCALE, "convert", str(source), "-o", str(out), "-q"]),
+        ("pixscale library, unit", python(LIBRARY.format(spec=""), str(source), str(out))),
+        ("naive numpy, standardize per channel", python(NAIVE_STANDARDIZE, str(source), str(out))),
+        (
+            "pixscale CLI, standardize --scope channel",
+            [
+                PIXSCALE,
+                "convert",
+                str(source),
+                "-o",
+                str(out),
+                "-q",
+                "-s",
+                "standardize",
+                "--scope",
+                "channel",
+            ],
+        ),
+    ]
+    if sklearn:
+        cases += [
+            (
+                "scikit-learn MinMaxScaler",
+                python(SKLEARN.format(scaler="MinMaxScaler"), str(source), str(out)),
+            ),
+            (
+                "scikit-learn StandardScaler",
+                python(SKLEARN.format(scaler="StandardScaler"), str(source), str(out)),
+            ),
+        ]
+    baseline = None
+    results = {}
+    for name, command in cases:
+        seconds, rss = measure(command, runs, out)
+        results[name] = seconds
+        baseline = baseline or seconds
+        lines.append(row(name, seconds, rss, in_bytes, baseline))
+        print(lines[-1], file=sys.stderr)
+    drop(out)
+    source.unlink()
+    unit = results["pixscale CLI, unit"]
+    lines += [
+        "",
+        f"- unit: {unit / results['naive numpy, unit']:.2f}× naive, "
+        f"{unit / results['write output bytes only (I/O limit)']:.2f}× the raw write time",
+        f"- standardize per channel: "
+        f"{results['pixscale CLI, standardize --scope channel'] / unit:.2f}× unit",
+    ]
+    return lines
+
+
+def bench_mnist(folder: Path, runs: int) -> list[str]:
+    if not MNIST.is_file():
+        return ["(MNIST not found: skipped)"]
+    out = folder / "mnist.h5"
+    lines = [
+        "### MNIST train IDX.gz (60000×28×28) → float32 .h5",
+        "",
+        "| case | wall s | input MiB/s | peak RSS MiB | × naive |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    in_bytes = 60000 * 784
+    baseline = None
+    for name, command in [
+        ("naive gzip + numpy + h5py", python(NAIVE_MNIST_H5, str(MNIST), str(out))),
+        ("pixscale CLI, unit", [PIXSCALE, "convert", str(MNIST), "-o", str(out), "-q"]),
+        (
+            "pixscale CLI, standardize",
+            [PIXSCALE, "convert", str(MNIST), "-o", str(out), "-q", "-s", "standardize"],
+        ),
+    ]:
+        seconds, rss = measure(command, runs, out)
+        baseline = baseline or seconds
+        lines.append(row(name, seconds, rss, in_bytes, baseline))
+        print(lines[-1], file=sys.stderr)
+    out.unlink(missing_ok=True)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-gib", type=float, default=1.1)
+    parser.add_argument("--runs", type=int, default=3, help="best of N runs per case")
+    parser.add_argument("--no-sklearn", action="store_true")
+    parser.add_argument("--dir", type=Path, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--table", type=Path, help="also write the table here")
+    args = parser.parse_args()
+    sklearn = not args.no_sklearn and shutil.which(sys.executable) is not None
+    try:
+        import sklearn as _  # noqa: F401
+    except ImportError:
+        sklearn = False
+    folder = Path(tempfile.mkdtemp(prefix="pixscale-bench-", dir=args.dir))
+    try:
+        lines = [f"Machine: {os.cpu_count()} cores, numpy {np.__version__}.", ""]
+        lines += bench_mnist(folder, args.runs) + [""]
+        lines += bench_big(folder, args.size_gib, sklearn, args.runs)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.table:
+        args.table.write_text(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""What a file holds: format, shape, layout, labels, per-channel statistics, its record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pixscale.errors import InputError
+from pixscale.outputs import ConvertedFile, open_converted
+from pixscale.records import is_hdf5
+from pixscale.sources import Source, open_source
+from pixscale.sources.npy import read_npy_header
+
+#: Images per chunk when streaming statistics of an output (float32).
+OUTPUT_CHUNK_BYTES = 4 << 20
+
+
+def is_pixscale_output(path: Path) -> bool:
+    """True for an HDF5 file with a record, or a float32 .npy with its sidecar."""
+    if not path.is_file():
+        return False
+    if is_hdf5(path):
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            return "pixscale_params" in handle.attrs
+    if path.suffix == ".npy" and path.with_name(path.name + ".json").is_file():
+        with path.open("rb") as handle:
+            _, _, dtype = read_npy_header(handle, path)
+        return bool(dtype == np.float32)
+    return False
+
+
+def source_info(source: Source, chunk_mb: float = 4.0) -> dict[str, Any]:
+    """Format, shape, layout, labels and exact per-channel statistics of a uint8 source."""
+    from pixscale.pipeline import dataset_sums
+
+    stats = dataset_sums(source, chunk_mb).reduce("channel", source.channel_axis)
+    info: dict[str, Any] = {
+        "file": source.name,
+        "kind": "input",
+        "format": source.format,
+        "shape": list(source.shape),
+        "dtype": "uint8",
+        "layout": source.layout,
+        "channels": source.n_channels,
+        "stats": {
+            "min": stats.minimum.tolist(),
+            "max": stats.maximum.tolist(),
+            "mean": stats.mean.tolist(),
+            "std": stats.std.tolist(),
+            "exact": True,
+        },
+    }
+    info.update(
+        labels_info(
+            source.labels.values if source.labels else None,
+            source.labels.class_names if source.labels else None,
+        )
+    )
+    return info
+
+
+def labels_info(labels: np.ndarray | None, names: list[str] | None) -> dict[str, Any]:
+    if labels is None:
+        return {"labels": None}
+    classes = np.unique(labels)
+    return {"labels": int(labels.size), "classes": int(classes.size), "class_names": names}
+
+
+def output_info(converted: ConvertedFile) -> dict[str, Any]:
+    """Shape, layout and per-channel statistics of the float32 values, plus the record."""
+    record = converted.record
+    params = converted.params
+    axis = params.channel_axis
+    channel = None if axis is None else axis + 1  # in chunks, axis 0 is the image index
+    reduce_axes = tuple(a for a in range(len(converted.shape)) if a != channel)
+    count, total, squares = 0, 0.0, 0.0
+    low, high = np.inf, -np.inf
+    per_image = max(1, OUTPUT_CHUNK_BYTES // (4 * int(np.prod(converted.shape[1:]))))
+    for chunk in converted.chunks(per_image):
+        values = chunk.astype(np.float64)
+        count += values.size // (1 if channel is None else values.shape[channel])
+        total = total + values.sum(axis=reduce_axes)
+        squares = squares + (values * values).sum(axis=reduce_axes)
+        low = np.minimum(low, values.min(axis=reduce_axes))
+        high = np.maximum(high, values.max(axis=reduce_axes))
+    mean = np.atleast_1d(np.asarray(total) / count)
+    std = np.sqrt(np.maximum(np.atleast_1d(np.asarray(squares) / count) - mean * mean, 0))
+    info: dict[str, Any] = {
+        "file": converted.path.name,
+        "kind": "pixscale output",
+        "format": "hdf5" if is_hdf5(converted.path) else "npy",
+        "shape": list(converted.stored_shape),
+        "dtype": str(converted.dtype),
+        "layout": converted.layout,
+        "stats": {
+            "min": np.atleast_1d(low).tolist(),
+            "max": np.atleast_1d(high).tolist(),
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "exact": False,
+        },
+        "strategy": record["strategy"],
+        "scope": record["scope"],
+        "parameters": parameters_info(record),
+        "source": record.get("source"),
+        "fitted_on": record.get("fitted_on"),
+        "record": record,
+    }
+    info.update(labels_info(converted.labels, record.get("output", {}).get("class_names")))
+    return info
+
+
+def parameters_info(record: dict[str, Any]) -> dict[str, Any]:
+    """The defining numbers in raw pixel units and in [0, 1] units (inline ones only)."""
+    shown: dict[str, Any] = {}
+    for name in ("source_low", "source_span"):
+        value = record[name]
+        if isinstance(value, dict):
+            shown[name] = f"array {value.get('shape')} stored in {value.get('array')}"
+            continue
+        values = np.atleast_1d(np.asarray(value, np.float64))
+        shown[name] = values.tolist()
+        shown[name + "_unit"] = (values / 255).tolist()
+    if "target_range" in record:
+        shown["target_range"] = record["target_range"]
+    return shown
+
+
+def describe_path(
+    path: Path, key: str | None = None, mode: str | None = None, chunk_mb: float = 4.0
+) -> dict[str, Any]:
+    """``info`` for any input format or pixscale output."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if is_pixscale_output(path):
+        return output_info(open_converted(path))
+    return source_info(open_source(path, key=key, mode=mode), chunk_mb)

@@ -1,0 +1,192 @@
+"""A PNG preview: a grid of the first images with their labels, and pixel histograms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pixscale.errors import InputError
+from pixscale.info import is_pixscale_output
+from pixscale.outputs import open_converted
+from pixscale.sources import open_source
+from pixscale.sources.folder import require_pillow
+from pixscale.strategies import Geometry, Spec, build_params
+from pixscale.transform import Transform
+from pixscale.writers.atomic import staged_outputs
+
+CELL = 84  # pixels per grid cell (images are scaled up to fit)
+LABEL_HEIGHT = 16
+HIST_SIZE = (360, 220)
+OUTPUT_BINS = 64
+
+
+@dataclass
+class PreviewData:
+    """What the picture shows: first images, labels and the two histograms."""
+
+    images: npt.NDArray[np.uint8]
+    labels: npt.NDArray[Any] | None
+    class_names: list[str] | None
+    source_hist: npt.NDArray[np.int64]
+    output_hist: npt.NDArray[np.int64]
+    output_range: tuple[float, float]
+    caption: str
+
+
+def rows_for(image_shape: tuple[int, ...], item_bytes: int) -> int:
+    return max(1, (4 << 20) // (item_bytes * int(np.prod(image_shape))))
+
+
+def output_preview(path: Path, count: int) -> PreviewData:
+    """Images mapped back to pixels through the record; histograms streamed in two passes."""
+    converted = open_converted(path)
+    transform = Transform(converted.params)
+    rows = rows_for(converted.shape[1:], 4)
+    low, high = np.inf, -np.inf
+    for chunk in converted.chunks(rows):
+        low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
+    source_hist = np.zeros(256, np.int64)
+    output_hist = np.zeros(OUTPUT_BINS, np.int64)
+    shown: list[npt.NDArray[np.uint8]] = []
+    start = 0
+    for chunk in converted.chunks(rows):
+        pixels, _ = transform.invert(chunk, start)
+        source_hist += np.bincount(pixels.reshape(-1), minlength=256)
+        output_hist += np.histogram(chunk, OUTPUT_BINS, (low, high))[0]
+        if start < count:
+            shown.append(pixels[: count - start])
+        start += chunk.shape[0]
+    record = converted.record
+    return PreviewData(
+        np.concatenate(shown),
+        None if converted.labels is None else converted.labels[:count],
+        record.get("output", {}).get("class_names"),
+        source_hist,
+        output_hist,
+        (low, high),
+        f"{path.name}: {record['strategy']} ({record['scope']}), shown through its record",
+    )
+
+
+def input_preview(path: Path, count: int) -> PreviewData:
+    """A uint8 source, and its values under the default ``unit`` strategy."""
+    source = open_source(path)
+    source_hist = np.zeros(256, np.int64)
+    shown: list[npt.NDArray[np.uint8]] = []
+    start = 0
+    for chunk in source.chunks(rows_for(source.image_shape, 1)):
+        source_hist += np.bincount(chunk.reshape(-1), minlength=256)
+        if start < count:
+            shown.append(chunk[: count - start])
+        start += chunk.shape[0]
+    # Every output value is one of 256: bin the 256 outputs weighted by their counts.
+    transform = Transform(build_params(Spec(), Geometry((256,), "nf", None)))
+    outputs = transform.apply(np.arange(256, dtype=np.uint8)[None, :], 0)[0]
+    output_hist = np.histogram(outputs, OUTPUT_BINS, (0.0, 1.0), weights=source_hist)[0]
+    labels = source.labels
+    return PreviewData(
+        np.concatenate(shown),
+        None if labels is None else labels.values[:count],
+        None if labels is None else labels.class_names,
+        source_hist,
+        output_hist.astype(np.int64),
+        (0.0, 1.0),
+        f"{path.name}: uint8 source; right: after the default unit strategy",
+    )
+
+
+def to_display(images: npt.NDArray[np.uint8], layout: str) -> npt.NDArray[np.uint8]:
+    """Images as (N, H, W) or (N, H, W, 3) for Pillow."""
+    if layout == "nchw":
+        images = images.transpose(0, 2, 3, 1)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim not in (3, 4):
+        raise InputError(f"cannot draw images of shape {images.shape[1:]}")
+    return images
+
+
+def draw_histogram(
+    draw: Any,
+    box: tuple[int, int, int, int],
+    counts: npt.NDArray[np.int64],
+    value_range: tuple[float, float],
+    title: str,
+    font: Any,
+) -> None:
+    left, top, right, bottom = box
+    plot_left, plot_bottom = left + 44, bottom - 28
+    draw.text((left + 44, top), title, fill="black", font=font)
+    draw.line([(plot_left, top + 18), (plot_left, plot_bottom), (right, plot_bottom)], fill="black")
+    peak = max(int(counts.max()), 1)
+    width = (right - plot_left) / len(counts)
+    # Log scale: image backgrounds would otherwise flatten every other bin.
+    for i, value in enumerate(counts.tolist()):
+        height = (plot_bottom - top - 20) * np.log1p(value) / np.log1p(peak)
+        x0 = plot_left + i * width
+        draw.rectangle(
+            [x0, plot_bottom - height, x0 + max(width - 1, 1), plot_bottom], fill=(70, 110, 180)
+        )
+    low, high = value_range
+    draw.text((plot_left, plot_bottom + 4), f"{low:.3g}", fill="black", font=font)
+    draw.text((right - 40, plot_bottom + 4), f"{high:.3g}", fill="black", font=font)
+    draw.text(
+        ((plot_left + right) // 2 - 30, plot_bottom + 14), "pixel value", fill="black", font=font
+    )
+    draw.text((left, top + 18), f"{peak:.2g}", fill="black", font=font)
+    draw.text((left, (top + plot_bottom) // 2), "count\n(log)", fill="black", font=font)
+    draw.text((left, plot_bottom - 10), "0", fill="black", font=font)
+
+
+def preview(path: Path, output: Path, count: int = 16, overwrite: bool = False) -> tuple[int, int]:
+    """Write the preview PNG; returns its (width, height)."""
+    image_module = require_pillow()
+    from PIL import ImageDraw, ImageFont
+
+    data = output_preview(path, count) if is_pixscale_output(path) else input_preview(path, count)
+    images, labels, names = data.images, data.labels, data.class_names
+    layout = "nhwc" if images.ndim == 4 and images.shape[-1] in (1, 3) else "nhw"
+    if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
+        layout = "nchw"
+    shown = to_display(images, layout)
+    columns = min(8, len(shown))
+    grid_rows = -(-len(shown) // columns)
+    width = max(columns * CELL, 2 * HIST_SIZE[0]) + 20
+    height = 24 + grid_rows * (CELL + LABEL_HEIGHT) + HIST_SIZE[1] + 20
+    canvas = image_module.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    draw.text((10, 4), data.caption, fill="black", font=font)
+    for index, pixels in enumerate(shown):
+        tile = image_module.fromarray(pixels).resize((CELL - 8, CELL - 8), image_module.NEAREST)
+        x = 10 + (index % columns) * CELL
+        y = 24 + (index // columns) * (CELL + LABEL_HEIGHT)
+        canvas.paste(tile, (x, y))
+        if labels is not None:
+            label = int(labels[index])
+            text = names[label] if names and label < len(names) else str(label)
+            draw.text((x, y + CELL - 6), text, fill="black", font=font)
+    top = 24 + grid_rows * (CELL + LABEL_HEIGHT) + 4
+    draw_histogram(
+        draw,
+        (10, top, 10 + HIST_SIZE[0] - 20, top + HIST_SIZE[1]),
+        data.source_hist,
+        (0, 255),
+        "source pixels (uint8)",
+        font,
+    )
+    draw_histogram(
+        draw,
+        (10 + HIST_SIZE[0], top, 10 + 2 * HIST_SIZE[0] - 20, top + HIST_SIZE[1]),
+        data.output_hist,
+        data.output_range,
+        "output values (float32)",
+        font,
+    )
+    with staged_outputs(overwrite, [path]) as staged:
+        canvas.save(staged.stage(output), format="PNG")
+    return int(canvas.size[0]), int(canvas.size[1])
