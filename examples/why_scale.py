@@ -12,7 +12,6 @@ test accuracy against steps at each scaling's best learning rate.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -180,7 +179,6 @@ def main() -> None:
     args.out.mkdir(exist_ok=True)
     table = summary(results, args.early)
     (args.out / "why_scale.md").write_text(table)
-    (args.out / "why_scale.json").write_text(json.dumps(results, indent=1))
     plot(results, args.out / "why_scale.png")
     print(table)
 

@@ -192,3 +192,18 @@ def test_torch_dataset_example_with_workers(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("unit (64, 28, 28) torch.float32")
+
+
+def test_why_scale_numbers_in_the_readme_match_a_fresh_run(tmp_path: Path, mnist_dir: Path) -> None:
+    pytest.importorskip("matplotlib")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "why_scale.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    fresh = (tmp_path / "why_scale.md").read_text()
+    assert png_size(tmp_path / "why_scale.png")[0] > 800
+    assert fresh == (ROOT / "docs" / "why_scale.md").read_text()
+    assert fresh in (ROOT / "README.md").read_text()
