@@ -77,21 +77,33 @@ with h5py.File(sys.argv[2], "w") as f:
 """
 
 
-def measure(command: list[str], runs: int, output: Path) -> tuple[float, float]:
-    """Best wall time (s) and peak RSS (MiB) of ``command`` over ``runs`` runs."""
-    best, rss = float("inf"), 0.0
-    for _ in range(runs):
-        drop(output)
-        os.sync()  # every case starts with no dirty pages waiting to be written back
-        time.sleep(SETTLE_SECONDS)
-        start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"failed: {' '.join(command)}")
-        best, rss = min(best, elapsed), max(rss, usage.ru_maxrss / 1024)
-    return best, rss
+def run_once(command: list[str], output: Path) -> tuple[float, float]:
+    """Wall time (s) and peak RSS (MiB) of one run of ``command``."""
+    drop(output)
+    os.sync()  # every case starts with no dirty pages waiting to be written back
+    time.sleep(SETTLE_SECONDS)
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(command)}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def measure_all(
+    cases: list[tuple[str, list[str]]], runs: int, output: Path
+) -> dict[str, tuple[float, float]]:
+    """Best time and peak RSS per case; the runs go round-robin over the cases, so slow
+    phases of the machine (page-cache write-back) hit every case alike."""
+    best: dict[str, tuple[float, float]] = {}
+    for round_number in range(runs):
+        for name, command in cases:
+            seconds, rss = run_once(command, output)
+            old = best.get(name, (float("inf"), 0.0))
+            best[name] = (min(old[0], seconds), max(old[1], rss))
+            print(f"round {round_number + 1}: {name}: {seconds:.2f} s", file=sys.stderr)
+    return best
 
 
 def python(code: str, *args: str) -> list[str]:
@@ -177,14 +189,11 @@ def bench_big(folder: Path, size_gib: float, sklearn: bool, runs: int) -> list[s
                 python(SKLEARN.format(scaler="StandardScaler"), str(source), str(out)),
             ),
         ]
-    baseline = None
-    results = {}
-    for name, command in cases:
-        seconds, rss = measure(command, runs, out)
-        results[name] = seconds
-        baseline = baseline or seconds
+    measured = measure_all(cases, runs, out)
+    results = {name: seconds for name, (seconds, _) in measured.items()}
+    baseline = results[cases[0][0]]
+    for name, (seconds, rss) in measured.items():
         lines.append(row(name, seconds, rss, in_bytes, baseline))
-        print(lines[-1], file=sys.stderr)
     drop(out)
     source.unlink()
     unit = results["pixscale CLI, unit"]
@@ -209,19 +218,18 @@ def bench_mnist(folder: Path, runs: int) -> list[str]:
         "|---|---:|---:|---:|---:|",
     ]
     in_bytes = 60000 * 784
-    baseline = None
-    for name, command in [
+    cases = [
         ("naive gzip + numpy + h5py", python(NAIVE_MNIST_H5, str(MNIST), str(out))),
         ("pixscale CLI, unit", [PIXSCALE, "convert", str(MNIST), "-o", str(out), "-q"]),
         (
             "pixscale CLI, standardize",
             [PIXSCALE, "convert", str(MNIST), "-o", str(out), "-q", "-s", "standardize"],
         ),
-    ]:
-        seconds, rss = measure(command, runs, out)
-        baseline = baseline or seconds
+    ]
+    measured = measure_all(cases, runs, out)
+    baseline = measured[cases[0][0]][0]
+    for name, (seconds, rss) in measured.items():
         lines.append(row(name, seconds, rss, in_bytes, baseline))
-        print(lines[-1], file=sys.stderr)
     out.unlink(missing_ok=True)
     return lines
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import os
 import re
 import signal
@@ -81,6 +82,21 @@ def progress_bar(quiet: bool, label: str) -> tuple[Progress | None, Callable[[],
             state["bar"].__exit__(None, None, None)
 
     return advance, close
+
+
+def expand_globs(inputs: Sequence[Path]) -> list[Path]:
+    """Quoted patterns such as 'shards/*.npy' expand here, in sorted order."""
+    expanded: list[Path] = []
+    for path in inputs:
+        text = str(path)
+        if not path.exists() and any(c in text for c in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(text))
+            if not matches:
+                raise click.BadParameter(f"{text}: no file matches")
+            expanded += matches
+        else:
+            expanded.append(path)
+    return expanded
 
 
 def stdout_is_terminal() -> bool:
@@ -265,6 +281,15 @@ def main(debug: bool) -> None:
 @click.option(
     "--dry-run", is_flag=True, help="Print what would be read, written and needed; then stop."
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="dask: run the partitions on a Dask cluster (pip install 'pixscale[dask]').",
+)
+@click.option("--workers", type=click.IntRange(min=1), help="dask: start a local cluster of N.")
+@click.option("--scheduler", metavar="ADDRESS", help="dask: join a running cluster.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or report.")
 @reports_errors
 def convert(
@@ -283,6 +308,9 @@ def convert(
     chunk_mb: float,
     overwrite: bool,
     dry_run: bool,
+    engine: str,
+    workers: int | None,
+    scheduler: str | None,
     quiet: bool,
     **strategy: Any,
 ) -> None:
@@ -317,7 +345,8 @@ def convert(
     with contextlib.ExitStack() as stack:
         stack.callback(close)
         paths = [
-            stack.enter_context(spooled(sys.stdin.buffer)) if str(p) == STDIN else p for p in inputs
+            stack.enter_context(spooled(sys.stdin.buffer)) if str(p) == STDIN else p
+            for p in expand_globs(inputs)
         ]
         source = open_source(
             paths, labels=labels, layout=input_layout, channel_axis=channel_axis, key=key, mode=mode
@@ -328,6 +357,24 @@ def convert(
         if dry_run:
             show_plan(plan(source, target, spec, chunk_mb, params_from is not None))
             return
+        if engine == "dask":
+            from pixscale.distributed import convert_on_dask, dask_client
+
+            with dask_client(scheduler, workers) as client:
+                record = convert_on_dask(
+                    source,
+                    target,
+                    spec,
+                    client,
+                    params_from=params_from,
+                    chunk_mb=chunk_mb,
+                    progress=advance,
+                )
+            if not quiet:
+                report(record)
+            return
+        if workers is not None or scheduler is not None:
+            raise click.UsageError("--workers and --scheduler need --engine dask")
         record = run_convert(
             source,
             target,
@@ -420,7 +467,7 @@ def fit(
     advance, close = progress_bar(quiet, "fitting")
     try:
         record = run_fit(
-            list(inputs),
+            expand_globs(inputs),
             output,
             spec,
             overwrite=overwrite,

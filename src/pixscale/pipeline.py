@@ -276,11 +276,11 @@ def prepare_params(
             fitted_on=fitted_on,
         )
     if spec.scope == "image":
-        return _image_placeholder(source, spec)
+        return image_placeholder(source, spec)
     return fit_params(source, spec, chunk_mb, progress, passes=2)
 
 
-def _image_placeholder(source: Source, spec: Spec) -> Params:
+def image_placeholder(source: Source, spec: Spec) -> Params:
     """Per-image parameters are computed chunk by chunk while writing."""
     empty = np.empty(0, np.float64)
     return Params(

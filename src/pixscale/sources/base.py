@@ -50,6 +50,17 @@ class Source(ABC):
     def chunks(self, max_images: int) -> Iterator[UInt8Array]:
         """Yield consecutive uint8 arrays of at most ``max_images`` images each."""
 
+    def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
+        """Images ``start``…``stop - 1`` in chunks; formats that can seek override this."""
+        position = 0
+        for chunk in self.chunks(max_images):
+            end = position + chunk.shape[0]
+            if end > start:
+                yield chunk[max(start - position, 0) : min(stop, end) - position]
+            if end >= stop:
+                return
+            position = end
+
     @property
     def n_images(self) -> int:
         return self.shape[0]
@@ -101,3 +112,27 @@ def files_sha256(files: tuple[Path, ...]) -> str:
             while block := handle.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()
+
+
+@dataclass
+class WindowSource(Source):
+    """Images ``start``… of another source: one partition of a distributed conversion."""
+
+    parent: Source | None = None
+    start: int = 0
+
+    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        assert self.parent is not None
+        return self.parent.window(self.start, self.start + self.n_images, max_images)
+
+
+def window_of(source: Source, start: int, stop: int) -> WindowSource:
+    return WindowSource(
+        name=source.name,
+        format=source.format,
+        shape=(stop - start, *source.image_shape),
+        layout=source.layout,
+        files=source.files,
+        parent=source,
+        start=start,
+    )

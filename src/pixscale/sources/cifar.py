@@ -41,10 +41,14 @@ class CifarSource(Source):
     header: int = 1
 
     def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        return self.window(0, self.n_images, max_images)
+
+    def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         path = self.files[0]
         with path.open("rb") as handle:
-            for start in range(0, self.n_images, max_images):
-                count = min(max_images, self.n_images - start)
+            handle.seek(start * (self.header + PIXELS))
+            for first in range(start, stop, max_images):
+                count = min(max_images, stop - first)
                 records = read_images(handle, path, count, (self.header + PIXELS,))
                 planar = records[:, self.header :].reshape(count, 3, 32, 32)
                 yield np.ascontiguousarray(planar.transpose(0, 2, 3, 1))

@@ -55,9 +55,12 @@ class FolderSource(Source):
     size: tuple[int, int] = (0, 0)
 
     def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        return self.window(0, self.n_images, max_images)
+
+    def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         image_module = require_pillow()
-        for start in range(0, self.n_images, max_images):
-            batch = self.files[start : start + max_images]
+        for first in range(start, stop, max_images):
+            batch = self.files[first : min(first + max_images, stop)]
             chunk = np.empty((len(batch), *self.image_shape), np.uint8)
             for row, path in enumerate(batch):
                 try:

@@ -43,10 +43,13 @@ class Hdf5Source(Source):
     key: str = ""
 
     def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        return self.window(0, self.n_images, max_images)
+
+    def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         with h5py.File(self.files[0], "r") as handle:
             dataset = handle[self.key]
-            for start in range(0, self.n_images, max_images):
-                yield dataset[start : start + max_images]
+            for first in range(start, stop, max_images):
+                yield dataset[first : min(first + max_images, stop)]
 
 
 def open_hdf5(path: Path, key: str | None) -> Hdf5Source:

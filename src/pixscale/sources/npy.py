@@ -39,11 +39,14 @@ class NpySource(Source):
     data_offset: int = 0
 
     def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        return self.window(0, self.n_images, max_images)
+
+    def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         path = self.files[0]
         with path.open("rb") as handle:
-            handle.seek(self.data_offset)
-            for start in range(0, self.n_images, max_images):
-                count = min(max_images, self.n_images - start)
+            handle.seek(self.data_offset + start * self.image_bytes)
+            for first in range(start, stop, max_images):
+                count = min(max_images, stop - first)
                 yield read_images(handle, path, count, self.image_shape)
 
 

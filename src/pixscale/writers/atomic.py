@@ -42,7 +42,7 @@ class StagedOutputs:
 
     def commit(self) -> None:
         for target, temp in self.staged.items():
-            os.chmod(temp, 0o666 & ~_umask())
+            os.chmod(temp, 0o666 & ~current_umask())
             os.replace(temp, target)
         self.staged.clear()
 
@@ -52,7 +52,8 @@ class StagedOutputs:
         self.staged.clear()
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (reading it means setting it; it is restored at once)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -85,23 +85,7 @@ class Hdf5Writer(Writer):
             "chunks": list(self.images.chunks),
             "compression": self.compression,
         }
-        if labels is not None:
-            self.file.create_dataset("labels", data=labels.values, track_times=False)
-            output["labels"] = "labels"
-            if labels.class_names:
-                output["class_names"] = labels.class_names
-        if arrays:
-            group = self.file.create_group(PARAMS_GROUP)
-            for name, values in sorted(arrays.items()):
-                group.create_dataset(name, data=values, track_times=False)
-            output["arrays"] = PARAMS_GROUP
-        full = dict(record, output=output)
-        attrs = self.file.attrs
-        attrs["strategy"] = record["strategy"]
-        for name in ("scale", "offset"):
-            if not isinstance(record[name], dict):
-                attrs[name] = np.asarray(record[name], np.float64)
-        self.file.attrs["pixscale_params"] = dumps(full)
+        store_record(self.file, dict(record, output=output), arrays, labels)
         self.close()
         return output
 
@@ -111,3 +95,28 @@ class Hdf5Writer(Writer):
                 self.file.close()
             except (OSError, RuntimeError) as exc:
                 raise OutputError(f"{self.target}: write failed: {exc}") from exc
+
+
+def store_record(
+    file: h5py.File,
+    record: dict[str, Any],
+    arrays: dict[str, npt.NDArray[Any]],
+    labels: Labels | None,
+) -> None:
+    """Labels, parameter arrays and the record (``record["output"]`` is completed here)."""
+    output = record["output"]
+    if labels is not None:
+        file.create_dataset("labels", data=labels.values, track_times=False)
+        output["labels"] = "labels"
+        if labels.class_names:
+            output["class_names"] = labels.class_names
+    if arrays:
+        group = file.create_group(PARAMS_GROUP)
+        for name, values in sorted(arrays.items()):
+            group.create_dataset(name, data=values, track_times=False)
+        output["arrays"] = PARAMS_GROUP
+    file.attrs["strategy"] = record["strategy"]
+    for name in ("scale", "offset"):
+        if not isinstance(record[name], dict):
+            file.attrs[name] = np.asarray(record[name], np.float64)
+    file.attrs["pixscale_params"] = dumps(record)
