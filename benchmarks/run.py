@@ -26,6 +26,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 MNIST = HERE.parent.parent / "shared" / "data" / "mnist" / "train-images-idx3-ubyte.gz"
 PIXSCALE = str(Path(sys.executable).parent / "pixscale")
+GNU_TIME = "/usr/bin/time" if Path("/usr/bin/time").is_file() else None
 #: Pause after sync so the file system finishes freeing the previous output.
 SETTLE_SECONDS = 2.0
 
@@ -78,17 +79,24 @@ with h5py.File(sys.argv[2], "w") as f:
 
 
 def run_once(command: list[str], output: Path) -> tuple[float, float]:
-    """Wall time (s) and peak RSS (MiB) of one run of ``command``."""
+    """Wall time (s) and peak RSS (MiB) of one run of ``command``.
+
+    The RSS comes from GNU time where installed: a child's own ru_maxrss also counts the
+    parent's high-water mark from before exec, which would inflate small processes.
+    """
     drop(output)
     os.sync()  # every case starts with no dirty pages waiting to be written back
     time.sleep(SETTLE_SECONDS)
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(command)}")
-    return elapsed, usage.ru_maxrss / 1024
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as report:
+        wrapped = [GNU_TIME, "-f", "%M", "-o", report.name, *command] if GNU_TIME else command
+        start = time.perf_counter()
+        process = subprocess.Popen(wrapped, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"failed: {' '.join(command)}")
+        kib = float(report.read().split()[-1]) if GNU_TIME else usage.ru_maxrss
+    return elapsed, kib / 1024
 
 
 def measure_all(
@@ -129,9 +137,24 @@ def make_dataset(path: Path, size_gib: float) -> tuple[int, ...]:
     return shape
 
 
+def make_dataset_elsewhere(path: Path, size_gib: float) -> tuple[int, ...]:
+    """``make_dataset`` in a child process, so this process stays small."""
+    code = (
+        f"from run import make_dataset; from pathlib import Path; "
+        f"print(','.join(map(str, make_dataset(Path({str(path)!r}), {size_gib}))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True, check=True
+    )
+    return tuple(int(n) for n in result.stdout.strip().split(","))
+
+
 def drop(path: Path) -> None:
     for p in path.parent.glob(path.name + "*"):
-        p.unlink()
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
     for p in path.parent.glob(path.stem + ".*"):
         if p.suffix != ".py":
             p.unlink(missing_ok=True)
@@ -144,7 +167,7 @@ def row(name: str, seconds: float, rss: float, in_bytes: int, baseline: float) -
 
 def bench_big(folder: Path, size_gib: float, sklearn: bool, runs: int) -> list[str]:
     source = folder / "big.npy"
-    shape = make_dataset(source, size_gib)
+    shape = make_dataset_elsewhere(source, size_gib)
     in_bytes = int(np.prod(shape))
     out = folder / "out.npy"
     lines = [
@@ -234,6 +257,66 @@ def bench_mnist(folder: Path, runs: int) -> list[str]:
     return lines
 
 
+def make_folder(folder: Path, count: int) -> None:
+    """``count`` 128×128 RGB PNGs in 10 class folders: decoding is the work."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    base = np.linspace(0, 200, 128, dtype=np.float32)
+    grad = (base[:, None, None] + base[None, :, None] / 4).astype(np.uint8)
+    for index in range(count):
+        target = folder / f"class-{index % 10}"
+        target.mkdir(parents=True, exist_ok=True)
+        pixels = grad + rng.integers(0, 56, (128, 128, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(target / f"{index:06d}.png", compress_level=1)
+
+
+def bench_dask(folder: Path, size_gib: float, images: int, runs: int) -> list[str]:
+    """Local engine against the dask engine on a local cluster of 1 and 2 workers."""
+    lines: list[str] = []
+    source = folder / "big.npy"
+    photos = folder / "photos"
+    shape = make_dataset_elsewhere(source, size_gib)
+    make_folder(photos, images)
+    out = folder / "out.h5"
+    for title, path, in_bytes in (
+        (
+            f"{size_gib:.2f} GiB .npy {shape}, standardize --scope channel",
+            source,
+            int(np.prod(shape)),
+        ),
+        (
+            f"folder of {images} PNGs (128×128 RGB, 10 classes), unit",
+            photos,
+            images * 128 * 128 * 3,
+        ),
+    ):
+        extra = ["-s", "standardize", "--scope", "channel"] if path == source else []
+        base = [PIXSCALE, "convert", str(path), "-o", str(out), "-q", *extra]
+        cases = [
+            ("local engine", base),
+            ("dask, 1 worker", [*base, "--engine", "dask", "--workers", "1"]),
+            ("dask, 2 workers", [*base, "--engine", "dask", "--workers", "2"]),
+        ]
+        measured = measure_all(cases, runs, out)
+        lines += [
+            f"### {title}",
+            "",
+            "| case | wall s | input MiB/s | peak RSS MiB | × local |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        baseline = measured["local engine"][0]
+        for name, (seconds, rss) in measured.items():
+            lines.append(row(name, seconds, rss, in_bytes, baseline))
+        lines.append("")
+        for shards in folder.glob("*.shards"):
+            shutil.rmtree(shards)
+    source.unlink()
+    shutil.rmtree(photos)
+    lines.append("Peak RSS is the client process only; dask workers are separate processes.")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gib", type=float, default=1.1)
@@ -241,6 +324,12 @@ def main() -> None:
     parser.add_argument("--no-sklearn", action="store_true")
     parser.add_argument("--dir", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--table", type=Path, help="also write the table here")
+    parser.add_argument(
+        "--dask",
+        action="store_true",
+        help="only compare the local and dask engines (needs pixscale[dask])",
+    )
+    parser.add_argument("--images", type=int, default=20000, help="PNGs for --dask")
     args = parser.parse_args()
     sklearn = not args.no_sklearn and shutil.which(sys.executable) is not None
     try:
@@ -250,8 +339,11 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="pixscale-bench-", dir=args.dir))
     try:
         lines = [f"Machine: {os.cpu_count()} cores, numpy {np.__version__}.", ""]
-        lines += bench_mnist(folder, args.runs) + [""]
-        lines += bench_big(folder, args.size_gib, sklearn, args.runs)
+        if args.dask:
+            lines += bench_dask(folder, args.size_gib, args.images, args.runs)
+        else:
+            lines += bench_mnist(folder, args.runs) + [""]
+            lines += bench_big(folder, args.size_gib, sklearn, args.runs)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     table = "\n".join(lines) + "\n"
