@@ -257,9 +257,9 @@ def test_hdf5_to_stdout_is_refused(tmp_path: Path) -> None:
 
 
 def test_binary_output_to_a_terminal_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pixscale import cli
+    from pixscale.cli import conversion
 
-    monkeypatch.setattr(cli, "stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(conversion, "stdout_is_terminal", lambda: True)
     result = CliRunner().invoke(main, ["convert", str(SAMPLE_IMAGES), "-o", "-"])
     assert result.exit_code == 2 and "binary .npy to a terminal" in result.stderr
     assert result.stdout == ""
