@@ -207,3 +207,46 @@ def test_why_scale_numbers_in_the_readme_match_a_fresh_run(tmp_path: Path, mnist
     assert png_size(tmp_path / "why_scale.png")[0] > 800
     assert fresh == (ROOT / "docs" / "why_scale.md").read_text()
     assert fresh in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("kind", ["npz", "hdf5", "cifar", "folder"])
+def test_info_on_every_input_format(tmp_path: Path, sample, kind: str) -> None:  # type: ignore[no-untyped-def]
+    images, labels = sample[0][:40], sample[1][:40]
+    if kind == "npz":
+        path = tmp_path / "m.npz"
+        np.savez(path, x_train=images, y_train=labels)
+        args = ["--key", "x_train"]
+    elif kind == "hdf5":
+        import h5py
+
+        path = tmp_path / "m.h5"
+        with h5py.File(path, "w") as handle:
+            handle["images"] = images
+            handle["labels"] = labels
+        args = []
+    elif kind == "cifar":
+        path = tmp_path / "data_batch_1.bin"
+        rgb = np.ascontiguousarray(
+            np.repeat(np.pad(images, ((0, 0), (2, 2), (2, 2)))[..., None], 3, -1)
+        )
+        planar = rgb.transpose(0, 3, 1, 2).reshape(40, -1)
+        path.write_bytes(np.concatenate([labels[:, None], planar], axis=1).tobytes())
+        images = rgb
+        args = []
+    else:
+        from PIL import Image
+
+        path = tmp_path / "digits"
+        path.mkdir()
+        for index, image in enumerate(images):
+            Image.fromarray(image).save(path / f"{index:02d}.png")
+        args = []
+    result = CliRunner().invoke(main, ["info", str(path), "--json", *args])
+    assert result.exit_code == 0, result.output
+    details = json.loads(result.stdout)
+    as_float = images.astype(np.float64)
+    axes = (0, 1, 2) if images.ndim == 4 else None
+    expected_mean = np.atleast_1d(as_float.mean(axis=axes))
+    np.testing.assert_allclose(details["stats"]["mean"], expected_mean, rtol=1e-12)
+    assert details["shape"] == list(images.shape)
+    assert details["labels"] == (None if kind == "folder" else 40)

@@ -73,7 +73,9 @@ def progress_bar(quiet: bool, label: str) -> tuple[Progress | None, Callable[[],
 
     def advance(step: int, total: int) -> None:
         if "bar" not in state:
-            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
+            state["bar"] = click.progressbar(
+                length=total, label=f"{label} (images)", file=sys.stderr, show_pos=True
+            )
             state["bar"].__enter__()
         state["bar"].update(step)
 
