@@ -11,8 +11,7 @@ defining numbers; ``scale`` and ``offset`` are derived and stored for readers.
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -171,13 +170,3 @@ def loads(text: str, origin: str) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise ParamsError(f"{origin}: not a parameter record")
     return record
-
-
-def unit_values(values: Any) -> Any:
-    """Raw pixel values (0-255) expressed in [0, 1] units, as frameworks quote them."""
-    if isinstance(values, list):
-        return [unit_values(v) for v in values]
-    return values / 255.0 if isinstance(values, float | int) and math.isfinite(values) else values
-
-
-__all__ = ["FORMAT", "Params", "dumps", "field", "loads", "unit_values"]

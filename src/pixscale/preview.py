@@ -144,7 +144,7 @@ def draw_histogram(
 
 def preview(path: Path, output: Path, count: int = 16, overwrite: bool = False) -> tuple[int, int]:
     """Write the preview PNG; returns its (width, height)."""
-    image_module = require_pillow()
+    image_module = require_pillow("drawing a preview")
     from PIL import ImageDraw, ImageFont
 
     data = output_preview(path, count) if is_pixscale_output(path) else input_preview(path, count)

@@ -11,17 +11,11 @@ import numpy.typing as npt
 
 from pixscale.errors import ParamsError
 from pixscale.params import Params, loads
+from pixscale.sources.hdf5 import is_hdf5
 from pixscale.writers.hdf5 import PARAMS_GROUP
-from pixscale.writers.npy import arrays_path, sidecar_path
-
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+from pixscale.writers.npy import sidecar_path
 
 Arrays = dict[str, npt.NDArray[Any]]
-
-
-def is_hdf5(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return handle.read(8) == HDF5_SIGNATURE
 
 
 def read_record(path: Path) -> tuple[dict[str, Any], Arrays]:
@@ -64,4 +58,4 @@ def load_params(path: Path) -> tuple[Params, dict[str, Any]]:
         raise ParamsError(f"{path}: {exc}") from exc
 
 
-__all__ = ["arrays_path", "is_hdf5", "load_params", "read_record"]
+__all__ = ["is_hdf5", "load_params", "read_record"]

@@ -12,7 +12,7 @@ from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
 from pixscale.sources.cifar import looks_like_pickle, open_cifar
 from pixscale.sources.folder import open_folder
-from pixscale.sources.hdf5 import open_hdf5
+from pixscale.sources.hdf5 import HDF5_SIGNATURE, open_hdf5
 from pixscale.sources.idx import looks_like_idx, open_idx, read_idx_array
 from pixscale.sources.npy import NPY_MAGIC, open_npy
 from pixscale.sources.npz import ZIP_MAGIC, open_npz
@@ -20,7 +20,6 @@ from pixscale.sources.rawio import GZIP_MAGIC, open_maybe_gzip
 
 __all__ = ["Labels", "Source", "open_source", "read_labels"]
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 FORMAT_NAMES = "IDX, .npy, .npz, HDF5, CIFAR .bin or an image folder"
 
 

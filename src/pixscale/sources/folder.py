@@ -17,13 +17,11 @@ MODES = ("L", "RGB")
 GREY_MODES = ("L", "1")
 
 
-def require_pillow() -> Any:
+def require_pillow(purpose: str = "reading image folders") -> Any:
     try:
         from PIL import Image
     except ImportError as exc:
-        raise InputError(
-            "reading image folders needs Pillow: pip install 'pixscale[images]'"
-        ) from exc
+        raise InputError(f"{purpose} needs Pillow: pip install 'pixscale[images]'") from exc
     return Image
 
 

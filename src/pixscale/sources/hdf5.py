@@ -12,6 +12,13 @@ from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, default_layout
 
 LABEL_NAMES = ("labels", "label", "y", "targets")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path: Path) -> bool:
+    """True when ``path`` starts with the HDF5 signature."""
+    with path.open("rb") as handle:
+        return handle.read(8) == HDF5_SIGNATURE
 
 
 def find_labels(handle: h5py.File, key: str, count: int) -> tuple[str, Labels] | None:
