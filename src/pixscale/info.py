@@ -13,9 +13,6 @@ from pixscale.records import is_hdf5
 from pixscale.sources import Source, open_source
 from pixscale.sources.npy import read_npy_header
 
-#: Images per chunk when streaming statistics of an output (float32).
-OUTPUT_CHUNK_BYTES = 4 << 20
-
 
 def is_pixscale_output(path: Path) -> bool:
     """True for an HDF5 file with a record, or a float32 .npy with its sidecar."""
@@ -79,8 +76,7 @@ def output_info(converted: ConvertedFile) -> dict[str, Any]:
     reduce_axes = tuple(a for a in range(len(converted.shape)) if a != channel)
     count, total, squares = 0, 0.0, 0.0
     low, high = np.inf, -np.inf
-    per_image = max(1, OUTPUT_CHUNK_BYTES // (4 * int(np.prod(converted.shape[1:]))))
-    for chunk in converted.chunks(per_image):
+    for chunk in converted.chunks(converted.chunk_rows):
         values = chunk.astype(np.float64)
         count += values.size // (1 if channel is None else values.shape[channel])
         total = total + values.sum(axis=reduce_axes)

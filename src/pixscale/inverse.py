@@ -33,17 +33,12 @@ class InvertReport:
         return self.not_round_trip > 0 or self.at_clip_bounds > 0
 
 
-def chunk_rows(shape: tuple[int, ...]) -> int:
-    per_image = max(1, int(np.prod(shape[1:])) * 4)
-    return max(1, (4 << 20) // per_image)
-
-
 def pixels_of(converted: ConvertedFile) -> Iterator[tuple[int, npt.NDArray[np.uint8], int, int]]:
     """(start, uint8 images, values that do not round-trip, values at clip bounds)."""
     transform = Transform(converted.params)
     bounds = clip_bounds(converted)
     start = 0
-    for values in converted.chunks(chunk_rows(converted.shape)):
+    for values in converted.chunks(converted.chunk_rows):
         pixels, mismatches = transform.invert(values, start)
         clipped = 0
         if bounds is not None:
@@ -70,7 +65,7 @@ def invert(
     if source is not None and source.shape != converted.shape:
         raise InputError(f"{verify_source}: shape {source.shape} differs from {converted.shape}")
     report = InvertReport(images=converted.shape[0])
-    originals = source.chunks(chunk_rows(converted.shape)) if source is not None else None
+    originals = source.chunks(converted.chunk_rows) if source is not None else None
     if source is not None:
         report.source_mismatches = 0
     with staged_outputs(overwrite, [path] + ([verify_source] if verify_source else [])) as staged:
@@ -164,7 +159,7 @@ def sample_mismatches(converted: ConvertedFile, source: Source, samples: int) ->
     """Re-derive evenly spaced images from the source and compare bits with the output."""
     wanted = set(np.linspace(0, source.n_images - 1, min(samples, source.n_images)).astype(int))
     transform = Transform(converted.params)
-    rows = chunk_rows(converted.shape)
+    rows = converted.chunk_rows
     bad, start = 0, 0
     for original, stored in zip(source.chunks(rows), converted.chunks(rows), strict=True):
         picks = [i - start for i in sorted(wanted) if start <= i < start + original.shape[0]]

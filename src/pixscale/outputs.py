@@ -20,6 +20,9 @@ from pixscale.sources.rawio import read_images
 
 Float32Array = npt.NDArray[np.float32]
 
+#: Bytes of float32 values read back at a time (invert, verify, info, preview).
+CHUNK_BYTES = 4 << 20
+
 
 @dataclass
 class ConvertedFile:
@@ -35,6 +38,11 @@ class ConvertedFile:
     @property
     def layout(self) -> str:
         return str(self.record.get("output", {}).get("layout", self.params.layout))
+
+    @property
+    def chunk_rows(self) -> int:
+        """Images per chunk of about ``CHUNK_BYTES`` of float32 values."""
+        return max(1, CHUNK_BYTES // (4 * int(np.prod(self.stored_shape[1:]))))
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ import numpy.typing as npt
 from pixscale.errors import InputError
 from pixscale.info import is_pixscale_output
 from pixscale.outputs import open_converted
+from pixscale.pipeline import DEFAULT_CHUNK_MB, chunk_images
 from pixscale.sources import open_source
 from pixscale.sources.folder import require_pillow
 from pixscale.strategies import Geometry, Spec, build_params
@@ -37,15 +38,11 @@ class PreviewData:
     caption: str
 
 
-def rows_for(image_shape: tuple[int, ...], item_bytes: int) -> int:
-    return max(1, (4 << 20) // (item_bytes * int(np.prod(image_shape))))
-
-
 def output_preview(path: Path, count: int) -> PreviewData:
     """Images mapped back to pixels through the record; histograms streamed in two passes."""
     converted = open_converted(path)
     transform = Transform(converted.params)
-    rows = rows_for(converted.shape[1:], 4)
+    rows = converted.chunk_rows
     low, high = np.inf, -np.inf
     for chunk in converted.chunks(rows):
         low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
@@ -78,7 +75,7 @@ def input_preview(path: Path, count: int) -> PreviewData:
     source_hist = np.zeros(256, np.int64)
     shown: list[npt.NDArray[np.uint8]] = []
     start = 0
-    for chunk in source.chunks(rows_for(source.image_shape, 1)):
+    for chunk in source.chunks(chunk_images(source, DEFAULT_CHUNK_MB)):
         source_hist += np.bincount(chunk.reshape(-1), minlength=256)
         if start < count:
             shown.append(chunk[: count - start])

@@ -33,6 +33,16 @@ def looks_like_test_split(paths: Sequence[Path]) -> bool:
     return any(TEST_SPLIT.search(p.name) for p in paths)
 
 
+def warn_if_test_split(paths: Sequence[Path]) -> None:
+    """Statistics belong to the training set: say so when the inputs look like test data."""
+    if looks_like_test_split(paths):
+        click.echo(
+            "Warning: fitting on what looks like a test/validation split; "
+            "fit on training data and reuse the parameters with --params-from.",
+            err=True,
+        )
+
+
 def reports_errors(command: F) -> F:
     """Library errors become ``Error: …`` and exit 1; ``--debug`` shows the traceback."""
 

@@ -11,13 +11,13 @@ import click
 
 from pixscale.cli import (
     expand_globs,
-    looks_like_test_split,
     main,
     make_spec,
     progress_bar,
     reports_errors,
     stdout_is_terminal,
     strategy_options,
+    warn_if_test_split,
 )
 from pixscale.export import TARGETS as EXPORT_TARGETS
 from pixscale.pipeline import DEFAULT_CHUNK_MB, Output, plan
@@ -147,12 +147,8 @@ def convert(
     spec = make_spec(strategy)
     if params_from is not None and spec != Spec(zero_std=spec.zero_std):
         raise click.UsageError("--params-from replaces the strategy options; give one or the other")
-    if spec.needs_stats and params_from is None and looks_like_test_split(inputs):
-        click.echo(
-            "Warning: fitting statistics on what looks like a test/validation split; "
-            "fit on training data and pass --params-from.",
-            err=True,
-        )
+    if spec.needs_stats and params_from is None:
+        warn_if_test_split(inputs)
     if str(output) == STDIN and stdout_is_terminal():
         raise click.UsageError("refusing to write binary .npy to a terminal; redirect or pipe it")
     advance, close = progress_bar(quiet, "converting")
@@ -272,12 +268,7 @@ def fit(
 
     channel_axis = strategy.get("channel_axis")
     spec = make_spec(strategy)
-    if looks_like_test_split(inputs):
-        click.echo(
-            "Warning: fitting on what looks like a test/validation split; "
-            "fit on training data and reuse it with --params-from.",
-            err=True,
-        )
+    warn_if_test_split(inputs)
     advance, close = progress_bar(quiet, "fitting")
     try:
         record = run_fit(
