@@ -28,6 +28,7 @@ from pixscale.transform import Transform
 from pixscale.writers.atomic import StagedOutputs, staged_outputs
 from pixscale.writers.background import QUEUE_DEPTH, BackgroundWriter
 from pixscale.writers.base import Writer
+from pixscale.writers.direct import ALIGN, use_direct
 from pixscale.writers.hdf5 import Hdf5Writer
 from pixscale.writers.npy import NpyWriter, StreamNpyWriter
 from pixscale.writers.space import SLACK_BYTES, check_room
@@ -51,6 +52,8 @@ class Output:
     """Where and how to write: format (h5|npy), compression, HDF5 chunking, layout.
 
     ``path`` "-" streams .npy to standard output (the record goes to ``params_out``).
+    ``io`` is how .npy data reaches the disk: "direct" (bypassing the page cache),
+    "buffered", or "auto" (direct for outputs too large to stay in the cache).
     """
 
     path: Path
@@ -60,6 +63,7 @@ class Output:
     chunk_images: int | None = None
     layout: str | None = None
     params_out: Path | None = None
+    io: str = "auto"
 
     @property
     def to_stdout(self) -> bool:
@@ -87,6 +91,13 @@ def geometry_of(source: Source) -> Geometry:
 
 def chunk_images(source: Source, chunk_mb: float) -> int:
     return max(1, int(chunk_mb * (1 << 20)) // max(1, source.image_bytes))
+
+
+def aligned_chunk_images(source: Source, chunk_mb: float) -> int:
+    """``chunk_images`` rounded to whole blocks of float32 output (``ALIGN`` bytes), so
+    that direct writes take every chunk as it is, without copying."""
+    step = ALIGN // math.gcd(4 * source.image_bytes, ALIGN)
+    return max(step, chunk_images(source, chunk_mb) // step * step)
 
 
 def dataset_sums(
@@ -146,7 +157,17 @@ def plan(
         "peak_memory_bytes": BASE_MEMORY + working,
         "free_disk_bytes": free,
         "fits": output.to_stdout or output_bytes + SLACK_BYTES <= free,
+        "writes": write_mode(output, output_bytes),
     }
+
+
+def write_mode(output: Output, nbytes: int) -> str:
+    """How the output's bytes reach the disk: stream, direct or buffered (page cache)."""
+    if output.to_stdout:
+        return "stream"
+    if output.resolved_format() == "npy" and use_direct(output.io, nbytes):
+        return "direct"
+    return "buffered"
 
 
 def hash_quietly(source: Source) -> str:
@@ -196,9 +217,12 @@ def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -
     if output.to_stdout:
         return StreamNpyWriter(sys.stdout.buffer, shape)
     staged.check(output.path)
-    check_room(output.path, 4 * math.prod(shape))
+    nbytes = 4 * math.prod(shape)
+    check_room(output.path, nbytes)
     if fmt == "npy":
-        return NpyWriter(output.path, shape, staged)
+        return NpyWriter(output.path, shape, staged, use_direct(output.io, nbytes))
+    if output.io == "direct":
+        raise OutputError(f"{output.path}: direct writes are for .npy outputs; HDF5 is buffered")
     return Hdf5Writer(output.path, shape, staged, output.compression, output.chunk_images)
 
 
@@ -308,7 +332,7 @@ def write_images(
 ) -> Params:
     """The apply pass; for per-image scope the parameters are fitted per chunk here."""
     layout = layout or source.layout
-    rows = min(chunk_images(source, chunk_mb), source.n_images)
+    rows = min(aligned_chunk_images(source, chunk_mb), source.n_images)
     passes = 2 if spec.needs_dataset_stats and params.fitted_on is None else 1
     total = source.n_images * passes
     per_image = params.scope == "image"

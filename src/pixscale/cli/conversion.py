@@ -24,6 +24,7 @@ from pixscale.pipeline import DEFAULT_CHUNK_MB, Output, plan
 from pixscale.sources import open_source
 from pixscale.sources.stdin import STDIN, spooled
 from pixscale.strategies import Spec
+from pixscale.writers.direct import IO_MODES
 from pixscale.writers.hdf5 import COMPRESSIONS
 
 
@@ -85,6 +86,14 @@ from pixscale.writers.hdf5 import COMPRESSIONS
 )
 @click.option("--chunk-images", type=click.IntRange(min=1), help="HDF5 chunk length in images.")
 @click.option(
+    "--io",
+    type=click.Choice(IO_MODES),
+    default="auto",
+    show_default=True,
+    help=".npy writes: direct bypasses the page cache, buffered goes through it; "
+    "auto is direct for outputs larger than the kernel's write-back threshold.",
+)
+@click.option(
     "--chunk-mb",
     type=click.FloatRange(min=0.01),
     default=DEFAULT_CHUNK_MB,
@@ -119,6 +128,7 @@ def convert(
     fmt: str | None,
     compression: str,
     chunk_images: int | None,
+    io: str,
     chunk_mb: float,
     overwrite: bool,
     dry_run: bool,
@@ -163,7 +173,7 @@ def convert(
         )
         if STDIN in map(str, inputs):
             source.name = "<stdin>" if len(inputs) == 1 else source.name
-        target = Output(output, fmt, overwrite, compression, chunk_images, layout, params_out)
+        target = Output(output, fmt, overwrite, compression, chunk_images, layout, params_out, io)
         if dry_run:
             show_plan(plan(source, target, spec, chunk_mb, params_from is not None))
             return
@@ -209,6 +219,7 @@ def show_plan(details: dict[str, Any]) -> None:
         f"float32 {details['output_shape']}"
     )
     click.echo(f"passes  {details['passes']} (chunks of {details['chunk_images']:,} images)")
+    click.echo(f"writes  {details['writes']}")
     click.echo(f"memory  about {details['peak_memory_bytes'] / mib:.0f} MiB peak")
     click.echo(f"disk    {details['free_disk_bytes']:,} bytes free")
     if not details["fits"]:

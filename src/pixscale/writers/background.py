@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pixscale.writers.base import Writer
+from pixscale.writers.direct import aligned_empty
 
 #: Chunks queued for writing at most; one more is being filled meanwhile.
 QUEUE_DEPTH = 2
@@ -28,7 +29,7 @@ class BackgroundWriter:
         self.depth = depth
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixscale-writer")
         self.pending: deque[Future[None]] = deque()
-        self.buffers = [np.empty(chunk_shape, np.float32) for _ in range(depth + 1)]
+        self.buffers = [aligned_empty(chunk_shape, np.float32) for _ in range(depth + 1)]
         self.turn = 0
 
     def buffer(self, images: int) -> npt.NDArray[np.float32]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -14,6 +16,9 @@ from pixscale.params import dumps
 from pixscale.sources.base import Labels
 from pixscale.writers.atomic import StagedOutputs
 from pixscale.writers.base import Float32Array, Writer
+from pixscale.writers.direct import ALIGN, DirectFile
+
+NPY_PREAMBLE = b"\x93NUMPY\x01\x00"
 
 
 def sidecar_path(target: Path) -> Path:
@@ -42,12 +47,27 @@ def write_npy_header(handle: BinaryIO, shape: tuple[int, ...], descr: str = "<f4
     np.lib.format.write_array_header_2_0(handle, header)
 
 
+def padded_npy_header(shape: tuple[int, ...], size: int = ALIGN) -> bytes:
+    """A version 1.0 float32 .npy header padded with spaces to ``size`` bytes.
+
+    The data then starts on a page boundary, which direct writes need and memory-mapped
+    readers like; numpy itself pads to 64 bytes the same way.
+    """
+    buffer = io.BytesIO()
+    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    text = buffer.getvalue()[len(NPY_PREAMBLE) + 2 :].rstrip(b" \n")
+    total = -(-(len(NPY_PREAMBLE) + 2 + len(text) + 1) // size) * size
+    length = total - len(NPY_PREAMBLE) - 2
+    return NPY_PREAMBLE + struct.pack("<H", length) + text.ljust(length - 1) + b"\n"
+
+
 class StreamNpyWriter(Writer):
     """.npy to a stream such as standard output: no sidecar, no temporary file."""
 
     def __init__(self, stream: BinaryIO, shape: tuple[int, ...]) -> None:
         self.target, self.shape, self.stream = Path("-"), shape, stream
-        write_npy_header(stream, shape)
+        stream.write(padded_npy_header(shape))
 
     def write(self, chunk: Float32Array) -> None:
         self.stream.write(np.ascontiguousarray(chunk, "<f4").data.cast("B"))
@@ -64,19 +84,24 @@ class StreamNpyWriter(Writer):
 
 
 class NpyWriter(Writer):
-    """Writes the header up front, then appends chunks; nothing is held in memory."""
+    """Writes the header up front, then appends chunks; nothing is held in memory.
 
-    def __init__(self, target: Path, shape: tuple[int, ...], staged: StagedOutputs) -> None:
+    With ``direct`` the data bypasses the page cache where the file system allows it.
+    """
+
+    def __init__(
+        self, target: Path, shape: tuple[int, ...], staged: StagedOutputs, direct: bool = False
+    ) -> None:
         self.target, self.shape, self.staged = target, shape, staged
         self.temp = staged.stage(target)
         staged.check(sidecar_path(target))
-        self.handle = self.temp.open("wb")
-        write_npy_header(self.handle, shape)
+        self.handle = DirectFile(self.temp, direct)
+        self.handle.write(padded_npy_header(shape))
         self.written = 0
 
     def write(self, chunk: Float32Array) -> None:
         try:
-            self.handle.write(np.ascontiguousarray(chunk, "<f4").data.cast("B"))
+            self.handle.write(np.ascontiguousarray(chunk, "<f4"))
         except OSError as exc:
             raise OutputError(f"{self.target}: write failed: {exc.strerror}") from exc
         self.written += chunk.shape[0]

@@ -1,0 +1,171 @@
+"""Sequential file writes that can bypass the page cache (``O_DIRECT``).
+
+Writing through the page cache copies every byte once more, in the kernel, into freshly
+allocated cache pages; for a multi-GB output that copy, not the disk, is the cost (measured:
+4.4 GB took 1.8–5 s buffered, 1.4 s direct on the same disk). Direct writes need the memory
+address, the length and the file offset aligned to the block size, so unaligned pieces are
+carried over in a small aligned buffer and the last partial block is padded, then truncated.
+File systems that refuse ``O_DIRECT`` get ordinary buffered writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+#: Alignment of memory, lengths and offsets for direct writes (the page size covers every
+#: common logical block size).
+ALIGN = 4096
+#: Bytes copied at a time when an unaligned buffer has to go through an aligned one.
+BOUNCE_BYTES = 4 << 20
+O_DIRECT: int = getattr(os, "O_DIRECT", 0)
+IO_MODES = ("auto", "direct", "buffered")
+PROC_VM = Path("/proc/sys/vm")
+
+
+def writeback_threshold() -> int | None:
+    """Dirty bytes at which Linux starts writing back in the background; None if unknown."""
+    try:
+        fixed = int((PROC_VM / "dirty_background_bytes").read_text())
+        if fixed:
+            return fixed
+        ratio = int((PROC_VM / "dirty_background_ratio").read_text())
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 * ratio // 100
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def use_direct(mode: str, nbytes: int) -> bool:
+    """Whether ``mode`` means direct writes for an output of ``nbytes``.
+
+    ``auto`` goes direct when the output exceeds the background write-back threshold: the
+    kernel would be writing it to disk during the run anyway, so the page cache buys
+    nothing but an extra copy and the eviction of the input's cached pages.
+    """
+    if mode == "auto":
+        threshold = writeback_threshold()
+        return bool(O_DIRECT) and threshold is not None and nbytes > threshold
+    return mode == "direct"
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> npt.NDArray[Any]:
+    """An uninitialised C-ordered array whose data starts on an ``ALIGN`` boundary."""
+    kind = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * kind.itemsize
+    raw = np.empty(nbytes + ALIGN, np.uint8)
+    start = -int(raw.ctypes.data) % ALIGN
+    aligned: npt.NDArray[Any] = raw[start : start + nbytes].view(kind).reshape(shape)
+    return aligned
+
+
+def address(view: memoryview) -> int:
+    return int(np.frombuffer(view, np.uint8).ctypes.data) if len(view) else 0
+
+
+class DirectFile:
+    """A new file written front to back, with ``O_DIRECT`` where ``direct`` and supported."""
+
+    def __init__(self, path: Path, direct: bool) -> None:
+        self.path = path
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        self.direct = bool(direct and O_DIRECT)
+        self.fd = -1
+        if self.direct:
+            try:
+                self.fd = os.open(path, flags | O_DIRECT, 0o600)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.direct = False
+        if self.fd < 0:
+            self.fd = os.open(path, flags, 0o600)
+        self.size = 0
+        self.carry = aligned_empty((ALIGN,), np.uint8)
+        self.carried = 0
+        self.bounce: npt.NDArray[np.uint8] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    def write(self, data: Any) -> None:
+        """Append the bytes of ``data`` (any contiguous buffer)."""
+        view = memoryview(data).cast("B")
+        self.size += len(view)
+        if not self.direct:
+            self._flush_carry()
+            self._write_all(view)
+            return
+        if self.carried:
+            take = min(ALIGN - self.carried, len(view))
+            self.carry[self.carried : self.carried + take] = np.frombuffer(view[:take], np.uint8)
+            self.carried += take
+            view = view[take:]
+            if self.carried < ALIGN:
+                return
+            self.carried = 0
+            self._write_all(self.carry.data)
+        whole = len(view) - len(view) % ALIGN
+        if whole:
+            self._write_aligned(view[:whole])
+        rest = view[whole:]
+        self.carry[: len(rest)] = np.frombuffer(rest, np.uint8)
+        self.carried = len(rest)
+
+    def _write_aligned(self, view: memoryview) -> None:
+        if address(view) % ALIGN == 0:
+            self._write_all(view)
+            return
+        if self.bounce is None:
+            self.bounce = aligned_empty((BOUNCE_BYTES,), np.uint8)
+        for start in range(0, len(view), BOUNCE_BYTES):
+            piece = view[start : start + BOUNCE_BYTES]
+            self.bounce[: len(piece)] = np.frombuffer(piece, np.uint8)
+            self._write_all(self.bounce.data[: len(piece)])
+
+    def _write_all(self, view: memoryview) -> None:
+        while len(view):
+            try:
+                written = os.write(self.fd, view)
+            except OSError as exc:
+                if not (self.direct and exc.errno == errno.EINVAL):
+                    raise
+                self._stop_direct()
+                continue
+            view = view[written:]
+
+    def _stop_direct(self) -> None:
+        """The file system took the open but refuses direct writes: go on buffered."""
+        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~O_DIRECT)
+        self.direct = False
+
+    def _flush_carry(self) -> None:
+        if self.carried:
+            carried, self.carried = self.carried, 0
+            self._write_all(self.carry.data[:carried])
+
+    def close(self) -> None:
+        """Write what is left (a padded block when direct, then cut to size) and close."""
+        if self.fd < 0:
+            return
+        fd = self.fd
+        try:
+            if self.carried and self.direct:
+                self.carry[self.carried :] = 0
+                self.carried = 0
+                self._write_all(self.carry.data)
+                os.ftruncate(fd, self.size)
+            self._flush_carry()
+        finally:
+            self.fd = -1
+            os.close(fd)

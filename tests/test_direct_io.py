@@ -1,0 +1,185 @@
+"""Direct (page-cache bypassing) .npy writes: same bytes as buffered, clean fallbacks."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import SAMPLE_IMAGES
+from pixscale.cli import main
+from pixscale.writers import direct
+from pixscale.writers.direct import ALIGN, DirectFile, aligned_empty, use_direct
+
+
+def supports_direct(folder: Path) -> bool:
+    """Whether ``folder``'s file system takes an aligned O_DIRECT write."""
+    probe = folder / "probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | direct.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    try:
+        os.write(fd, aligned_empty((ALIGN,), np.uint8).data)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+def pieces() -> list[bytes | np.ndarray]:
+    """Aligned arrays, unaligned bytes and odd sizes, in an order that exercises the carry."""
+    rng = np.random.default_rng(7)
+    aligned = aligned_empty((3 * ALIGN,), np.uint8)
+    aligned[:] = rng.integers(0, 256, aligned.size, dtype=np.uint8)
+    return [
+        rng.integers(0, 256, 100, dtype=np.uint8).tobytes(),
+        aligned,
+        rng.integers(0, 256, 5 * ALIGN + 17, dtype=np.uint8).tobytes(),
+        rng.integers(0, 256, 3 * ALIGN, dtype=np.uint8)[1:],  # unaligned address
+        aligned,
+        b"",
+        rng.integers(0, 256, ALIGN - 1, dtype=np.uint8).tobytes(),
+    ]
+
+
+def write_pieces(path: Path, want_direct: bool) -> tuple[bytes, DirectFile]:
+    handle = DirectFile(path, want_direct)
+    expected = b""
+    for piece in pieces():
+        handle.write(piece)
+        expected += bytes(memoryview(piece).cast("B"))
+    handle.close()
+    return expected, handle
+
+
+@pytest.mark.parametrize("want_direct", [True, False])
+def test_any_pieces_give_exactly_those_bytes(tmp_path: Path, want_direct: bool) -> None:
+    expected, _ = write_pieces(tmp_path / "out.bin", want_direct)
+    assert (tmp_path / "out.bin").read_bytes() == expected
+
+
+def test_direct_writes_stay_direct_where_supported(tmp_path: Path) -> None:
+    if not direct.O_DIRECT or not supports_direct(tmp_path):
+        pytest.skip("this file system does not take O_DIRECT writes")
+    _, handle = write_pieces(tmp_path / "out.bin", True)
+    assert handle.direct
+
+
+def test_open_refused_falls_back_to_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def refuse_direct(path: str, flags: int, mode: int = 0o777) -> int:
+        if direct.O_DIRECT and flags & direct.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(direct.os, "open", refuse_direct)
+    expected, handle = write_pieces(tmp_path / "out.bin", True)
+    assert not handle.direct
+    assert (tmp_path / "out.bin").read_bytes() == expected
+
+
+def test_write_refused_switches_to_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not direct.O_DIRECT:
+        pytest.skip("no O_DIRECT on this platform")
+    real_write = os.write
+    refused = []
+
+    def refuse_first(fd: int, data: memoryview) -> int:
+        if not refused:
+            refused.append(fd)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(direct.os, "write", refuse_first)
+    expected, handle = write_pieces(tmp_path / "out.bin", True)
+    assert refused and not handle.direct
+    assert (tmp_path / "out.bin").read_bytes() == expected
+
+
+def test_other_write_errors_are_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(fd: int, data: memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(direct.os, "write", disk_full)
+    handle = DirectFile(tmp_path / "out.bin", True)
+    with pytest.raises(OSError, match="No space"):
+        handle.write(aligned_empty((ALIGN,), np.uint8))
+    handle.close()
+
+
+def test_auto_goes_direct_only_above_the_writeback_threshold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(direct, "writeback_threshold", lambda: 1 << 30)
+    assert use_direct("auto", 2 << 30) == bool(direct.O_DIRECT)
+    assert not use_direct("auto", 1 << 20)
+    assert use_direct("direct", 1) and not use_direct("buffered", 4 << 30)
+    monkeypatch.setattr(direct, "writeback_threshold", lambda: None)
+    assert not use_direct("auto", 4 << 30)
+
+
+def test_writeback_threshold_follows_the_kernel_settings() -> None:
+    threshold = direct.writeback_threshold()
+    if threshold is None:
+        pytest.skip("no /proc/sys/vm here")
+    fixed = int((direct.PROC_VM / "dirty_background_bytes").read_text())
+    if fixed:
+        assert threshold == fixed
+    else:
+        assert 0 < threshold < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def test_cli_direct_and_buffered_npy_are_byte_identical(tmp_path: Path, sample) -> None:  # type: ignore[no-untyped-def]
+    images, _ = sample
+    outputs = {}
+    for io in ("direct", "buffered"):
+        out = tmp_path / f"{io}.npy"
+        result = CliRunner().invoke(
+            main, ["convert", str(SAMPLE_IMAGES), "-o", str(out), "-q", "--io", io]
+        )
+        assert result.exit_code == 0, result.output
+        outputs[io] = out.read_bytes()
+    assert outputs["direct"] == outputs["buffered"]
+    values = np.load(tmp_path / "direct.npy")
+    np.testing.assert_array_equal(values, np.divide(images, np.float32(255), dtype=np.float32))
+    assert np.load(tmp_path / "direct.npy", mmap_mode="r").offset == ALIGN
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "buffered.labels.npy",
+        "buffered.npy",
+        "buffered.npy.json",
+        "direct.labels.npy",
+        "direct.npy",
+        "direct.npy.json",
+    ]
+
+
+def test_cli_direct_with_hdf5_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out.h5"
+    result = CliRunner().invoke(
+        main, ["convert", str(SAMPLE_IMAGES), "-o", str(out), "--io", "direct"]
+    )
+    assert result.exit_code == 1
+    assert "direct writes are for .npy outputs" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_says_how_it_writes(tmp_path: Path) -> None:
+    for io, says in (("direct", "direct"), ("buffered", "buffered")):
+        result = CliRunner().invoke(
+            main,
+            ["convert", str(SAMPLE_IMAGES), "-o", str(tmp_path / "o.npy"), "--io", io, "--dry-run"],
+        )
+        assert result.exit_code == 0, result.output
+        assert f"writes  {says}" in result.output
