@@ -56,3 +56,22 @@ def test_statistics_equal_numpy_for_random_arrays(data: np.ndarray) -> None:
     per_image = image_stats(data)
     np.testing.assert_allclose(per_image.mean, as_float.mean(axis=(1, 2)), rtol=1e-12)
     np.testing.assert_allclose(per_image.std, as_float.std(axis=(1, 2)), rtol=1e-9, atol=1e-12)
+
+
+def exact_sums(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    wide = data.astype(np.uint64)
+    return wide.sum(axis=0), (wide * wide).sum(axis=0)
+
+
+def test_integer_sums_are_exact_in_the_worst_case_and_on_mnist(mnist_train) -> None:  # type: ignore[no-untyped-def]
+    # All 255 makes every float32 partial sum as large as it gets (blocks of 256 images).
+    brightest = np.full((1000, 3, 5), 255, np.uint8)
+    sums = sums_of(brightest, 1000)
+    assert sums.s1.tolist() == [[255 * 1000] * 5] * 3
+    assert sums.s2.tolist() == [[255 * 255 * 1000] * 5] * 3
+    images = mnist_train[0]
+    sums = sums_of(images, 7000)
+    s1, s2 = exact_sums(images)
+    assert np.array_equal(sums.s1, s1) and np.array_equal(sums.s2, s2)
+    assert np.array_equal(sums.minimum, images.min(axis=0))
+    assert np.array_equal(sums.maximum, images.max(axis=0))

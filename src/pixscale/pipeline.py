@@ -252,10 +252,12 @@ def convert(
     ):
         if output.params_out is not None:
             staged.check(output.params_out)
-        digest = pool.submit(hash_quietly, source)  # hashing releases the GIL: overlaps
         writer = open_writer(output, shape, staged)
         try:
             params = prepare_params(source, spec, params_from, chunk_mb, progress)
+            # Hashing releases the GIL and overlaps the transform pass, which waits on the
+            # disk; during a statistics pass it would only take CPU from the two threads.
+            digest = pool.submit(hash_quietly, source)
             params = write_images(source, params, spec, writer, chunk_mb, progress, layout)
             record = params.to_record(arrays_external=True)
             record["source"] = source_record(source, digest)
