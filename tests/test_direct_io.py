@@ -171,7 +171,7 @@ def test_cli_direct_with_hdf5_is_refused(tmp_path: Path) -> None:
         main, ["convert", str(SAMPLE_IMAGES), "-o", str(out), "--io", "direct"]
     )
     assert result.exit_code == 1
-    assert "direct writes are for .npy outputs" in result.output
+    assert "direct writes need a .npy file" in result.output
     assert list(tmp_path.iterdir()) == []
 
 
@@ -183,3 +183,21 @@ def test_dry_run_says_how_it_writes(tmp_path: Path) -> None:
         )
         assert result.exit_code == 0, result.output
         assert f"writes  {says}" in result.output
+
+
+def test_direct_to_stdout_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "convert",
+            str(SAMPLE_IMAGES),
+            "-o",
+            "-",
+            "--io",
+            "direct",
+            "--params-out",
+            str(tmp_path / "p.json"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "direct writes need a .npy file" in result.output

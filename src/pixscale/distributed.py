@@ -33,6 +33,7 @@ from pixscale.pipeline import (
     geometry_of,
     prepare_params,
     write_images,
+    write_mode,
 )
 from pixscale.sources import ConcatSource, Source
 from pixscale.sources.base import WindowSource, files_sha256, window_of
@@ -136,6 +137,7 @@ def convert_on_dask(
             f"{output.path}: the dask engine writes HDF5 (a shard per task and a master file); "
             "use a .h5 output"
         )
+    write_mode(output, 0)
     target = output.path
     shards_name = target.name + ".shards"
     layout = output.layout or source.layout

@@ -163,9 +163,12 @@ def plan(
 
 def write_mode(output: Output, nbytes: int) -> str:
     """How the output's bytes reach the disk: stream, direct or buffered (page cache)."""
+    fmt = output.resolved_format()
+    if output.io == "direct" and (output.to_stdout or fmt != "npy"):
+        raise OutputError(f"{output.path}: direct writes need a .npy file; HDF5 is buffered")
     if output.to_stdout:
         return "stream"
-    if output.resolved_format() == "npy" and use_direct(output.io, nbytes):
+    if fmt == "npy" and use_direct(output.io, nbytes):
         return "direct"
     return "buffered"
 
@@ -213,16 +216,14 @@ def check_fits(params: Params, source: Source, origin: str) -> None:
 
 
 def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -> Writer:
-    fmt = output.resolved_format()
+    nbytes = 4 * math.prod(shape)
+    mode = write_mode(output, nbytes)
     if output.to_stdout:
         return StreamNpyWriter(sys.stdout.buffer, shape)
     staged.check(output.path)
-    nbytes = 4 * math.prod(shape)
     check_room(output.path, nbytes)
-    if fmt == "npy":
-        return NpyWriter(output.path, shape, staged, use_direct(output.io, nbytes))
-    if output.io == "direct":
-        raise OutputError(f"{output.path}: direct writes are for .npy outputs; HDF5 is buffered")
+    if output.resolved_format() == "npy":
+        return NpyWriter(output.path, shape, staged, mode == "direct")
     return Hdf5Writer(output.path, shape, staged, output.compression, output.chunk_images)
 
 
