@@ -11,11 +11,36 @@ invert(Path("test.h5"), Path("back.npy"))
 
 __version__ = "0.1.0"
 
-from pixscale.errors import PixscaleError  # noqa: E402
-from pixscale.inverse import invert, verify  # noqa: E402
-from pixscale.pipeline import Output, convert, fit  # noqa: E402
-from pixscale.sources import open_source  # noqa: E402
-from pixscale.strategies import Spec  # noqa: E402
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Public names and the modules that define them, imported on first use so that the
+#: command line starts without loading what a command does not need.
+_EXPORTS = {
+    "PixscaleError": "pixscale.errors",
+    "invert": "pixscale.inverse",
+    "verify": "pixscale.inverse",
+    "Output": "pixscale.pipeline",
+    "convert": "pixscale.pipeline",
+    "fit": "pixscale.pipeline",
+    "open_source": "pixscale.sources",
+    "Spec": "pixscale.strategies",
+}
+
+if TYPE_CHECKING:
+    from pixscale.errors import PixscaleError
+    from pixscale.inverse import invert, verify
+    from pixscale.pipeline import Output, convert, fit
+    from pixscale.sources import open_source
+    from pixscale.strategies import Spec
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pixscale' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "Output",

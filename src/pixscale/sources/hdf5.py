@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import h5py
+from typing import TYPE_CHECKING
 
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, default_layout
 
 LABEL_NAMES = ("labels", "label", "y", "targets")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+if TYPE_CHECKING:
+    import h5py
 
 
 def is_hdf5(path: Path) -> bool:
@@ -27,6 +29,8 @@ def find_labels(handle: h5py.File, key: str, count: int) -> tuple[str, Labels] |
     candidates = [f"{group}/{n}" if group else n for n in LABEL_NAMES]
     if name.startswith("x"):
         candidates.insert(0, f"{group}/y{name[1:]}" if group else f"y{name[1:]}")
+    import h5py  # imported on use: it adds ~30 ms to every start-up
+
     for candidate in candidates:
         item = handle.get(candidate)
         if isinstance(item, h5py.Dataset) and item.shape == (count,) and item.dtype.kind in "iu":
@@ -35,6 +39,8 @@ def find_labels(handle: h5py.File, key: str, count: int) -> tuple[str, Labels] |
 
 
 def uint8_datasets(handle: h5py.File) -> list[str]:
+    import h5py
+
     found: list[str] = []
 
     def visit(name: str, item: object) -> None:
@@ -53,6 +59,8 @@ class Hdf5Source(Source):
         return self.window(0, self.n_images, max_images)
 
     def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
+        import h5py
+
         with h5py.File(self.files[0], "r") as handle:
             dataset = handle[self.key]
             for first in range(start, stop, max_images):
@@ -60,6 +68,8 @@ class Hdf5Source(Source):
 
 
 def open_hdf5(path: Path, key: str | None) -> Hdf5Source:
+    import h5py
+
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:

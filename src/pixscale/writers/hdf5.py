@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 import numpy.typing as npt
 
@@ -14,6 +13,9 @@ from pixscale.params import dumps
 from pixscale.sources.base import Labels
 from pixscale.writers.atomic import StagedOutputs
 from pixscale.writers.base import Float32Array, Writer
+
+if TYPE_CHECKING:
+    import h5py
 
 #: Target bytes per HDF5 chunk. About 1 MiB keeps sequential writes fast while a
 #: training loop reading one random sample decompresses little more than it needs.
@@ -42,6 +44,8 @@ class Hdf5Writer(Writer):
         compression: str = "none",
         chunk_images: int | None = None,
     ) -> None:
+        import h5py  # imported on use: it adds ~30 ms to every start-up
+
         self.target, self.shape = target, shape
         self.temp = staged.stage(target)
         self.file = h5py.File(self.temp, "w", track_order=False)
