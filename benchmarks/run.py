@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                 # MNIST and a generated 1.1 GiB set
     python benchmarks/run.py --size-gib 0.2  # quicker
+    python benchmarks/run.py --memory 0.25,1.1,4.4  # peak RSS against dataset size
 
 Every case runs in its own process after ``sync`` (so no case pays for an earlier one's
 write-back) with its input read into the page cache; wall time and that process's peak RSS
@@ -29,6 +30,7 @@ PIXSCALE = str(Path(sys.executable).parent / "pixscale")
 GNU_TIME = "/usr/bin/time" if Path("/usr/bin/time").is_file() else None
 #: Pause after sync so the file system finishes freeing the previous output.
 SETTLE_SECONDS = 2.0
+STANDARDIZE_CHANNEL = ("-s", "standardize", "--scope", "channel")
 
 NAIVE_UNIT = """
 import numpy as np, sys
@@ -198,8 +200,9 @@ def bench_big(folder: Path, size_gib: float, sklearn: bool, runs: int) -> list[s
     shape = make_dataset_elsewhere(source, size_gib)
     in_bytes = int(np.prod(shape))
     out = folder / "out.npy"
+    h5 = out.with_suffix(".h5")
     lines = [
-        f"### {in_bytes / (1 << 30):.2f} GiB uint8 .npy {shape} → float32 .npy",
+        f"### {in_bytes / (1 << 30):.2f} GiB uint8 .npy {shape} → float32 .npy (or .h5)",
         "",
         "| case | wall s | input MiB/s | peak RSS MiB | × naive |",
         "|---|---:|---:|---:|---:|",
@@ -223,18 +226,11 @@ def bench_big(folder: Path, size_gib: float, sklearn: bool, runs: int) -> list[s
         ("naive numpy, standardize per channel", python(NAIVE_STANDARDIZE, str(source), str(out))),
         (
             "pixscale CLI, standardize --scope channel",
-            [
-                PIXSCALE,
-                "convert",
-                str(source),
-                "-o",
-                str(out),
-                "-q",
-                "-s",
-                "standardize",
-                "--scope",
-                "channel",
-            ],
+            [PIXSCALE, "convert", str(source), "-o", str(out), "-q", *STANDARDIZE_CHANNEL],
+        ),
+        (
+            "pixscale CLI, standardize --scope channel → .h5",
+            [PIXSCALE, "convert", str(source), "-o", str(h5), "-q", *STANDARDIZE_CHANNEL],
         ),
     ]
     if sklearn:
@@ -298,6 +294,37 @@ def bench_mnist(folder: Path, runs: int) -> list[str]:
     return lines
 
 
+def bench_memory(folder: Path, sizes: list[float], runs: int) -> list[str]:
+    """pixscale's peak RSS as the dataset grows (the naive code cannot run at these sizes:
+    it needs about 9× the input in memory)."""
+    out = folder / "out.npy"
+    h5 = out.with_suffix(".h5")
+    lines = [
+        "### Peak memory against dataset size (96×96×3 uint8 .npy)",
+        "",
+        "| input GiB | unit → .npy: wall s | peak RSS MiB | "
+        "standardize --scope channel → .h5: wall s | peak RSS MiB |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for size in sizes:
+        source = folder / "big.npy"
+        shape = make_dataset_elsewhere(source, size)
+        cases = [
+            ("unit", [PIXSCALE, "convert", str(source), "-o", str(out), "-q"]),
+            (
+                "standardize",
+                [PIXSCALE, "convert", str(source), "-o", str(h5), "-q", *STANDARDIZE_CHANNEL],
+            ),
+        ]
+        measured = measure_all(cases, runs, out, [source])
+        (unit_s, unit_rss), (std_s, std_rss) = measured["unit"], measured["standardize"]
+        gib = int(np.prod(shape)) / (1 << 30)
+        lines.append(f"| {gib:.2f} | {unit_s:.2f} | {unit_rss:.0f} | {std_s:.2f} | {std_rss:.0f} |")
+        drop(out)
+        source.unlink()
+    return lines
+
+
 def make_folder(folder: Path, count: int) -> None:
     """``count`` 128×128 RGB PNGs in 10 class folders: decoding is the work."""
     from PIL import Image
@@ -332,7 +359,7 @@ def bench_dask(folder: Path, size_gib: float, images: int, runs: int) -> list[st
             images * 128 * 128 * 3,
         ),
     ):
-        extra = ["-s", "standardize", "--scope", "channel"] if path == source else []
+        extra = list(STANDARDIZE_CHANNEL) if path == source else []
         base = [PIXSCALE, "convert", str(path), "-o", str(out), "-q", *extra]
         cases = [
             ("local engine", base),
@@ -371,6 +398,11 @@ def main() -> None:
         help="only compare the local and dask engines (needs pixscale[dask])",
     )
     parser.add_argument("--images", type=int, default=20000, help="PNGs for --dask")
+    parser.add_argument(
+        "--memory",
+        metavar="GIB,GIB,…",
+        help="only measure pixscale's peak RSS on generated sets of these sizes",
+    )
     args = parser.parse_args()
     sklearn = not args.no_sklearn and shutil.which(sys.executable) is not None
     try:
@@ -382,6 +414,9 @@ def main() -> None:
         lines = [f"Machine: {os.cpu_count()} cores, numpy {np.__version__}.", ""]
         if args.dask:
             lines += bench_dask(folder, args.size_gib, args.images, args.runs)
+        elif args.memory:
+            sizes = [float(size) for size in args.memory.split(",")]
+            lines += bench_memory(folder, sizes, args.runs)
         else:
             lines += bench_mnist(folder, args.runs) + [""]
             lines += bench_big(folder, args.size_gib, sklearn, args.runs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import SAMPLE_IMAGES
-from pixscale import __version__
+from pixscale import __version__, cli, convert
 from pixscale.cli import main
 
 
@@ -103,3 +105,45 @@ def test_installed_entry_point_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert out.is_file() and result.stdout == ""
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, so the progress bar draws."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_shows_images_bytes_and_rate_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(cli, "PROGRESS_AFTER_SECONDS", 0.0)
+    advance, close = cli.progress_bar(False, "converting")
+    assert advance is not None
+    convert(SAMPLE_IMAGES, tmp_path / "s.npy", chunk_mb=0.1, progress=advance)
+    close()
+    drawn = terminal.getvalue().split("\r")[-1]
+    assert "converting (images)" in drawn and "1000/1000" in drawn
+    assert re.search(r"766 KiB at [\d.]+ [KMG]iB/s", drawn), drawn  # 1000 × 784 bytes
+
+
+def test_progress_bar_stays_hidden_for_short_runs_and_with_quiet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    advance, close = cli.progress_bar(False, "converting")
+    assert advance is not None
+    advance(10, 20, 7840)  # within the first second
+    close()
+    assert terminal.getvalue() == ""
+    assert cli.progress_bar(True, "converting")[0] is None
+
+
+@pytest.mark.parametrize(
+    ("count", "text"), [(0, "0 B"), (1000, "1000 B"), (1536, "1.5 KiB"), (3 << 30, "3 GiB")]
+)
+def test_format_bytes(count: int, text: str) -> None:
+    assert cli.format_bytes(count) == text

@@ -14,7 +14,7 @@ import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +29,7 @@ from pixscale.params import Params
 from pixscale.pipeline import (
     DEFAULT_CHUNK_MB,
     Output,
+    Progress,
     dataset_sums,
     geometry_of,
     prepare_params,
@@ -129,7 +130,7 @@ def convert_on_dask(
     params_from: Path | None = None,
     chunk_mb: float = DEFAULT_CHUNK_MB,
     partition_mb: float = DEFAULT_PARTITION_MB,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Convert ``source`` on the cluster behind ``client`` into a master .h5 and its shards."""
     if output.to_stdout or output.resolved_format() != "h5":
@@ -169,7 +170,7 @@ def convert_on_dask(
             for (_, window), future in zip(windows, futures, strict=True):
                 results.append(future.result())
                 if progress:
-                    progress(window.n_images, source.n_images)
+                    progress(window.n_images, source.n_images, window.nbytes)
             if params.scope == "image":
                 params = replace(
                     params,

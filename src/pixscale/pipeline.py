@@ -42,9 +42,10 @@ STATS_THREADS = 2
 #: Niceness of the hashing thread (Linux applies it per thread).
 HASH_NICENESS = 10
 
-#: Called with the number of images just processed and the total work in images
-#: (images × passes), so a progress bar can be sized on the first call.
-Progress = Callable[[int, int], None]
+#: Called with the number of images just processed, the total work in images
+#: (images × passes), so a progress bar can be sized on the first call, and the input
+#: bytes those images held.
+Progress = Callable[[int, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def dataset_sums(
             for job in jobs:
                 job.result()
             if progress:
-                progress(chunk.shape[0], total)
+                progress(chunk.shape[0], total, chunk.nbytes)
     return functools.reduce(PixelSums.merge, parts)
 
 
@@ -358,7 +359,7 @@ def write_images(
             background.write(convert_layout(out, source.layout, layout))
             start += chunk.shape[0]
             if progress:
-                progress(chunk.shape[0], total)
+                progress(chunk.shape[0], total, chunk.nbytes)
     if not per_image:
         return params
     # ``params`` is now the last chunk's: its target range, layout and scope hold for all.
