@@ -1,4 +1,4 @@
-"""Direct (page-cache bypassing) .npy writes: same bytes as buffered, clean fallbacks."""
+"""Direct (page-cache bypassing) .npy and HDF5 writes: same bytes as buffered, clean fallbacks."""
 
 from __future__ import annotations
 
@@ -6,12 +6,17 @@ import errno
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from conftest import SAMPLE_IMAGES
+from pixscale import Output, Spec, convert
 from pixscale.cli import main
+from pixscale.kernels import reference
+from pixscale.records import load_params
+from pixscale.transform import flat_affine
 from pixscale.writers import direct
 from pixscale.writers.direct import ALIGN, DirectFile, aligned_empty, use_direct
 
@@ -68,8 +73,11 @@ def test_any_pieces_give_exactly_those_bytes(tmp_path: Path, want_direct: bool) 
 def test_direct_writes_stay_direct_where_supported(tmp_path: Path) -> None:
     if not direct.O_DIRECT or not supports_direct(tmp_path):
         pytest.skip("this file system does not take O_DIRECT writes")
-    _, handle = write_pieces(tmp_path / "out.bin", True)
+    handle = DirectFile(tmp_path / "out.bin", True)
+    for piece in pieces():
+        handle.write(piece)
     assert handle.direct
+    handle.close()
 
 
 def test_open_refused_falls_back_to_buffered(
@@ -86,6 +94,25 @@ def test_open_refused_falls_back_to_buffered(
     expected, handle = write_pieces(tmp_path / "out.bin", True)
     assert not handle.direct
     assert (tmp_path / "out.bin").read_bytes() == expected
+
+
+@pytest.mark.parametrize("offset", [ALIGN, 2 * ALIGN + 10])
+def test_a_region_of_an_existing_file_keeps_the_bytes_around_it(
+    tmp_path: Path, offset: int
+) -> None:
+    path = tmp_path / "out.bin"
+    around = np.random.default_rng(3).integers(0, 256, 40 * ALIGN, dtype=np.uint8).tobytes()
+    path.write_bytes(around)
+    handle = DirectFile(path, True, offset=offset, create=False)
+    expected = b""
+    for piece in pieces():
+        handle.write(piece)
+        expected += bytes(memoryview(piece).cast("B"))
+    handle.close()
+    end = offset + len(expected)
+    assert path.read_bytes() == around[:offset] + expected + around[end:]
+    if offset % ALIGN:
+        assert not handle.direct  # an unaligned region is written buffered
 
 
 def test_write_refused_switches_to_buffered(
@@ -165,13 +192,50 @@ def test_cli_direct_and_buffered_npy_are_byte_identical(tmp_path: Path, sample) 
     ]
 
 
-def test_cli_direct_with_hdf5_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".npy", ".h5"])
+def test_direct_and_buffered_outputs_are_byte_identical(
+    tmp_path: Path, mnist_train: tuple[np.ndarray, np.ndarray], suffix: str
+) -> None:
+    images = mnist_train[0]
+    source = tmp_path / "train.npy"
+    np.save(source, images[:5001])  # 5001 × 784 × 4 bytes: the last block is partial
+    outputs = {}
+    for io in ("direct", "buffered"):
+        out = tmp_path / io / f"out{suffix}"  # one name: HDF5 holds its name in the record
+        out.parent.mkdir()
+        convert(source, Output(out, io=io), Spec("standardize", scope="pixel"))
+        outputs[io] = out.read_bytes()
+    assert outputs["direct"] == outputs["buffered"]
+    want = reference(images[:5001].reshape(5001, -1), flat_affine(load_params(out)[0]))
+    got = np.load(out) if suffix == ".npy" else h5py.File(out)["images"][:]
+    assert np.array_equal(got.reshape(5001, -1).view(np.uint32), want.view(np.uint32))
+
+
+def test_uncompressed_hdf5_is_contiguous_on_a_page_boundary(tmp_path: Path, sample) -> None:  # type: ignore[no-untyped-def]
+    images, labels = sample
+    out = tmp_path / "s.h5"
+    record = convert(SAMPLE_IMAGES, out)
+    assert record["output"]["chunks"] is None
+    with h5py.File(out) as handle:
+        dataset = handle["images"]
+        assert dataset.chunks is None and dataset.id.get_offset() % ALIGN == 0
+        expected = np.divide(images, np.float32(255), dtype=np.float32)
+        assert np.array_equal(dataset[:].view(np.uint32), expected.view(np.uint32))
+        assert np.array_equal(handle["labels"][:], labels)
+    chunked = convert(SAMPLE_IMAGES, Output(tmp_path / "c.h5", chunk_images=100))
+    assert chunked["output"]["chunks"] == [100, 28, 28]
+    compressed = convert(SAMPLE_IMAGES, Output(tmp_path / "z.h5", compression="gzip"))
+    assert compressed["output"]["chunks"] == [334, 28, 28]  # 1 MiB // (784 × 4 bytes)
+
+
+@pytest.mark.parametrize("options", [["--compression", "gzip"], ["--chunk-images", "10"]])
+def test_cli_direct_with_chunked_hdf5_is_refused(tmp_path: Path, options: list[str]) -> None:
     out = tmp_path / "out.h5"
     result = CliRunner().invoke(
-        main, ["convert", str(SAMPLE_IMAGES), "-o", str(out), "--io", "direct"]
+        main, ["convert", str(SAMPLE_IMAGES), "-o", str(out), "--io", "direct", *options]
     )
     assert result.exit_code == 1
-    assert "direct writes need a .npy file" in result.output
+    assert "direct writes need a .npy file or uncompressed, unchunked HDF5" in result.output
     assert list(tmp_path.iterdir()) == []
 
 

@@ -29,7 +29,7 @@ from pixscale.writers.atomic import StagedOutputs, staged_outputs
 from pixscale.writers.background import QUEUE_DEPTH, BackgroundWriter
 from pixscale.writers.base import Writer
 from pixscale.writers.direct import ALIGN, use_direct
-from pixscale.writers.hdf5 import Hdf5Writer
+from pixscale.writers.hdf5 import Hdf5Writer, is_contiguous
 from pixscale.writers.npy import NpyWriter, StreamNpyWriter
 from pixscale.writers.space import SLACK_BYTES, check_room
 
@@ -165,11 +165,14 @@ def plan(
 def write_mode(output: Output, nbytes: int) -> str:
     """How the output's bytes reach the disk: stream, direct or buffered (page cache)."""
     fmt = output.resolved_format()
-    if output.io == "direct" and (output.to_stdout or fmt != "npy"):
-        raise OutputError(f"{output.path}: direct writes need a .npy file; HDF5 is buffered")
+    raw = fmt == "npy" or is_contiguous(output.compression, output.chunk_images)
+    if output.io == "direct" and (output.to_stdout or not raw):
+        raise OutputError(
+            f"{output.path}: direct writes need a .npy file or uncompressed, unchunked HDF5"
+        )
     if output.to_stdout:
         return "stream"
-    if fmt == "npy" and use_direct(output.io, nbytes):
+    if raw and use_direct(output.io, nbytes):
         return "direct"
     return "buffered"
 
@@ -225,7 +228,9 @@ def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -
     check_room(output.path, nbytes)
     if output.resolved_format() == "npy":
         return NpyWriter(output.path, shape, staged, mode == "direct")
-    return Hdf5Writer(output.path, shape, staged, output.compression, output.chunk_images)
+    return Hdf5Writer(
+        output.path, shape, staged, output.compression, output.chunk_images, mode == "direct"
+    )
 
 
 def convert(

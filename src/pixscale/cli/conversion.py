@@ -84,14 +84,18 @@ from pixscale.writers.hdf5 import COMPRESSIONS
     show_default=True,
     help="HDF5 compression.",
 )
-@click.option("--chunk-images", type=click.IntRange(min=1), help="HDF5 chunk length in images.")
+@click.option(
+    "--chunk-images",
+    type=click.IntRange(min=1),
+    help="HDF5 chunk length in images (uncompressed HDF5 is contiguous unless this is given).",
+)
 @click.option(
     "--io",
     type=click.Choice(IO_MODES),
     default="auto",
     show_default=True,
-    help=".npy writes: direct bypasses the page cache, buffered goes through it; "
-    "auto is direct for outputs larger than the kernel's write-back threshold.",
+    help=".npy and uncompressed HDF5 writes: direct bypasses the page cache, buffered goes "
+    "through it; auto is direct for outputs larger than the kernel's write-back threshold.",
 )
 @click.option(
     "--chunk-mb",

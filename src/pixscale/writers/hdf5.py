@@ -13,12 +13,13 @@ from pixscale.params import dumps
 from pixscale.sources.base import Labels
 from pixscale.writers.atomic import StagedOutputs
 from pixscale.writers.base import Float32Array, Writer
+from pixscale.writers.direct import ALIGN, DirectFile
 
 if TYPE_CHECKING:
     import h5py
 
-#: Target bytes per HDF5 chunk. About 1 MiB keeps sequential writes fast while a
-#: training loop reading one random sample decompresses little more than it needs.
+#: Target bytes per HDF5 chunk of a compressed output. About 1 MiB keeps sequential writes
+#: fast while a training loop reading one random sample decompresses little more than it needs.
 DEFAULT_CHUNK_BYTES = 1 << 20
 #: gzip level when ``--compression gzip``: 4 is h5py's own default, most of level 9's
 #: ratio at a fraction of its time.
@@ -33,8 +34,24 @@ def chunk_images_for(image_shape: tuple[int, ...], chunk_bytes: int = DEFAULT_CH
     return max(1, chunk_bytes // per_image)
 
 
+def is_contiguous(compression: str, chunk_images: int | None) -> bool:
+    """Uncompressed outputs are stored contiguously unless a chunk length is asked for.
+
+    A contiguous dataset is one run of bytes at a fixed offset: pixscale writes it like a
+    .npy (direct writes included), and a training loop reads one random sample as exactly
+    its own bytes (measured 3× faster from the page cache and 9× from the disk than
+    1 MiB chunks, each of which HDF5 reads whole).
+    """
+    return compression == "none" and chunk_images is None
+
+
 class Hdf5Writer(Writer):
-    """Writes into a pre-sized, chunked dataset; times are not tracked (reproducible bytes)."""
+    """Writes into a pre-sized dataset; times are not tracked (reproducible bytes).
+
+    Contiguous datasets are allocated up front, on a page boundary and never filled by
+    HDF5, and their bytes are written straight to the file (``DirectFile``, with
+    ``O_DIRECT`` when ``direct``); chunked ones go through h5py.
+    """
 
     def __init__(
         self,
@@ -43,11 +60,27 @@ class Hdf5Writer(Writer):
         staged: StagedOutputs,
         compression: str = "none",
         chunk_images: int | None = None,
+        direct: bool = False,
     ) -> None:
         import h5py  # imported on use: it adds ~30 ms to every start-up
 
         self.target, self.shape = target, shape
         self.temp = staged.stage(target)
+        self.compression = compression
+        self.position = 0
+        self.raw: DirectFile | None = None
+        if is_contiguous(compression, chunk_images):
+            aligned = {"alignment_threshold": ALIGN, "alignment_interval": ALIGN}
+            self.file = h5py.File(self.temp, "w", track_order=False, **aligned)
+            plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            plist.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            plist.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+            self.images = self.file.create_dataset(
+                "images", shape=shape, dtype="<f4", dcpl=plist, track_times=False
+            )
+            offset = self.images.id.get_offset()
+            self.raw = DirectFile(self.temp, direct, offset=offset, create=False)
+            return
         self.file = h5py.File(self.temp, "w", track_order=False)
         rows = min(shape[0], chunk_images or chunk_images_for(shape[1:]))
         options: dict[str, Any] = {}
@@ -63,15 +96,16 @@ class Hdf5Writer(Writer):
             track_times=False,
             **options,
         )
-        self.compression = compression
-        self.position = 0
 
     def write(self, chunk: Float32Array) -> None:
         stop = self.position + chunk.shape[0]
         try:
-            self.images.write_direct(
-                np.ascontiguousarray(chunk), dest_sel=np.s_[self.position : stop]
-            )
+            if self.raw is not None:
+                self.raw.write(np.ascontiguousarray(chunk, "<f4"))
+            else:
+                self.images.write_direct(
+                    np.ascontiguousarray(chunk), dest_sel=np.s_[self.position : stop]
+                )
         except OSError as exc:
             raise OutputError(f"{self.target}: write failed: {exc}") from exc
         self.position = stop
@@ -86,19 +120,31 @@ class Hdf5Writer(Writer):
             "dataset": "images",
             "shape": list(self.shape),
             "dtype": "float32",
-            "chunks": list(self.images.chunks),
+            "chunks": list(self.images.chunks) if self.images.chunks else None,
             "compression": self.compression,
         }
+        self.close_data()
         store_record(self.file, dict(record, output=output), arrays, labels)
         self.close()
         return output
 
-    def close(self) -> None:
-        if self.file.id.valid:
+    def close_data(self) -> None:
+        """Write the last bytes of a contiguous dataset (a partial block) and close them."""
+        if self.raw is not None and not self.raw.closed:
             try:
-                self.file.close()
-            except (OSError, RuntimeError) as exc:
-                raise OutputError(f"{self.target}: write failed: {exc}") from exc
+                self.raw.close()
+            except OSError as exc:
+                raise OutputError(f"{self.target}: write failed: {exc.strerror}") from exc
+
+    def close(self) -> None:
+        try:
+            self.close_data()
+        finally:
+            if self.file.id.valid:
+                try:
+                    self.file.close()
+                except (OSError, RuntimeError) as exc:
+                    raise OutputError(f"{self.target}: write failed: {exc}") from exc
 
 
 def store_record(
