@@ -93,6 +93,35 @@ with h5py.File(sys.argv[2], "w") as f:
     f["images"] = x.astype(np.float32) / 255
 """
 
+BLOSC2_MNIST_H5 = """
+import gzip, sys
+import h5py, hdf5plugin, numpy as np
+data = gzip.open(sys.argv[1]).read()
+x = np.frombuffer(data, np.uint8, offset=16).reshape(-1, 28, 28)
+codec = hdf5plugin.Blosc2(cname=sys.argv[3], clevel=5, filters=hdf5plugin.Blosc2.SHUFFLE)
+with h5py.File(sys.argv[2], "w") as f:
+    d = f.create_dataset("images", shape=x.shape, dtype="<f4", chunks=(20, 28, 28), **codec)
+    for s in range(0, len(x), 4096):
+        d[s : s + 4096] = np.divide(x[s : s + 4096], np.float32(255))
+"""
+#: A training loop's access: random single samples, file in the page cache.
+RANDOM_READS = """
+import sys, time
+import h5py, numpy as np
+try:
+    import hdf5plugin  # noqa: F401  (only the Blosc2 cases need it)
+except ImportError:
+    pass
+with h5py.File(sys.argv[1], "r") as f:
+    images = f["images"]
+    picks = np.random.default_rng(0).integers(0, len(images), 4000)
+    images[0]
+    start = time.perf_counter()
+    for i in picks:
+        images[i]
+    print((time.perf_counter() - start) / len(picks) * 1e6)
+"""
+
 
 def warm(inputs: list[Path]) -> None:
     """Read the inputs so each case finds them in the page cache: a case that follows one
@@ -294,6 +323,56 @@ def bench_mnist(folder: Path, runs: int) -> list[str]:
     return lines
 
 
+def bench_compression(folder: Path, runs: int) -> list[str]:
+    """HDF5 storage of MNIST train: write time, size and a training loop's random reads,
+    for pixscale's options and, where hdf5plugin is installed, Blosc2."""
+    if not MNIST.is_file():
+        return ["(MNIST not found: skipped)"]
+    out = folder / "mnist.h5"
+    base = [PIXSCALE, "convert", str(MNIST), "-o", str(out), "-q"]
+    cases = [
+        ("pixscale, uncompressed (contiguous)", base),
+        ("pixscale, uncompressed, 1 MiB chunks", [*base, "--chunk-images", "334"]),
+        ("pixscale, gzip (64 KiB chunks)", [*base, "--compression", "gzip"]),
+        ("pixscale, gzip, 1 MiB chunks", [*base, "--compression", "gzip", "--chunk-images", "334"]),
+        ("pixscale, lzf (64 KiB chunks)", [*base, "--compression", "lzf"]),
+        ("pixscale, lzf, 1 MiB chunks", [*base, "--compression", "lzf", "--chunk-images", "334"]),
+    ]
+    try:
+        import hdf5plugin  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        for codec in ("lz4", "zstd"):
+            cases.append(
+                (
+                    f"Blosc2 {codec} + shuffle (h5py)",
+                    python(BLOSC2_MNIST_H5, str(MNIST), str(out), codec),
+                )
+            )
+    measured = measure_all(cases, runs, out, [MNIST])
+    raw = 60000 * 784 * 4
+    lines = [
+        "### MNIST train as float32 HDF5: storage options",
+        "",
+        "| storage | write s | MiB | ratio | random sample read µs |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, command in cases:
+        drop(out)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        size = out.stat().st_size
+        reads = subprocess.run(
+            python(RANDOM_READS, str(out)), check=True, capture_output=True, text=True
+        )
+        lines.append(
+            f"| {name} | {measured[name][0]:.2f} | {size / (1 << 20):.1f} | {raw / size:.2f} | "
+            f"{float(reads.stdout):.0f} |"
+        )
+    drop(out)
+    return lines
+
+
 def bench_memory(folder: Path, sizes: list[float], runs: int) -> list[str]:
     """pixscale's peak RSS as the dataset grows (the naive code cannot run at these sizes:
     it needs about 9× the input in memory)."""
@@ -419,6 +498,7 @@ def main() -> None:
             lines += bench_memory(folder, sizes, args.runs)
         else:
             lines += bench_mnist(folder, args.runs) + [""]
+            lines += bench_compression(folder, args.runs) + [""]
             lines += bench_big(folder, args.size_gib, sklearn, args.runs)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

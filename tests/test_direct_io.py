@@ -225,7 +225,7 @@ def test_uncompressed_hdf5_is_contiguous_on_a_page_boundary(tmp_path: Path, samp
     chunked = convert(SAMPLE_IMAGES, Output(tmp_path / "c.h5", chunk_images=100))
     assert chunked["output"]["chunks"] == [100, 28, 28]
     compressed = convert(SAMPLE_IMAGES, Output(tmp_path / "z.h5", compression="gzip"))
-    assert compressed["output"]["chunks"] == [334, 28, 28]  # 1 MiB // (784 × 4 bytes)
+    assert compressed["output"]["chunks"] == [20, 28, 28]  # 64 KiB // (784 × 4 bytes)
 
 
 @pytest.mark.parametrize("options", [["--compression", "gzip"], ["--chunk-images", "10"]])

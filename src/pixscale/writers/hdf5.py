@@ -18,9 +18,11 @@ from pixscale.writers.direct import ALIGN, DirectFile
 if TYPE_CHECKING:
     import h5py
 
-#: Target bytes per HDF5 chunk of a compressed output. About 1 MiB keeps sequential writes
-#: fast while a training loop reading one random sample decompresses little more than it needs.
-DEFAULT_CHUNK_BYTES = 1 << 20
+#: Target bytes per HDF5 chunk of a compressed output (at least one image). A training loop
+#: reading one random sample decompresses its whole chunk: measured on MNIST, 64 KiB chunks
+#: read a random sample 13× faster than 1 MiB chunks (140 µs against 1.9 ms, gzip or lzf),
+#: for files 1–10 % larger and the same write time.
+DEFAULT_CHUNK_BYTES = 64 << 10
 #: gzip level when ``--compression gzip``: 4 is h5py's own default, most of level 9's
 #: ratio at a fraction of its time.
 DEFAULT_GZIP_LEVEL = 4
