@@ -346,7 +346,7 @@ def bench_compression(folder: Path, runs: int) -> list[str]:
         for codec in ("lz4", "zstd"):
             cases.append(
                 (
-                    f"Blosc2 {codec} + shuffle (h5py)",
+                    f"Blosc2 {codec} + shuffle, 64 KiB chunks (h5py)",
                     python(BLOSC2_MNIST_H5, str(MNIST), str(out), codec),
                 )
             )

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
+from pathlib import Path
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from pixscale.errors import InputError
+from pixscale.pipeline import dataset_sums
+from pixscale.sources import open_source
 from pixscale.stats import PixelSums, image_stats
 
 
@@ -15,6 +22,11 @@ def sums_of(data: np.ndarray, rows: int) -> PixelSums:
     for start in range(0, len(data), rows):
         sums.add(data[start : start + rows])
     return sums
+
+
+def write_idx_gz(path: Path, images: np.ndarray) -> None:
+    header = bytes([0, 0, 8, images.ndim]) + b"".join(n.to_bytes(4, "big") for n in images.shape)
+    path.write_bytes(gzip.compress(header + images.tobytes(), mtime=0))
 
 
 def test_mnist_global_statistics_equal_numpy_float64(mnist_train) -> None:  # type: ignore[no-untyped-def]
@@ -75,3 +87,39 @@ def test_integer_sums_are_exact_in_the_worst_case_and_on_mnist(mnist_train) -> N
     assert np.array_equal(sums.s1, s1) and np.array_equal(sums.s2, s2)
     assert np.array_equal(sums.minimum, images.min(axis=0))
     assert np.array_equal(sums.maximum, images.max(axis=0))
+
+
+@pytest.mark.parametrize("count", [1, 2, 4999])
+def test_dataset_pass_gives_the_same_sums_from_any_reader(
+    tmp_path: Path, mnist_train: tuple[np.ndarray, np.ndarray], count: int
+) -> None:
+    """Random-access sources (each thread reads its own range) and streamed ones (each
+    chunk split between the threads) give the sums of one sequential pass, exactly."""
+    images = mnist_train[0][:count]
+    np.save(tmp_path / "x.npy", images)
+    write_idx_gz(tmp_path / "x-idx3-ubyte.gz", images)
+    reported: list[int] = []
+    ranged = open_source(tmp_path / "x.npy")
+    streamed = open_source(tmp_path / "x-idx3-ubyte.gz")
+    assert ranged.random_access and not streamed.random_access
+    want = sums_of(images, 1000)
+    for source in (ranged, streamed):
+        got = dataset_sums(source, 0.1, lambda n, total, nbytes: reported.append(n))
+        assert got.count == count
+        for name in ("s1", "s2", "minimum", "maximum"):
+            assert np.array_equal(getattr(got, name), getattr(want, name)), name
+    assert sum(reported) == 2 * count
+
+
+def test_an_error_while_reading_one_range_is_raised_as_it_is(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for index in range(40):
+        Image.fromarray(np.full((8, 8), index, np.uint8)).save(folder / f"{index:02d}.png")
+    source = open_source(folder)
+    (folder / "03.png").write_bytes(b"not a png any more")
+    with pytest.raises(InputError, match="03.png"):
+        dataset_sums(source, 0.0001)

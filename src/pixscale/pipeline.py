@@ -10,7 +10,7 @@ import shutil
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from pixscale.kernels import FLOAT64_BLOCK
 from pixscale.layouts import convert_layout, output_shape
 from pixscale.params import Params, dumps
 from pixscale.sources import Source, open_source
+from pixscale.sources.base import UInt8Array
 from pixscale.stats import PixelSums, image_stats
 from pixscale.strategies import Geometry, Spec, build_params
 from pixscale.transform import Transform
@@ -106,20 +107,68 @@ def dataset_sums(
 ) -> PixelSums:
     """One streaming pass of exact integer sums per pixel position.
 
-    Each chunk is split between ``STATS_THREADS`` threads (numpy's reductions release the
-    GIL; measured 1.5× faster on two cores) whose sums are merged by addition at the end.
+    ``STATS_THREADS`` threads share the work (numpy's reductions release the GIL) and their
+    sums are merged by addition at the end. Sources with random access give each thread its
+    own range of images to read (measured 1.6× faster than one reader feeding both); the
+    others split each chunk they read between the threads.
     """
+    rows = chunk_images(source, chunk_mb)
+    report = locked_progress(progress, source.n_images * passes)
     parts = [PixelSums.empty(source.image_shape) for _ in range(STATS_THREADS)]
-    total = source.n_images * passes
     with ThreadPoolExecutor(STATS_THREADS, thread_name_prefix="pixscale-stats") as pool:
-        for chunk in source.chunks(chunk_images(source, chunk_mb)):
-            pieces = np.array_split(chunk, STATS_THREADS)
-            jobs = [pool.submit(p.add, c) for p, c in zip(parts, pieces, strict=True) if len(c)]
-            for job in jobs:
-                job.result()
-            if progress:
-                progress(chunk.shape[0], total, chunk.nbytes)
+        if source.random_access:
+            sum_ranges(source, parts, rows, report, pool)
+        else:
+            for chunk in source.chunks(rows):
+                pieces = np.array_split(chunk, STATS_THREADS)
+                jobs = [pool.submit(p.add, c) for p, c in zip(parts, pieces, strict=True) if len(c)]
+                for job in jobs:
+                    job.result()
+                report(chunk)
     return functools.reduce(PixelSums.merge, parts)
+
+
+def sum_ranges(
+    source: Source,
+    parts: list[PixelSums],
+    rows: int,
+    report: Callable[[UInt8Array], None],
+    pool: ThreadPoolExecutor,
+) -> None:
+    """Fold consecutive ranges of images into ``parts``, one thread per range; the first
+    error (or an interrupt) stops every thread at its next chunk."""
+    stop = threading.Event()
+
+    def sum_range(part: PixelSums, first: int, last: int) -> None:
+        for chunk in source.window(first, last, rows):
+            if stop.is_set():
+                return
+            part.add(chunk)
+            report(chunk)
+
+    bounds = [source.n_images * k // len(parts) for k in range(len(parts) + 1)]
+    jobs = [
+        pool.submit(sum_range, part, first, last)
+        for part, first, last in zip(parts, bounds, bounds[1:], strict=False)
+    ]
+    try:
+        wait(jobs, return_when=FIRST_EXCEPTION)
+    finally:
+        stop.set()
+    for job in jobs:
+        job.result()
+
+
+def locked_progress(progress: Progress | None, total: int) -> Callable[[UInt8Array], None]:
+    """Report each chunk read to ``progress`` (which need not be thread-safe) from any thread."""
+    lock = threading.Lock()
+
+    def report(chunk: UInt8Array) -> None:
+        if progress is not None:
+            with lock:
+                progress(chunk.shape[0], total, chunk.nbytes)
+
+    return report
 
 
 #: Resident memory of the interpreter with numpy, h5py and click loaded (measured ~50 MiB).

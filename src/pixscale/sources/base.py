@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +46,8 @@ class Source(ABC):
     layout: str
     files: tuple[Path, ...]
     labels: Labels | None = field(default=None, kw_only=True)
+    #: Whether ``window`` reads only its own images, so that windows can be read in parallel.
+    random_access: ClassVar[bool] = False
 
     @abstractmethod
     def chunks(self, max_images: int) -> Iterator[UInt8Array]:

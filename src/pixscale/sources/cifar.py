@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -38,6 +39,7 @@ def label_bytes(path: Path) -> int:
 
 @dataclass
 class CifarSource(Source):
+    random_access: ClassVar[bool] = True
     header: int = 1
 
     def chunks(self, max_images: int) -> Iterator[UInt8Array]:

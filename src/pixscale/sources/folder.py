@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -49,6 +49,7 @@ def list_images(folder: Path) -> tuple[list[Path], list[int] | None, list[str] |
 
 @dataclass
 class FolderSource(Source):
+    random_access: ClassVar[bool] = True
     mode: str = "L"
     size: tuple[int, int] = (0, 0)
 

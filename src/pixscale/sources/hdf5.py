@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, default_layout
@@ -53,6 +53,7 @@ def uint8_datasets(handle: h5py.File) -> list[str]:
 
 @dataclass
 class Hdf5Source(Source):
+    random_access: ClassVar[bool] = True
     key: str = ""
 
     def chunks(self, max_images: int) -> Iterator[UInt8Array]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 import numpy as np
 
@@ -35,6 +35,8 @@ def require_uint8(path: Path, dtype: np.dtype) -> None:
 @dataclass
 class NpySource(Source):
     """A C-ordered uint8 array in a .npy file."""
+
+    random_access: ClassVar[bool] = True
 
     data_offset: int = 0
 

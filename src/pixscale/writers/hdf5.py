@@ -64,37 +64,44 @@ class Hdf5Writer(Writer):
         chunk_images: int | None = None,
         direct: bool = False,
     ) -> None:
-        import h5py  # imported on use: it adds ~30 ms to every start-up
-
         self.target, self.shape = target, shape
         self.temp = staged.stage(target)
         self.compression = compression
         self.position = 0
         self.raw: DirectFile | None = None
         if is_contiguous(compression, chunk_images):
-            aligned = {"alignment_threshold": ALIGN, "alignment_interval": ALIGN}
-            self.file = h5py.File(self.temp, "w", track_order=False, **aligned)
-            plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-            plist.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-            plist.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-            self.images = self.file.create_dataset(
-                "images", shape=shape, dtype="<f4", dcpl=plist, track_times=False
-            )
-            offset = self.images.id.get_offset()
-            self.raw = DirectFile(self.temp, direct, offset=offset, create=False)
-            return
+            self._create_contiguous(direct)
+        else:
+            self._create_chunked(chunk_images or chunk_images_for(shape[1:]))
+
+    def _create_contiguous(self, direct: bool) -> None:
+        import h5py  # imported on use: it adds ~30 ms to every start-up
+
+        aligned = {"alignment_threshold": ALIGN, "alignment_interval": ALIGN}
+        self.file = h5py.File(self.temp, "w", track_order=False, **aligned)
+        plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        plist.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        plist.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        self.images = self.file.create_dataset(
+            "images", shape=self.shape, dtype="<f4", dcpl=plist, track_times=False
+        )
+        offset = self.images.id.get_offset()
+        self.raw = DirectFile(self.temp, direct, offset=offset, create=False)
+
+    def _create_chunked(self, rows: int) -> None:
+        import h5py
+
         self.file = h5py.File(self.temp, "w", track_order=False)
-        rows = min(shape[0], chunk_images or chunk_images_for(shape[1:]))
         options: dict[str, Any] = {}
-        if compression == "gzip":
+        if self.compression == "gzip":
             options = {"compression": "gzip", "compression_opts": DEFAULT_GZIP_LEVEL}
-        elif compression == "lzf":
+        elif self.compression == "lzf":
             options = {"compression": "lzf"}
         self.images = self.file.create_dataset(
             "images",
-            shape=shape,
+            shape=self.shape,
             dtype="<f4",
-            chunks=(max(rows, 1), *shape[1:]),
+            chunks=(min(self.shape[0], rows), *self.shape[1:]),
             track_times=False,
             **options,
         )
@@ -109,7 +116,7 @@ class Hdf5Writer(Writer):
                     np.ascontiguousarray(chunk), dest_sel=np.s_[self.position : stop]
                 )
         except OSError as exc:
-            raise OutputError(f"{self.target}: write failed: {exc}") from exc
+            raise OutputError(f"{self.target}: write failed: {exc.strerror or exc}") from exc
         self.position = stop
 
     def finish(
