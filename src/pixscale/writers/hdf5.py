@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 #: Target bytes per HDF5 chunk of a compressed output (at least one image). A training loop
 #: reading one random sample decompresses its whole chunk: measured on MNIST, 64 KiB chunks
-#: read a random sample 13× faster than 1 MiB chunks (140 µs against 1.9 ms, gzip or lzf),
-#: for files 1–10 % larger and the same write time.
+#: read a random sample 14× faster than 1 MiB chunks (130 µs against 1.9 ms, gzip or lzf),
+#: for files 2–11 % larger and the same write time.
 DEFAULT_CHUNK_BYTES = 64 << 10
 #: gzip level when ``--compression gzip``: 4 is h5py's own default, most of level 9's
 #: ratio at a fraction of its time.
@@ -41,7 +41,7 @@ def is_contiguous(compression: str, chunk_images: int | None) -> bool:
 
     A contiguous dataset is one run of bytes at a fixed offset: pixscale writes it like a
     .npy (direct writes included), and a training loop reads one random sample as exactly
-    its own bytes (measured 3× faster from the page cache and 9× from the disk than
+    its own bytes (measured 9× faster from the page cache and 3× from the disk than
     1 MiB chunks, each of which HDF5 reads whole).
     """
     return compression == "none" and chunk_images is None
