@@ -93,7 +93,6 @@ class DirectFile:
             self.fd = os.open(path, flags, 0o600)
         if offset:
             os.lseek(self.fd, offset, os.SEEK_SET)
-        self.size = 0
         self.carry = aligned_empty((ALIGN,), np.uint8)
         self.carried = 0
         self.bounce: npt.NDArray[np.uint8] | None = None
@@ -105,7 +104,6 @@ class DirectFile:
     def write(self, data: Any) -> None:
         """Append the bytes of ``data`` (any contiguous buffer)."""
         view = memoryview(data).cast("B")
-        self.size += len(view)
         if not self.direct:
             self._flush_carry()
             self._write_all(view)
