@@ -143,7 +143,7 @@ class Hdf5Writer(Writer):
             try:
                 self.raw.close()
             except OSError as exc:
-                raise OutputError(f"{self.target}: write failed: {exc.strerror}") from exc
+                raise OutputError(f"{self.target}: write failed: {exc.strerror or exc}") from exc
 
     def close(self) -> None:
         try:
