@@ -80,8 +80,7 @@ os.close(fd)
 LIBRARY = """
 import sys
 from pathlib import Path
-from pixscale.pipeline import convert
-from pixscale.strategies import Spec
+from pixscale import Spec, convert
 convert(Path(sys.argv[1]), Path(sys.argv[2]), Spec({spec}))
 """
 NAIVE_MNIST_H5 = """

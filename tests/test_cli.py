@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import SAMPLE_IMAGES
-from pixscale import __version__, cli, convert
+from pixscale import __version__, convert
 from pixscale.cli import main
+from pixscale.cli import progress as cli
 
 
 def run(*args: str) -> click.testing.Result:

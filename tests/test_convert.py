@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLE_IMAGES
+from pixscale.core.spec import Spec
+from pixscale.engine.local import convert
 from pixscale.errors import OutputError
-from pixscale.pipeline import Output, convert
-from pixscale.strategies import Spec
+from pixscale.store.output import Output
 
 
 def bits(values: np.ndarray) -> np.ndarray:

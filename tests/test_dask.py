@@ -12,15 +12,16 @@ from click.testing import CliRunner
 
 from conftest import SAMPLE_IMAGES
 from pixscale.cli import main
+from pixscale.core.spec import Spec
+from pixscale.engine.local import convert
 from pixscale.errors import InputError, OutputError
-from pixscale.inverse import invert
-from pixscale.pipeline import Output, convert
 from pixscale.sources import open_source
-from pixscale.strategies import Spec
+from pixscale.store.output import Output
+from pixscale.tasks.invert import invert
 
 distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
 
-from pixscale.distributed import convert_on_dask, partitions  # noqa: E402
+from pixscale.engine.distributed import convert_on_dask, partitions  # noqa: E402
 
 #: Record fields that describe the output file rather than the transform.
 OUTPUT_ONLY = ("output",)

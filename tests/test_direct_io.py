@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from conftest import SAMPLE_IMAGES
 from pixscale import Output, Spec, convert
 from pixscale.cli import main
-from pixscale.kernels import reference
-from pixscale.records import load_params
-from pixscale.transform import flat_affine
-from pixscale.writers import direct
-from pixscale.writers.direct import ALIGN, DirectFile, aligned_empty, use_direct
+from pixscale.core.kernels import reference
+from pixscale.core.transform import flat_affine
+from pixscale.store.io import direct
+from pixscale.store.io.direct import ALIGN, DirectFile, aligned_empty, use_direct
+from pixscale.store.records import load_params
 
 
 def supports_direct(folder: Path) -> bool:

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from pixscale.cli import main
+from pixscale.core.spec import Spec
+from pixscale.engine.local import convert, fit
 from pixscale.errors import ParamsError
-from pixscale.pipeline import convert, fit
-from pixscale.strategies import Spec
 
 TRAIN_SHA = "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
 
@@ -99,7 +99,7 @@ def test_per_channel_standardize_on_a_photograph(
 def test_channel_axis_one_reads_nchw(tmp_path: Path, photo_tiles) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "nchw.npy"
     np.save(path, np.ascontiguousarray(photo_tiles.transpose(0, 3, 1, 2)))
-    record = fit(path, None, Spec("standardize", scope="channel"), channel_axis=1)
+    record = fit(path, None, Spec("standardize", scope="channel"), layout="nchw")
     expected = photo_tiles.astype(np.float64).mean(axis=(0, 1, 2))
     np.testing.assert_allclose(record["stats"]["mean"], expected, rtol=1e-12)
 

@@ -14,11 +14,12 @@ from click.testing import CliRunner
 
 from conftest import SAMPLE_IMAGES
 from pixscale.cli import main
+from pixscale.core.spec import Spec
+from pixscale.engine.local import convert
 from pixscale.errors import InputError
-from pixscale.inverse import invert
-from pixscale.pipeline import Output, convert
 from pixscale.sources import open_source
-from pixscale.strategies import Spec
+from pixscale.store.output import Output
+from pixscale.tasks.invert import invert
 
 PIXSCALE = str(Path(sys.executable).parent / "pixscale")
 
@@ -257,7 +258,7 @@ def test_hdf5_to_stdout_is_refused(tmp_path: Path) -> None:
 
 
 def test_binary_output_to_a_terminal_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pixscale.cli import conversion
+    from pixscale.cli import convert as conversion
 
     monkeypatch.setattr(conversion, "stdout_is_terminal", lambda: True)
     result = CliRunner().invoke(main, ["convert", str(SAMPLE_IMAGES), "-o", "-"])

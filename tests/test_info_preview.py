@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from conftest import ROOT, SAMPLE_IMAGES
 from pixscale.cli import main
-from pixscale.pipeline import convert
-from pixscale.strategies import Spec
+from pixscale.core.spec import Spec
+from pixscale.engine.local import convert
 
 PIXSCALE = str(Path(sys.executable).parent / "pixscale")
 
@@ -108,7 +108,7 @@ def test_preview_draws_a_png_of_the_expected_size(
     out = tmp_path / "preview.png"
     result = CliRunner().invoke(main, ["preview", str(path), "-o", str(out), "-n", "12"])
     assert result.exit_code == 0, result.output
-    from pixscale.preview import CELL, HIST_SIZE, LABEL_HEIGHT
+    from pixscale.tasks.preview import CELL, HIST_SIZE, LABEL_HEIGHT
 
     images = 2 if kind == "folder" else 12
     columns = min(8, images)
@@ -119,7 +119,7 @@ def test_preview_draws_a_png_of_the_expected_size(
 
 
 def test_preview_of_an_output_shows_the_source_pixels(tmp_path: Path, sample) -> None:  # type: ignore[no-untyped-def]
-    from pixscale.preview import output_preview
+    from pixscale.tasks.preview import output_preview
 
     convert(SAMPLE_IMAGES, tmp_path / "s.npy", Spec("standardize"))
     data = output_preview(tmp_path / "s.npy", 5)

@@ -15,9 +15,10 @@ from hypothesis.extra import numpy as hnp
 
 from conftest import SAMPLE_IMAGES
 from pixscale.cli import main
-from pixscale.inverse import invert, verify
-from pixscale.pipeline import convert
-from pixscale.strategies import Spec
+from pixscale.core.spec import Spec
+from pixscale.engine.local import convert
+from pixscale.tasks.invert import invert
+from pixscale.tasks.verify import verify
 
 SPECS = {
     "unit": Spec(),

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pixscale.kernels import Affine, Kernel, choose_kernel, reference
-from pixscale.params import Params
-from pixscale.strategies import Geometry, Spec, build_params
-from pixscale.transform import Transform
+from pixscale.core.kernels import Affine, Kernel, choose_kernel, reference
+from pixscale.core.params import Params
+from pixscale.core.spec import Geometry, Spec, build_params
+from pixscale.core.transform import Transform
 
 ALL = np.arange(256, dtype=np.uint8)
 GEOMETRY = Geometry((256,), "nf", None)

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from pixscale.core.stats import PixelSums, image_stats
+from pixscale.engine.scan import dataset_sums
 from pixscale.errors import InputError
-from pixscale.pipeline import dataset_sums
 from pixscale.sources import open_source
-from pixscale.stats import PixelSums, image_stats
 
 
 def sums_of(data: np.ndarray, rows: int) -> PixelSums:

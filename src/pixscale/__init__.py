@@ -1,38 +1,55 @@
 """pixscale: uint8 image datasets to exact float32 arrays, with the scaling recorded.
 
-from pathlib import Path
-from pixscale import Spec, convert, fit, invert
-
-fit(Path("train-images-idx3-ubyte.gz"), Path("mnist.params.json"), Spec("standardize"))
-convert(Path("t10k-images-idx3-ubyte.gz"), Path("test.h5"),
-        params_from=Path("mnist.params.json"))
-invert(Path("test.h5"), Path("back.npy"))
+>>> import pixscale
+>>> scaler = pixscale.Scaler("standardize", scope="channel").fit("train.npy")
+>>> pixscale.convert("test.npy", "test.h5", scaler=scaler)
+>>> with pixscale.open("test.h5") as data:
+...     batch = data[0:256]
 """
-
-__version__ = "0.1.0"
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from pixscale._version import __version__
+
 #: Public names and the modules that define them, imported on first use so that the
 #: command line starts without loading what a command does not need.
 _EXPORTS = {
+    "InputError": "pixscale.errors",
+    "OutputError": "pixscale.errors",
+    "ParamsError": "pixscale.errors",
     "PixscaleError": "pixscale.errors",
-    "invert": "pixscale.inverse",
-    "verify": "pixscale.inverse",
-    "Output": "pixscale.pipeline",
-    "convert": "pixscale.pipeline",
-    "fit": "pixscale.pipeline",
+    "PixscaleWarning": "pixscale.errors",
+    "Params": "pixscale.core.params",
+    "Scaler": "pixscale.engine.scaler",
+    "Spec": "pixscale.core.spec",
+    "Output": "pixscale.store.output",
+    "Dataset": "pixscale.store.reader",
+    "open": "pixscale.store.reader",
+    "convert": "pixscale.engine.local",
+    "fit": "pixscale.engine.local",
+    "invert": "pixscale.tasks.invert",
+    "verify": "pixscale.tasks.verify",
     "open_source": "pixscale.sources",
-    "Spec": "pixscale.strategies",
 }
 
 if TYPE_CHECKING:
-    from pixscale.errors import PixscaleError
-    from pixscale.inverse import invert, verify
-    from pixscale.pipeline import Output, convert, fit
+    from pixscale.core.params import Params
+    from pixscale.core.spec import Spec
+    from pixscale.engine.local import convert, fit
+    from pixscale.engine.scaler import Scaler
+    from pixscale.errors import (
+        InputError,
+        OutputError,
+        ParamsError,
+        PixscaleError,
+        PixscaleWarning,
+    )
     from pixscale.sources import open_source
-    from pixscale.strategies import Spec
+    from pixscale.store.output import Output
+    from pixscale.store.reader import Dataset, open
+    from pixscale.tasks.invert import invert
+    from pixscale.tasks.verify import verify
 
 
 def __getattr__(name: str) -> Any:
@@ -42,14 +59,26 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
 __all__ = [
+    "Dataset",
+    "InputError",
     "Output",
+    "OutputError",
+    "Params",
+    "ParamsError",
     "PixscaleError",
+    "PixscaleWarning",
+    "Scaler",
     "Spec",
     "__version__",
     "convert",
     "fit",
     "invert",
+    "open",
     "open_source",
     "verify",
 ]

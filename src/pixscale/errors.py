@@ -15,3 +15,13 @@ class OutputError(PixscaleError):
 
 class ParamsError(PixscaleError):
     """Parameters are incomplete, inconsistent or do not fit the data."""
+
+
+class PixscaleWarning(UserWarning):
+    """Something the user probably did not mean, though the result is valid."""
+
+
+class TestSplitWarning(PixscaleWarning):
+    """Statistics fitted on what looks like a test or validation split."""
+
+    __test__ = False  # not a pytest test class, whatever its name

@@ -13,18 +13,9 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.layouts import channel_axis_of
+
 UInt8Array = npt.NDArray[np.uint8]
-
-#: Layout name by the number of array dimensions when a format does not say.
-DEFAULT_LAYOUTS = {2: "nf", 3: "nhw", 4: "nhwc"}
-
-#: Position of the channel axis inside one image, by layout.
-CHANNEL_AXES: dict[str, int | None] = {"nf": None, "nhw": None, "nhwc": 2, "nchw": 0}
-
-
-def default_layout(ndim: int) -> str:
-    """The layout assumed for an array of ``ndim`` dimensions (first axis: images)."""
-    return DEFAULT_LAYOUTS.get(ndim, "n" + "d" * (ndim - 1))
 
 
 @dataclass
@@ -83,7 +74,7 @@ class Source(ABC):
     @property
     def channel_axis(self) -> int | None:
         """Index of the channel axis within one image, or None for single-channel data."""
-        return CHANNEL_AXES.get(self.layout)
+        return channel_axis_of(self.layout)
 
     @property
     def n_channels(self) -> int:

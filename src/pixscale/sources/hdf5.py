@@ -7,20 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from pixscale.core.layouts import default_layout
 from pixscale.errors import InputError
-from pixscale.sources.base import Labels, Source, UInt8Array, default_layout
+from pixscale.sources.base import Labels, Source, UInt8Array
+from pixscale.store.naming import RECORD_ATTRIBUTE
 
 LABEL_NAMES = ("labels", "label", "y", "targets")
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 if TYPE_CHECKING:
     import h5py
-
-
-def is_hdf5(path: Path) -> bool:
-    """True when ``path`` starts with the HDF5 signature."""
-    with path.open("rb") as handle:
-        return handle.read(8) == HDF5_SIGNATURE
 
 
 def find_labels(handle: h5py.File, key: str, count: int) -> tuple[str, Labels] | None:
@@ -76,7 +71,7 @@ def open_hdf5(path: Path, key: str | None) -> Hdf5Source:
     except OSError as exc:
         raise InputError(f"{path}: damaged HDF5 file ({exc})") from exc
     with handle:
-        if "pixscale_params" in handle.attrs:
+        if RECORD_ATTRIBUTE in handle.attrs:
             raise InputError(
                 f"{path}: is a pixscale output (float32); use 'pixscale invert' to get uint8 back"
             )

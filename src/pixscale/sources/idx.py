@@ -12,8 +12,9 @@ from typing import BinaryIO
 
 import numpy as np
 
+from pixscale.core.layouts import default_layout
 from pixscale.errors import InputError
-from pixscale.sources.base import Labels, Source, UInt8Array, default_layout
+from pixscale.sources.base import Labels, Source, UInt8Array
 from pixscale.sources.rawio import check_size, open_maybe_gzip, read_exact, read_images
 
 IDX_DTYPES = {
@@ -42,10 +43,14 @@ def read_idx_header(handle: BinaryIO, path: Path) -> tuple[int, ...]:
     return struct.unpack(f">{ndim}I", read_exact(handle, 4 * ndim, path, "IDX dimensions"))
 
 
-def read_idx_array(path: Path) -> np.ndarray:
-    """Read a whole (small) IDX file, such as a labels file."""
+def read_idx_array(path: Path, expected: int) -> np.ndarray:
+    """Read a labels IDX file of ``expected`` entries; the count is checked first."""
     with open_maybe_gzip(path) as handle:
         shape = read_idx_header(handle, path)
+        if len(shape) != 1:
+            raise InputError(f"{path}: labels must be 1-D, this IDX array has shape {shape}")
+        if shape[0] != expected:
+            raise InputError(f"{path}: {shape[0]} labels for {expected} images")
         check_size(path, 4 + 4 * len(shape) + math.prod(shape))
         values: np.ndarray = read_images(handle, path, shape[0], tuple(shape[1:]))
         return values
@@ -92,5 +97,5 @@ def open_idx(path: Path) -> IdxSource:
     )
     labels_file = sibling_labels(path)
     if labels_file is not None:
-        source.labels = Labels(read_idx_array(labels_file), labels_file.name)
+        source.labels = Labels(read_idx_array(labels_file, shape[0]), labels_file.name)
     return source

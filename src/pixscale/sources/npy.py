@@ -9,11 +9,10 @@ from typing import BinaryIO, ClassVar
 
 import numpy as np
 
+from pixscale.core.layouts import default_layout
 from pixscale.errors import InputError
-from pixscale.sources.base import Source, UInt8Array, default_layout
+from pixscale.sources.base import Source, UInt8Array
 from pixscale.sources.rawio import read_images
-
-NPY_MAGIC = b"\x93NUMPY"
 
 
 def read_npy_header(handle: BinaryIO, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pixscale.core.layouts import default_layout
 from pixscale.errors import InputError
-from pixscale.sources.base import Labels, Source, UInt8Array, default_layout
+from pixscale.sources.base import Labels, Source, UInt8Array
 from pixscale.sources.npy import read_npy_header, require_uint8
 from pixscale.sources.rawio import read_images
 

@@ -1,4 +1,8 @@
-"""Moving between image layouts: NHW, NHWC (channels last) and NCHW (channels first)."""
+"""Image layouts: their names, where their channels are, and moving between them.
+
+``nf`` (flat vectors), ``nhw`` (greyscale), ``nhwc`` (channels last) and ``nchw``
+(channels first); the first axis always counts images.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,32 @@ import numpy.typing as npt
 
 from pixscale.errors import ParamsError
 
-LAYOUTS = ("nhwc", "nchw")
+#: Layouts an input array may be declared to have (``--input-layout``).
+INPUT_LAYOUTS = ("nhw", "nhwc", "nchw")
+#: Layouts an output may be written in (``--layout``).
+OUTPUT_LAYOUTS = ("nhwc", "nchw")
+#: Dimensions of a whole array (images included) in each layout.
+LAYOUT_NDIM = {"nf": 2, "nhw": 3, "nhwc": 4, "nchw": 4}
+#: Layout assumed by the number of array dimensions when a format does not say.
+DEFAULT_LAYOUTS = {2: "nf", 3: "nhw", 4: "nhwc"}
+#: Position of the channel axis inside one image, by layout.
+CHANNEL_AXES: dict[str, int | None] = {"nf": None, "nhw": None, "nhwc": 2, "nchw": 0}
+
+
+def default_layout(ndim: int) -> str:
+    """The layout assumed for an array of ``ndim`` dimensions (first axis: images)."""
+    return DEFAULT_LAYOUTS.get(ndim, "n" + "d" * (ndim - 1))
+
+
+def channel_axis_of(layout: str) -> int | None:
+    """Index of the channel axis within one image, or None for single-channel layouts."""
+    return CHANNEL_AXES.get(layout)
 
 
 def _check(source: str, target: str) -> None:
     if source == target:
         return
-    if source not in ("nhw", "nhwc", "nchw") or target not in LAYOUTS:
+    if source not in ("nhw", "nhwc", "nchw") or target not in OUTPUT_LAYOUTS:
         raise ParamsError(f"cannot write layout {target} from {source} data")
 
 
@@ -41,10 +64,11 @@ def restore_layout(chunk: npt.NDArray[Any], source: str, target: str) -> npt.NDA
 
 
 def layout_shape(shape: tuple[int, ...], source: str, target: str) -> tuple[int, ...]:
-    """The shape of a ``source``-layout array once in layout ``target``."""
+    """The shape of one image of a ``source``-layout array once in layout ``target``."""
     _check(source, target)
     return tuple(convert_layout(np.empty((1, *shape[1:]), np.uint8), source, target).shape[1:])
 
 
 def output_shape(shape: tuple[int, ...], source: str, target: str) -> tuple[int, ...]:
+    """The shape of a whole ``source``-layout array once in layout ``target``."""
     return (shape[0], *layout_shape(shape, source, target))

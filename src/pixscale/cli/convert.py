@@ -1,4 +1,4 @@
-"""convert, fit and export."""
+"""convert: scale inputs to a float32 output and record the parameters."""
 
 from __future__ import annotations
 
@@ -9,23 +9,29 @@ from typing import Any
 
 import click
 
-from pixscale.cli import (
+from pixscale.cli.app import main
+from pixscale.cli.errors import reports_errors
+from pixscale.cli.options import (
+    chunk_mb_option,
     expand_globs,
-    main,
-    make_spec,
-    progress_bar,
-    reports_errors,
-    stdout_is_terminal,
+    input_options,
+    overwrite_option,
+    quiet_option,
     strategy_options,
-    warn_if_test_split,
 )
-from pixscale.export import TARGETS as EXPORT_TARGETS
-from pixscale.pipeline import DEFAULT_CHUNK_MB, Output, plan
+from pixscale.cli.progress import progress_bar
+from pixscale.core.layouts import OUTPUT_LAYOUTS
+from pixscale.core.spec import Spec
+from pixscale.engine.plan import plan
 from pixscale.sources import open_source
 from pixscale.sources.stdin import STDIN, spooled
-from pixscale.strategies import Spec
-from pixscale.writers.direct import IO_MODES
-from pixscale.writers.hdf5 import COMPRESSIONS
+from pixscale.store.hdf5 import COMPRESSIONS
+from pixscale.store.io.direct import IO_MODES
+from pixscale.store.output import Output
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
 
 
 @main.command()
@@ -38,32 +44,15 @@ from pixscale.writers.hdf5 import COMPRESSIONS
     help="Output file: .h5/.hdf5 or .npy (sidecar <output>.json); - for .npy on stdout.",
 )
 @strategy_options
+@input_options
 @click.option(
     "--params-from",
     type=click.Path(path_type=Path),
     help="Reuse parameters from a params JSON or an earlier pixscale output.",
 )
 @click.option(
-    "--labels",
-    type=click.Path(path_type=Path),
-    help="Labels file (IDX or .npy); default: the IDX sibling labels file.",
-)
-@click.option(
-    "--key", help="Array of an .npz (x_train) or dataset of an HDF5 input (images/train)."
-)
-@click.option(
-    "--mode",
-    type=click.Choice(["L", "RGB"]),
-    help="Image folders: convert to greyscale (L) or RGB (default: as found).",
-)
-@click.option(
-    "--input-layout",
-    type=click.Choice(["nhw", "nhwc", "nchw"]),
-    help="Layout of array inputs (default: NHW for 3-D, NHWC for 4-D).",
-)
-@click.option(
     "--layout",
-    type=click.Choice(["nhwc", "nchw"]),
+    type=click.Choice(OUTPUT_LAYOUTS),
     help="Output layout (default: the input's); nchw for PyTorch.",
 )
 @click.option(
@@ -97,14 +86,8 @@ from pixscale.writers.hdf5 import COMPRESSIONS
     help=".npy and uncompressed HDF5 writes: direct bypasses the page cache, buffered goes "
     "through it; auto is direct for outputs larger than the kernel's write-back threshold.",
 )
-@click.option(
-    "--chunk-mb",
-    type=click.FloatRange(min=0.01),
-    default=DEFAULT_CHUNK_MB,
-    show_default=True,
-    help="Input megabytes processed at a time (sets peak memory).",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing output (atomically).")
+@chunk_mb_option
+@overwrite_option
 @click.option(
     "--dry-run", is_flag=True, help="Print what would be read, written and needed; then stop."
 )
@@ -117,16 +100,12 @@ from pixscale.writers.hdf5 import COMPRESSIONS
 )
 @click.option("--workers", type=click.IntRange(min=1), help="dask: start a local cluster of N.")
 @click.option("--scheduler", metavar="ADDRESS", help="dask: join a running cluster.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or report.")
+@quiet_option
 @reports_errors
 def convert(
     inputs: tuple[Path, ...],
     output: Path,
     params_from: Path | None,
-    labels: Path | None,
-    key: str | None,
-    mode: str | None,
-    input_layout: str | None,
     layout: str | None,
     params_out: Path | None,
     fmt: str | None,
@@ -140,7 +119,8 @@ def convert(
     workers: int | None,
     scheduler: str | None,
     quiet: bool,
-    **strategy: Any,
+    spec: Spec,
+    reading: dict[str, Any],
 ) -> None:
     """Scale INPUTS (IDX, .npy, .npz, HDF5, image folders, CIFAR .bin; - for stdin)
     to float32 OUTPUT (.h5 or .npy; - for .npy on stdout) and record the parameters.
@@ -155,14 +135,10 @@ def convert(
       pixscale convert mnist.npz --key x_train -o train.h5 --layout nchw
       gunzip -c t10k-images-idx3-ubyte.gz | pixscale convert - -o - --params-out p.json > t.npy
     """
-    from pixscale.pipeline import convert as run_convert
+    from pixscale.engine.local import check_reuse
+    from pixscale.engine.local import convert as run_convert
 
-    channel_axis = strategy.get("channel_axis")
-    spec = make_spec(strategy)
-    if params_from is not None and spec != Spec(zero_std=spec.zero_std):
-        raise click.UsageError("--params-from replaces the strategy options; give one or the other")
-    if spec.needs_stats and params_from is None:
-        warn_if_test_split(inputs)
+    spec = check_reuse(spec, params_from)
     if str(output) == STDIN and stdout_is_terminal():
         raise click.UsageError("refusing to write binary .npy to a terminal; redirect or pipe it")
     advance, close = progress_bar(quiet, "converting")
@@ -172,9 +148,7 @@ def convert(
             stack.enter_context(spooled(sys.stdin.buffer)) if str(p) == STDIN else p
             for p in expand_globs(inputs)
         ]
-        source = open_source(
-            paths, labels=labels, layout=input_layout, channel_axis=channel_axis, key=key, mode=mode
-        )
+        source = open_source(paths, **reading)
         if STDIN in map(str, inputs):
             source.name = "<stdin>" if len(inputs) == 1 else source.name
         target = Output(output, fmt, overwrite, compression, chunk_images, layout, params_out, io)
@@ -182,7 +156,7 @@ def convert(
             show_plan(plan(source, target, spec, chunk_mb, params_from is not None))
             return
         if engine == "dask":
-            from pixscale.distributed import convert_on_dask, dask_client
+            from pixscale.engine.distributed import convert_on_dask, dask_client
 
             with dask_client(scheduler, workers) as client:
                 record = convert_on_dask(
@@ -244,103 +218,3 @@ def report(record: dict[str, Any]) -> None:
             f"Note: {zero['constant_count']} constant {record['scope']} element(s): centred only",
             err=True,
         )
-
-
-@main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    help="Write the params JSON here (default: print it).",
-)
-@strategy_options
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-@click.option(
-    "--chunk-mb",
-    type=click.FloatRange(min=0.01),
-    default=DEFAULT_CHUNK_MB,
-    show_default=True,
-    help="Input megabytes processed at a time.",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or report.")
-@reports_errors
-def fit(
-    inputs: tuple[Path, ...],
-    output: Path | None,
-    overwrite: bool,
-    chunk_mb: float,
-    quiet: bool,
-    **strategy: Any,
-) -> None:
-    """Fit parameters on INPUTS (shards count as one dataset) without converting.
-
-    \b
-      pixscale fit train-images-idx3-ubyte.gz -s standardize -o mnist.params.json
-    """
-    from pixscale.params import dumps
-    from pixscale.pipeline import fit as run_fit
-
-    channel_axis = strategy.get("channel_axis")
-    spec = make_spec(strategy)
-    warn_if_test_split(inputs)
-    advance, close = progress_bar(quiet, "fitting")
-    try:
-        record = run_fit(
-            expand_globs(inputs),
-            output,
-            spec,
-            overwrite=overwrite,
-            channel_axis=channel_axis,
-            chunk_mb=chunk_mb,
-            progress=advance,
-        )
-    finally:
-        close()
-    if output is None:
-        click.echo(dumps(record), nl=False)
-    elif not quiet:
-        stats = record.get("stats")
-        if stats:
-            mean = ", ".join(f"{v:.4f}" for v in _as_list(stats["mean_unit"]))
-            std = ", ".join(f"{v:.4f}" for v in _as_list(stats["std_unit"]))
-            click.echo(f"{output}: mean ({mean}), std ({std}) in [0,1] units", err=True)
-        else:
-            click.echo(f"{output}: {record['strategy']} parameters written", err=True)
-
-
-@main.command()
-@click.argument("params_file", metavar="PARAMS", type=click.Path(path_type=Path))
-@click.option(
-    "--to",
-    "target",
-    type=click.Choice(EXPORT_TARGETS),
-    default="torchvision",
-    show_default=True,
-    help="Framework whose Normalize form to print.",
-)
-@click.option(
-    "--digits",
-    type=click.IntRange(0, 17),
-    default=4,
-    show_default=True,
-    help="Decimal places to round to.",
-)
-@click.option("--exact", is_flag=True, help="Full float64 precision instead of --digits.")
-@reports_errors
-def export(params_file: Path, target: str, digits: int, exact: bool) -> None:
-    """Print PARAMS (a params JSON or pixscale output) as a framework's Normalize.
-
-    \b
-      pixscale export mnist.params.json --to torchvision
-      → transforms.Normalize(mean=(0.1307,), std=(0.3081,))  # after ToTensor()
-    """
-    from pixscale.export import export as render
-    from pixscale.records import load_params
-
-    params, _ = load_params(params_file)
-    click.echo(render(params, target, None if exact else digits))
-
-
-def _as_list(value: Any) -> list[float]:
-    return value if isinstance(value, list) else [value]

@@ -12,23 +12,11 @@ import numpy as np
 import numpy.typing as npt
 
 from pixscale.errors import OutputError
-from pixscale.writers.atomic import StagedOutputs
-from pixscale.writers.npy import write_npy_header
+from pixscale.store.io.atomic import StagedOutputs
+from pixscale.store.naming import labels_path, uint8_format
+from pixscale.store.npy import write_npy_header
 
 IDX_UINT8 = 0x08
-
-
-def uint8_format(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith((".h5", ".hdf5")):
-        return "h5"
-    if name.endswith(".npy"):
-        return "npy"
-    if "idx" in name or name.endswith((".idx", ".ubyte", ".ubyte.gz")):
-        return "idx"
-    raise OutputError(
-        f"{path}: cannot tell the format; use .npy, .h5 or an IDX name (*-idx3-ubyte)"
-    )
 
 
 class Uint8Writer:
@@ -71,7 +59,7 @@ class Uint8Writer:
         if labels is not None and self.file is not None:
             self.file.create_dataset("labels", data=labels, track_times=False)
         elif labels is not None and self.format == "npy":
-            path = self.target.with_name(f"{self.target.stem}.labels.npy")
+            path = labels_path(self.target)
             with self.staged.stage(path).open("wb") as handle:
                 np.save(handle, labels, allow_pickle=False)
         self.close()

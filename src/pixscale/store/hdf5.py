@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.params import dumps
 from pixscale.errors import OutputError
-from pixscale.params import dumps
 from pixscale.sources.base import Labels
-from pixscale.writers.atomic import StagedOutputs
-from pixscale.writers.base import Float32Array, Writer
-from pixscale.writers.direct import ALIGN, DirectFile
+from pixscale.store.base import Float32Array, Writer
+from pixscale.store.io.atomic import StagedOutputs
+from pixscale.store.io.direct import ALIGN, DirectFile
+from pixscale.store.naming import PARAMS_GROUP, RECORD_ATTRIBUTE
 
 if TYPE_CHECKING:
     import h5py
@@ -27,8 +28,6 @@ DEFAULT_CHUNK_BYTES = 64 << 10
 #: ratio at a fraction of its time.
 DEFAULT_GZIP_LEVEL = 4
 COMPRESSIONS = ("none", "gzip", "lzf")
-#: Group holding parameter arrays too large for attributes (64 KiB limit).
-PARAMS_GROUP = "params"
 
 
 def chunk_images_for(image_shape: tuple[int, ...], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
@@ -178,4 +177,4 @@ def store_record(
     for name in ("scale", "offset"):
         if not isinstance(record[name], dict):
             file.attrs[name] = np.asarray(record[name], np.float64)
-    file.attrs["pixscale_params"] = dumps(record)
+    file.attrs[RECORD_ATTRIBUTE] = dumps(record)

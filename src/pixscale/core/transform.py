@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pixscale.kernels import Affine, Array, Float32Array, Kernel, UInt8Array, choose_kernel
-from pixscale.params import Params
+from pixscale.core.kernels import Affine, Array, Float32Array, Kernel, UInt8Array, choose_kernel
+from pixscale.core.params import Params
 
 Expand = Callable[[Array], Array]
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pixscale import __version__
+from pixscale._version import __version__
 from pixscale.errors import ParamsError
 
 FORMAT = "pixscale.params/1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,15 +10,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.spec import Geometry, Spec, build_params
+from pixscale.core.transform import Transform
+from pixscale.engine.scan import DEFAULT_CHUNK_MB, chunk_images
 from pixscale.errors import InputError
-from pixscale.info import is_pixscale_output
-from pixscale.outputs import open_converted
-from pixscale.pipeline import DEFAULT_CHUNK_MB, chunk_images
 from pixscale.sources import open_source
 from pixscale.sources.folder import require_pillow
-from pixscale.strategies import Geometry, Spec, build_params
-from pixscale.transform import Transform
-from pixscale.writers.atomic import staged_outputs
+from pixscale.store.io.atomic import staged_outputs
+from pixscale.store.naming import is_pixscale_output
+from pixscale.store.reader import open_converted
 
 CELL = 84  # pixels per grid cell (images are scaled up to fit)
 LABEL_HEIGHT = 16
@@ -69,9 +70,9 @@ def output_preview(path: Path, count: int) -> PreviewData:
     )
 
 
-def input_preview(path: Path, count: int) -> PreviewData:
+def input_preview(path: Path, count: int, **reading: Any) -> PreviewData:
     """A uint8 source, and its values under the default ``unit`` strategy."""
-    source = open_source(path)
+    source = open_source(path, **reading)
     source_hist = np.zeros(256, np.int64)
     shown: list[npt.NDArray[np.uint8]] = []
     start = 0
@@ -139,12 +140,35 @@ def draw_histogram(
     draw.text((left, plot_bottom - 10), "0", fill="black", font=font)
 
 
-def preview(path: Path, output: Path, count: int = 16, overwrite: bool = False) -> tuple[int, int]:
-    """Write the preview PNG; returns its (width, height)."""
+def preview(
+    path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    count: int = 16,
+    overwrite: bool = False,
+    **reading: Any,
+) -> tuple[int, int]:
+    """Write the preview PNG of an input or output; returns its (width, height).
+
+    Parameters
+    ----------
+    path
+        An input (opened with the input options ``reading``) or a pixscale output.
+    output
+        The PNG file to write.
+    count
+        Images in the grid.
+    overwrite
+        Replace an existing PNG.
+    """
+    path, output = Path(path), Path(output)
     image_module = require_pillow("drawing a preview")
     from PIL import ImageDraw, ImageFont
 
-    data = output_preview(path, count) if is_pixscale_output(path) else input_preview(path, count)
+    data = (
+        output_preview(path, count)
+        if is_pixscale_output(path)
+        else input_preview(path, count, **reading)
+    )
     images, labels, names = data.images, data.labels, data.class_names
     layout = "nhwc" if images.ndim == 4 and images.shape[-1] in (1, 3) else "nhw"
     if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pixscale.engine.scan import DEFAULT_CHUNK_MB, dataset_sums
 from pixscale.errors import InputError
-from pixscale.outputs import ConvertedFile, open_converted
-from pixscale.records import is_hdf5
 from pixscale.sources import Source, open_source
-from pixscale.sources.npy import read_npy_header
+from pixscale.store.naming import is_hdf5, is_pixscale_output
+from pixscale.store.reader import ConvertedFile, open_converted
 
 
-def is_pixscale_output(path: Path) -> bool:
-    """True for an HDF5 file with a record, or a float32 .npy with its sidecar."""
-    if not path.is_file():
-        return False
-    if is_hdf5(path):
-        import h5py
-
-        with h5py.File(path, "r") as handle:
-            return "pixscale_params" in handle.attrs
-    if path.suffix == ".npy" and path.with_name(path.name + ".json").is_file():
-        with path.open("rb") as handle:
-            _, _, dtype = read_npy_header(handle, path)
-        return bool(dtype == np.float32)
-    return False
-
-
-def source_info(source: Source, chunk_mb: float = 4.0) -> dict[str, Any]:
+def source_info(source: Source, chunk_mb: float = DEFAULT_CHUNK_MB) -> dict[str, Any]:
     """Format, shape, layout, labels and exact per-channel statistics of a uint8 source."""
-    from pixscale.pipeline import dataset_sums
-
     stats = dataset_sums(source, chunk_mb).reduce("channel", source.channel_axis)
     info: dict[str, Any] = {
         "file": source.name,
@@ -127,11 +110,13 @@ def parameters_info(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_path(
-    path: Path, key: str | None = None, mode: str | None = None, chunk_mb: float = 4.0
+    path: str | os.PathLike[str], chunk_mb: float = DEFAULT_CHUNK_MB, **reading: Any
 ) -> dict[str, Any]:
-    """``info`` for any input format or pixscale output."""
+    """``info`` for any input format (opened with the input options ``reading``) or
+    pixscale output."""
+    path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if is_pixscale_output(path):
         return output_info(open_converted(path))
-    return source_info(open_source(path, key=key, mode=mode), chunk_mb)
+    return source_info(open_source(path, **reading), chunk_mb)

@@ -11,26 +11,15 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.params import dumps
 from pixscale.errors import OutputError
-from pixscale.params import dumps
 from pixscale.sources.base import Labels
-from pixscale.writers.atomic import StagedOutputs
-from pixscale.writers.base import Float32Array, Writer
-from pixscale.writers.direct import ALIGN, DirectFile
+from pixscale.store.base import Float32Array, Writer
+from pixscale.store.io.atomic import StagedOutputs
+from pixscale.store.io.direct import ALIGN, DirectFile
+from pixscale.store.naming import arrays_path, labels_path, sidecar_path
 
 NPY_PREAMBLE = b"\x93NUMPY\x01\x00"
-
-
-def sidecar_path(target: Path) -> Path:
-    return target.with_name(target.name + ".json")
-
-
-def labels_path(target: Path) -> Path:
-    return target.with_name(f"{target.stem}.labels.npy")
-
-
-def arrays_path(target: Path) -> Path:
-    return target.with_name(f"{target.stem}.params.npz")
 
 
 def write_npz(path: Path, arrays: dict[str, npt.NDArray[Any]]) -> None:

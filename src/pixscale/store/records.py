@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,22 +10,21 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.params import Params, loads
 from pixscale.errors import ParamsError
-from pixscale.params import Params, loads
-from pixscale.sources.hdf5 import is_hdf5
-from pixscale.writers.hdf5 import PARAMS_GROUP
-from pixscale.writers.npy import sidecar_path
+from pixscale.store.naming import PARAMS_GROUP, RECORD_ATTRIBUTE, is_hdf5, sidecar_path
 
 Arrays = dict[str, npt.NDArray[Any]]
 
 
-def read_record(path: Path) -> tuple[dict[str, Any], Arrays]:
+def read_record(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Arrays]:
     """The record and its external arrays, from JSON, HDF5 output or .npy output."""
+    path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such file")
     if is_hdf5(path):
         with h5py.File(path, "r") as handle:
-            text = handle.attrs.get("pixscale_params")
+            text = handle.attrs.get(RECORD_ATTRIBUTE)
             if text is None:
                 raise ParamsError(f"{path}: HDF5 file has no pixscale_params attribute")
             arrays: Arrays = {}
@@ -49,13 +49,11 @@ def read_record(path: Path) -> tuple[dict[str, Any], Arrays]:
     return loads(text, str(path)), {}
 
 
-def load_params(path: Path) -> tuple[Params, dict[str, Any]]:
+def load_params(path: str | os.PathLike[str]) -> tuple[Params, dict[str, Any]]:
     """Parameters stored in ``path`` and the record they came from."""
+    path = Path(path)
     record, arrays = read_record(path)
     try:
         return Params.from_record(record, arrays), record
     except ParamsError as exc:
         raise ParamsError(f"{path}: {exc}") from exc
-
-
-__all__ = ["is_hdf5", "load_params", "read_record"]

@@ -1,24 +1,27 @@
-"""invert and verify: back to the exact uint8, and checking an output against its record."""
+"""invert: back to the exact uint8 images, using only the record."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.transform import Transform
 from pixscale.errors import InputError
-from pixscale.outputs import ConvertedFile, open_converted
-from pixscale.params import FORMAT
-from pixscale.sources import Source, open_source
-from pixscale.transform import Transform
-from pixscale.writers.atomic import staged_outputs
-from pixscale.writers.uint8 import Uint8Writer
+from pixscale.sources import open_recorded_source
+from pixscale.store.io.atomic import staged_outputs
+from pixscale.store.reader import ConvertedFile, open_converted
+from pixscale.store.uint8 import Uint8Writer
 
 #: Images per chunk when reading float32 outputs back (about 4 MiB of MNIST).
 DEFAULT_CHUNK_IMAGES = 1024
+
+PathLike = str | os.PathLike[str]
 
 
 @dataclass
@@ -57,18 +60,47 @@ def clip_bounds(converted: ConvertedFile) -> tuple[np.float32, np.float32] | Non
 
 
 def invert(
-    path: Path, output: Path, *, overwrite: bool = False, verify_source: Path | None = None
+    path: PathLike,
+    output: PathLike,
+    *,
+    overwrite: bool = False,
+    verify_source: PathLike | None = None,
+    **reading: Any,
 ) -> InvertReport:
-    """Write the uint8 images that ``path`` was converted from, using only its record."""
+    """Write the uint8 images that ``path`` was converted from, using only its record.
+
+    Parameters
+    ----------
+    path
+        A pixscale output (.h5 or .npy with its sidecar).
+    output
+        The uint8 file to write: .npy, .h5, or an IDX name (``…-idx3-ubyte[.gz]``).
+    overwrite
+        Replace an existing ``output`` (atomically).
+    verify_source
+        The original input: count the pixels that differ from it.
+    **reading
+        Input options for ``verify_source`` (``key``, ``mode``, ``layout``); by default
+        those the record names.
+
+    Returns
+    -------
+    InvertReport
+        Images written, values that do not round-trip, clipped values, source mismatches.
+    """
+    path, output = Path(path), Path(output)
     converted = open_converted(path)
-    source = open_source(verify_source) if verify_source is not None else None
+    source = None
+    if verify_source is not None:
+        source = open_recorded_source(verify_source, converted.record, reading)
     if source is not None and source.shape != converted.shape:
         raise InputError(f"{verify_source}: shape {source.shape} differs from {converted.shape}")
     report = InvertReport(images=converted.shape[0])
     originals = source.chunks(converted.chunk_rows) if source is not None else None
     if source is not None:
         report.source_mismatches = 0
-    with staged_outputs(overwrite, [path] + ([verify_source] if verify_source else [])) as staged:
+    inputs = [path] + ([Path(verify_source)] if verify_source else [])
+    with staged_outputs(overwrite, inputs) as staged:
         writer = Uint8Writer(output, converted.shape, staged)
         try:
             pending: npt.NDArray[np.uint8] | None = None
@@ -102,74 +134,6 @@ def compare(
     return pending
 
 
-@dataclass
-class VerifyReport:
-    checks: list[tuple[str, bool, str]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(passed for _, passed, _ in self.checks)
-
-    def add(self, name: str, passed: bool, detail: str = "") -> None:
-        self.checks.append((name, passed, detail))
-
-
-REQUIRED_FIELDS = (
-    "format",
-    "strategy",
-    "scope",
-    "source_low",
-    "source_span",
-    "target_low",
-    "target_span",
-    "source",
-    "output",
-    "image_shape",
-)
-
-
-def verify(path: Path, source_path: Path | None = None, samples: int = 64) -> VerifyReport:
-    """Check the record, the stored data and (with a source) its provenance and values."""
-    report = VerifyReport()
-    converted = open_converted(path)
-    record = converted.record
-    missing = [name for name in REQUIRED_FIELDS if name not in record]
-    report.add(
-        "record complete",
-        not missing and record.get("format") == FORMAT,
-        f"missing: {', '.join(missing)}" if missing else FORMAT,
-    )
-    report.add("data is float32", converted.dtype == np.float32, str(converted.dtype))
-    recorded = tuple(record.get("output", {}).get("shape", ()))
-    stored = converted.stored_shape
-    report.add("shape as recorded", stored == recorded, f"{stored}")
-    if source_path is None:
-        return report
-    source = open_source(source_path)
-    sha = source.sha256()
-    report.add("source sha256", sha == record.get("source", {}).get("sha256"), sha)
-    report.add("source shape", source.shape == converted.shape, f"{source.shape}")
-    if source.shape == converted.shape:
-        bad = sample_mismatches(converted, source, samples)
-        report.add("sample re-derives exactly", bad == 0, f"{bad} differing values")
-    return report
-
-
-def sample_mismatches(converted: ConvertedFile, source: Source, samples: int) -> int:
-    """Re-derive evenly spaced images from the source and compare bits with the output."""
-    wanted = set(np.linspace(0, source.n_images - 1, min(samples, source.n_images)).astype(int))
-    transform = Transform(converted.params)
-    rows = converted.chunk_rows
-    bad, start = 0, 0
-    for original, stored in zip(source.chunks(rows), converted.chunks(rows), strict=True):
-        picks = [i - start for i in sorted(wanted) if start <= i < start + original.shape[0]]
-        if picks:
-            again = transform.apply(original, start)[picks]
-            bad += int(np.count_nonzero(again.view(np.uint32) != stored[picks].view(np.uint32)))
-        start += original.shape[0]
-    return bad
-
-
 def describe(report: InvertReport) -> list[str]:
     """Human-readable lines for the CLI."""
     lines: list[str] = []
@@ -185,4 +149,4 @@ def describe(report: InvertReport) -> list[str]:
     return lines
 
 
-__all__ = ["InvertReport", "VerifyReport", "describe", "invert", "verify"]
+__all__ = ["InvertReport", "describe", "invert"]

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from pixscale.core.params import Params
+from pixscale.core.stats import ScopeStats
 from pixscale.errors import ParamsError
-from pixscale.params import Params
-from pixscale.stats import ScopeStats
 
 STRATEGIES = ("unit", "range", "symmetric", "standardize", "none")
 SCOPES = ("global", "channel", "pixel", "image")

@@ -16,34 +16,27 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from pixscale.core.layouts import output_shape
+from pixscale.core.params import Params
+from pixscale.core.spec import Spec, build_params
+from pixscale.core.stats import PixelSums
+from pixscale.engine.fitting import geometry_of, merge_image_params, prepare_params
+from pixscale.engine.local import check_reuse, write_images
+from pixscale.engine.record import build_record
+from pixscale.engine.scan import DEFAULT_CHUNK_MB, Progress, dataset_sums
 from pixscale.errors import OutputError
-from pixscale.layouts import output_shape
-from pixscale.params import Params
-from pixscale.pipeline import (
-    DEFAULT_CHUNK_MB,
-    Output,
-    Progress,
-    dataset_sums,
-    geometry_of,
-    prepare_params,
-    write_images,
-    write_mode,
-)
 from pixscale.sources import ConcatSource, Source
 from pixscale.sources.base import WindowSource, files_sha256, window_of
-from pixscale.stats import PixelSums
-from pixscale.strategies import Spec, build_params
-from pixscale.transform import Transform
-from pixscale.writers.atomic import StagedOutputs, current_umask, staged_outputs
-from pixscale.writers.hdf5 import Hdf5Writer, store_record
-from pixscale.writers.space import check_room
+from pixscale.store.hdf5 import Hdf5Writer, store_record
+from pixscale.store.io.atomic import StagedOutputs, current_umask, staged_outputs
+from pixscale.store.io.space import check_room
+from pixscale.store.output import Output, check_targets, write_mode
 
 #: Input megabytes per task: large enough to amortise scheduling, small enough to balance.
 DEFAULT_PARTITION_MB = 64.0
@@ -73,7 +66,7 @@ def partial_sums(window: Source, chunk_mb: float) -> PixelSums:
 
 def write_shard(
     window: Source, params: Params, spec: Spec, shard: Path, layout: str, chunk_mb: float
-) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+) -> Params | None:
     """Task: scale one partition into its own HDF5 file; per-image parameters come back."""
     staged = StagedOutputs(overwrite=True)
     writer = Hdf5Writer(shard, output_shape(window.shape, window.layout, layout), staged)
@@ -86,10 +79,7 @@ def write_shard(
         raise
     finally:
         writer.close()
-    if done.scope != "image":
-        return None, None, 0
-    constant = done.zero_std["constant_count"] if done.zero_std else 0
-    return done.source_low, done.source_span, constant
+    return done if done.scope == "image" else None
 
 
 def dask_params(
@@ -97,7 +87,7 @@ def dask_params(
     source: Source,
     spec: Spec,
     windows: list[Partition],
-    params_from: Path | None,
+    params_from: str | os.PathLike[str] | None,
     chunk_mb: float,
 ) -> Params:
     """Parameters exactly as the local engine computes them, statistics from the tasks."""
@@ -127,12 +117,13 @@ def convert_on_dask(
     spec: Spec,
     client: Any,
     *,
-    params_from: Path | None = None,
+    params_from: str | os.PathLike[str] | None = None,
     chunk_mb: float = DEFAULT_CHUNK_MB,
     partition_mb: float = DEFAULT_PARTITION_MB,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Convert ``source`` on the cluster behind ``client`` into a master .h5 and its shards."""
+    spec = check_reuse(spec, params_from)
     if output.to_stdout or output.resolved_format() != "h5":
         raise OutputError(
             f"{output.path}: the dask engine writes HDF5 (a shard per task and a master file); "
@@ -145,7 +136,7 @@ def convert_on_dask(
     shape = output_shape(source.shape, source.layout, layout)
     windows = partitions(source, partition_mb)
     with staged_outputs(output.overwrite, source.files) as staged:
-        staged.check(target)
+        check_targets(output, staged)
         check_room(target, 4 * int(np.prod(shape)))
         digest = client.submit(files_sha256, source.files, pure=False)
         params = dask_params(client, source, spec, windows, params_from, chunk_mb)
@@ -172,30 +163,18 @@ def convert_on_dask(
                 if progress:
                     progress(window.n_images, source.n_images, window.nbytes)
             if params.scope == "image":
-                params = replace(
-                    params,
-                    source_low=np.concatenate([r[0] for r in results]),
-                    source_span=np.concatenate([r[1] for r in results]),
+                params = merge_image_params(
+                    params, [r for r in results if r is not None], spec.zero_std
                 )
-                constant = sum(r[2] for r in results)
-                if constant:
-                    params = replace(
-                        params, zero_std={"policy": spec.zero_std, "constant_count": constant}
-                    )
-            record = params.to_record(arrays_external=True)
-            record["source"] = dict(source.describe(digest.result()))
-            if source.labels is not None:
-                record["source"]["labels"] = source.labels.origin
-            if spec.needs_stats and params_from is None and params.scope != "image":
-                record["fitted_on"] = record["source"]
-            record["kernel"] = Transform(params).kernel_name
+            fitted_here = spec.needs_stats and params_from is None and params.scope != "image"
+            record = build_record(params, source, digest.result(), fitted_here, layout)
             record["output"] = {
+                **record["output"],
                 "file": target.name,
                 "format": "hdf5",
                 "dataset": "images",
                 "shape": list(shape),
                 "dtype": "float32",
-                "layout": layout,
                 "engine": "dask",
                 "virtual": True,
                 "shards": [f"{shards_name}/{name}" for name in names],

@@ -14,8 +14,8 @@ from types import TracebackType
 import numpy as np
 import numpy.typing as npt
 
-from pixscale.writers.base import Writer
-from pixscale.writers.direct import aligned_empty
+from pixscale.store.base import Writer
+from pixscale.store.io.direct import aligned_empty
 
 #: Chunks queued for writing at most; one more is being filled meanwhile.
 QUEUE_DEPTH = 2

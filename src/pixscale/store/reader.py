@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +12,13 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.layouts import restore_layout
+from pixscale.core.params import Params
 from pixscale.errors import InputError
-from pixscale.layouts import restore_layout
-from pixscale.params import Params
-from pixscale.records import is_hdf5, read_record
 from pixscale.sources.npy import read_npy_header
 from pixscale.sources.rawio import read_images
+from pixscale.store.naming import IMAGES_DATASET, is_hdf5
+from pixscale.store.records import read_record
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -90,3 +92,92 @@ def open_converted(path: Path) -> ConvertedFile:
         if labels_name and (path.parent / labels_name).is_file():
             labels = np.load(path.parent / labels_name, allow_pickle=False)
     return ConvertedFile(path, record, params, tuple(shape), np.dtype(dtype), labels)
+
+
+class Dataset:
+    """A pixscale output opened for reading, as a training loop wants it.
+
+    ``len(d)``, ``d[i]``, ``d[a:b]`` and ``d[[i, j, …]]`` give the stored float32 values
+    (in the output's layout); ``labels``, ``record`` and ``params`` come from the record.
+    The data file is opened on first use in each process, so a ``Dataset`` made in a
+    parent survives ``fork`` and ``DataLoader`` workers; .npy data is memory-mapped.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._converted = open_converted(self.path)
+        self._images: Any = None
+        self._handle: Any = None
+        self._pid = -1
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The parameter record (``pixscale.params/1``)."""
+        return self._converted.record
+
+    @property
+    def params(self) -> Params:
+        """The parameters the data was scaled with."""
+        return self._converted.params
+
+    @property
+    def labels(self) -> npt.NDArray[Any] | None:
+        """The labels stored with the images, or None."""
+        return self._converted.labels
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The stored shape (output layout)."""
+        return self._converted.stored_shape
+
+    @property
+    def scaler(self) -> Any:
+        """A ``pixscale.Scaler`` applying these parameters to new uint8 arrays."""
+        from pixscale.engine.scaler import Scaler  # the engine sits above the store
+
+        return Scaler.from_params(self.params)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._data()[index]
+
+    def _data(self) -> Any:
+        if self._images is None or self._pid != os.getpid():
+            self._handle = None
+            if is_hdf5(self.path):
+                self._handle = h5py.File(self.path, "r")
+                self._images = self._handle[IMAGES_DATASET]
+            else:
+                self._images = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            self._pid = os.getpid()
+        return self._images
+
+    def close(self) -> None:
+        """Close the data file (it reopens on the next access)."""
+        if self._handle is not None and self._pid == os.getpid():
+            self._handle.close()
+        self._handle = self._images = None
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(path: str | os.PathLike[str]) -> Dataset:  # noqa: A001 (the package face's verb)
+    """Open a pixscale output (.h5, or .npy with its sidecar) for reading.
+
+    Parameters
+    ----------
+    path
+        The output file.
+
+    Returns
+    -------
+    Dataset
+        Lazy, fork-safe access to the values, labels and record.
+    """
+    return Dataset(path)

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pixscale.core.params import Params
 from pixscale.errors import ParamsError
-from pixscale.params import Params
 
 TARGETS = ("torchvision", "keras", "albumentations", "dali", "json")
 

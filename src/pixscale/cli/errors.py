@@ -1,0 +1,57 @@
+"""Library errors and warnings as the command line shows them: one line on stderr."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from pixscale.errors import PixscaleError, PixscaleWarning
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def echo_warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+    """Show a library warning as one ``Warning: …`` line on stderr."""
+    click.echo(f"Warning: {message}", err=True)
+
+
+def reports_errors(command: F) -> F:
+    """Library errors become ``Error: …`` and exit 1, library warnings ``Warning: …``;
+    ``--debug`` shows the traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", PixscaleWarning)
+                warnings.showwarning = echo_warning
+                return command(*args, **kwargs)
+        except BrokenPipeError:
+            # The reader went away (``| head``): stop quietly, as shell tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(141) from None
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            click.echo("Error: interrupted; no output was written", err=True)
+            raise click.exceptions.Exit(130) from None
+        except (PixscaleError, OSError) as exc:
+            if debug:
+                raise
+            message = str(exc) if isinstance(exc, PixscaleError) else describe_os_error(exc)
+            raise click.ClickException(message) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def describe_os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"

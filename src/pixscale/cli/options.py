@@ -1,0 +1,215 @@
+"""Every option shared by several commands, declared once so that a letter means the same
+thing everywhere: the input options, the strategy options, -q, --overwrite, --chunk-mb."""
+
+from __future__ import annotations
+
+import functools
+import glob
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+
+from pixscale.core.layouts import INPUT_LAYOUTS
+from pixscale.core.spec import SCOPES, STRATEGIES, ZERO_STD_POLICIES, Spec
+from pixscale.engine.scan import DEFAULT_CHUNK_MB
+from pixscale.errors import PixscaleError
+from pixscale.sources.folder import MODES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The input options: click parameter name → keyword of ``open_source``.
+READING = {"key": "key", "mode": "mode", "input_layout": "layout", "labels": "labels"}
+
+
+def apply(command: F, options: Sequence[Callable[[F], F]]) -> F:
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def input_options(command: F) -> F:
+    """--key, --mode, --input-layout and --labels, handed to the command as ``reading``."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        reading = {name: kwargs.pop(option) for option, name in READING.items()}
+        return command(*args, reading={k: v for k, v in reading.items() if v is not None}, **kwargs)
+
+    return apply(
+        cast(F, wrapper),
+        [
+            click.option(
+                "--key",
+                help="Array of an .npz (x_train) or dataset of an HDF5 input (images/train).",
+            ),
+            click.option(
+                "--mode",
+                type=click.Choice(MODES),
+                help="Image folders: convert to greyscale (L) or RGB (default: as found).",
+            ),
+            click.option(
+                "--input-layout",
+                type=click.Choice(INPUT_LAYOUTS),
+                help="Layout of array inputs (default: NHW for 3-D, NHWC for 4-D).",
+            ),
+            click.option(
+                "--labels",
+                type=click.Path(path_type=Path),
+                help="Labels file (IDX or .npy); default: found beside the images.",
+            ),
+        ],
+    )
+
+
+def floats(text: str | None) -> tuple[float, ...] | None:
+    """``0.485,0.456,0.406`` → a tuple of floats."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError as exc:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+STRATEGY_NAMES = (
+    "strategy",
+    "scope",
+    "source_range",
+    "target_range",
+    "from_data",
+    "clip",
+    "mean",
+    "std",
+    "zero_std",
+)
+
+
+def make_spec(options: dict[str, Any]) -> Spec:
+    """The ``Spec`` the strategy options describe."""
+    return Spec(
+        strategy=options["strategy"],
+        scope=options["scope"],
+        source_range=options["source_range"] or None,
+        target_range=options["target_range"] or None,
+        from_data=options["from_data"],
+        mean=floats(options["mean"]),
+        std=floats(options["std"]),
+        clip=options["clip"],
+        zero_std=options["zero_std"],
+    )
+
+
+def strategy_options(command: F) -> F:
+    """The options that describe a strategy, handed to the command as ``spec``."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        options = {name: kwargs.pop(name) for name in STRATEGY_NAMES}
+        try:
+            spec = make_spec(options)
+        except PixscaleError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return command(*args, spec=spec, **kwargs)
+
+    return apply(
+        cast(F, wrapper),
+        [
+            click.option(
+                "-s",
+                "--strategy",
+                type=click.Choice(STRATEGIES),
+                default="unit",
+                show_default=True,
+                help="unit: x/255 → [0,1]; symmetric: → [-1,1]; range: --from → --to; "
+                "standardize: (x - mean)/std; none: cast only.",
+            ),
+            click.option(
+                "--scope",
+                type=click.Choice(SCOPES),
+                default="global",
+                show_default=True,
+                help="One statistic for the dataset, per channel, per pixel position or per image.",
+            ),
+            click.option(
+                "--from",
+                "source_range",
+                type=float,
+                nargs=2,
+                metavar="LO HI",
+                help="range: source range (default 0 255).",
+            ),
+            click.option(
+                "--to",
+                "target_range",
+                type=float,
+                nargs=2,
+                metavar="A B",
+                help="range: target range (default 0 1).",
+            ),
+            click.option(
+                "--from-data",
+                is_flag=True,
+                help="range: take the source range (min, max) from the data.",
+            ),
+            click.option("--clip", is_flag=True, help="Clamp outputs to the target range."),
+            click.option(
+                "--mean",
+                metavar="M[,M…]",
+                help="standardize: given mean(s) in [0,1] units, e.g. 0.485,0.456,0.406.",
+            ),
+            click.option(
+                "--std",
+                metavar="S[,S…]",
+                help="standardize: given std(s) in [0,1] units, e.g. 0.229,0.224,0.225.",
+            ),
+            click.option(
+                "--zero-std",
+                type=click.Choice(ZERO_STD_POLICIES),
+                default="unit",
+                show_default=True,
+                help="Constant channels/pixels: centre only (std taken as 1), or fail.",
+            ),
+        ],
+    )
+
+
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True, help="No progress bar, report or notes on stderr."
+)
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Replace an existing output (atomically)."
+)
+
+
+def finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+chunk_mb_option = click.option(
+    "--chunk-mb",
+    type=click.FloatRange(min=0.01, max=1 << 20),
+    callback=finite,
+    default=DEFAULT_CHUNK_MB,
+    show_default=True,
+    help="Input megabytes processed at a time (sets peak memory).",
+)
+
+
+def expand_globs(inputs: Sequence[Path]) -> list[Path]:
+    """Quoted patterns such as 'shards/*.npy' expand here, in sorted order."""
+    expanded: list[Path] = []
+    for path in inputs:
+        text = str(path)
+        if not path.exists() and any(c in text for c in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(text))
+            if not matches:
+                raise click.BadParameter(f"{text}: no file matches")
+            expanded += matches
+        else:
+            expanded.append(path)
+    return expanded

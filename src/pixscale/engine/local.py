@@ -1,0 +1,230 @@
+"""convert and fit on this machine: read in chunks, fit if needed, scale, write atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pixscale.core.layouts import convert_layout, output_shape
+from pixscale.core.params import Params, dumps
+from pixscale.core.spec import Spec, build_params
+from pixscale.core.stats import image_stats
+from pixscale.core.transform import Transform
+from pixscale.engine.fitting import (
+    fit_params,
+    fitted_to,
+    geometry_of,
+    merge_image_params,
+    prepare_params,
+    warn_if_test_split,
+)
+from pixscale.engine.record import build_record
+from pixscale.engine.scan import DEFAULT_CHUNK_MB, Progress, aligned_chunk_images
+from pixscale.errors import ParamsError
+from pixscale.sources import Source, open_source
+from pixscale.store.base import Writer
+from pixscale.store.io.atomic import staged_outputs
+from pixscale.store.io.background import BackgroundWriter
+from pixscale.store.output import Output, open_writer
+
+if TYPE_CHECKING:
+    from pixscale.engine.scaler import Scaler
+
+#: Niceness of the hashing thread (Linux applies it per thread).
+HASH_NICENESS = 10
+
+PathLike = str | os.PathLike[str]
+
+
+def hash_quietly(source: Source) -> str:
+    """sha256 of the source at low priority, so it fills idle time beside the main work."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICENESS)
+    return source.sha256()
+
+
+def as_source(
+    inputs: PathLike | Sequence[PathLike] | Source, reading: dict[str, Any] | None = None
+) -> Source:
+    """``inputs`` opened with the input options in ``reading`` (key, mode, layout, labels)."""
+    if isinstance(inputs, Source):
+        return inputs
+    return open_source(inputs, **(reading or {}))
+
+
+def check_reuse(spec: Spec | None, params_from: object) -> Spec:
+    """Reused parameters replace every strategy option but the zero-std policy."""
+    spec = spec or Spec()
+    if params_from is not None and spec != Spec(zero_std=spec.zero_std):
+        raise ParamsError("--params-from replaces the strategy options; give one or the other")
+    return spec
+
+
+def convert(
+    inputs: PathLike | Sequence[PathLike] | Source,
+    output: PathLike | Output,
+    spec: Spec | None = None,
+    *,
+    params_from: PathLike | None = None,
+    scaler: Scaler | None = None,
+    chunk_mb: float = DEFAULT_CHUNK_MB,
+    progress: Progress | None = None,
+    **reading: Any,
+) -> dict[str, Any]:
+    """Convert uint8 images to float32 and record the parameters.
+
+    Parameters
+    ----------
+    inputs
+        One input file or folder, several of one format (converted as one dataset), or
+        an open ``Source``.
+    output
+        The output file (``.h5``/``.npy``) or an ``Output`` with the writing options.
+    spec
+        The strategy; the default is ``unit`` (x / 255).
+    params_from
+        A params JSON or earlier output whose parameters are applied unchanged.
+    scaler
+        A fitted ``Scaler`` whose parameters are applied unchanged (or, for per-image
+        scope, whose strategy is applied).
+    chunk_mb
+        Input megabytes processed at a time (sets peak memory).
+    progress
+        Called after every chunk with (images, total images × passes, input bytes).
+    **reading
+        Input options: ``key``, ``mode``, ``layout``, ``labels``.
+
+    Returns
+    -------
+    dict
+        The parameter record, as written beside the data.
+    """
+    spec = check_reuse(spec, params_from if scaler is None else scaler)
+    if scaler is not None and params_from is not None:
+        raise ParamsError("give params_from or scaler, not both")
+    output = output if isinstance(output, Output) else Output(Path(output))
+    source = as_source(inputs, reading)
+    reused: Params | PathLike | None = params_from
+    if scaler is not None:
+        spec, reused = scaler_params(scaler, source)
+    if spec.needs_dataset_stats and reused is None:
+        warn_if_test_split(source.files)
+    layout = output.layout or source.layout
+    shape = output_shape(source.shape, source.layout, layout)
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        staged_outputs(output.overwrite, source.files) as staged,
+    ):
+        writer = open_writer(output, shape, staged)
+        try:
+            params = prepare_params(source, spec, reused, chunk_mb, progress)
+            # Hashing releases the GIL and overlaps the transform pass, which waits on the
+            # disk; during a statistics pass it would only take CPU from the two threads.
+            digest = pool.submit(hash_quietly, source)
+            params = write_images(source, params, spec, writer, chunk_mb, progress, layout)
+            fitted_here = spec.needs_stats and reused is None and params.scope != "image"
+            record = build_record(params, source, digest.result(), fitted_here, layout)
+            record["output"] = writer.finish(record, params.external_arrays(), source.labels)
+            if output.params_out is not None:
+                staged.stage(output.params_out).write_text(dumps(record))
+        finally:
+            writer.close()
+    return record
+
+
+def scaler_params(scaler: Scaler, source: Source) -> tuple[Spec, Params | None]:
+    """What ``scaler`` contributes to a conversion: its strategy, and its fitted parameters
+    checked against ``source`` (none for per-image scope, fitted per chunk as usual)."""
+    if scaler.spec.scope == "image" and (scaler.params_ is None or scaler.params_.scope == "image"):
+        return scaler.spec, None
+    params = fitted_to(scaler.fitted(), geometry_of(source), "scaler")
+    return Spec(zero_std=scaler.spec.zero_std), replace(params, fitted_on=scaler.fitted_on)
+
+
+def write_images(
+    source: Source,
+    params: Params,
+    spec: Spec,
+    writer: Writer,
+    chunk_mb: float,
+    progress: Progress | None,
+    layout: str | None = None,
+) -> Params:
+    """The apply pass; for per-image scope the parameters are fitted per chunk here."""
+    layout = layout or source.layout
+    rows = min(aligned_chunk_images(source, chunk_mb), source.n_images)
+    passes = 2 if spec.needs_dataset_stats and params.fitted_on is None else 1
+    total = source.n_images * passes
+    per_image = params.scope == "image"
+    transform = None if per_image else Transform(params)
+    geometry = geometry_of(source)
+    chunk_params: list[Params] = []
+    start = 0
+    with BackgroundWriter(writer, (rows, *source.image_shape)) as background:
+        for chunk in source.chunks(rows):
+            out = background.buffer(chunk.shape[0])
+            if transform is not None:
+                transform.apply(chunk, start, out)
+            else:
+                fitted = build_params(spec, geometry, image_stats(chunk))
+                Transform(fitted).apply(chunk, 0, out)
+                chunk_params.append(fitted)
+            background.write(convert_layout(out, source.layout, layout))
+            start += chunk.shape[0]
+            if progress:
+                progress(chunk.shape[0], total, chunk.nbytes)
+    if not per_image:
+        return params
+    return merge_image_params(params, chunk_params, spec.zero_std)
+
+
+def fit(
+    inputs: PathLike | Sequence[PathLike] | Source,
+    output: PathLike | None,
+    spec: Spec,
+    *,
+    overwrite: bool = False,
+    chunk_mb: float = DEFAULT_CHUNK_MB,
+    progress: Progress | None = None,
+    **reading: Any,
+) -> dict[str, Any]:
+    """Fit parameters on the inputs (as one dataset) and write them as a params JSON.
+
+    Parameters
+    ----------
+    inputs
+        One input, several of one format (fitted as one dataset), or an open ``Source``.
+    output
+        Where to write the params JSON; None writes nothing.
+    spec
+        The strategy to fit.
+    overwrite
+        Replace an existing ``output``.
+    chunk_mb, progress
+        As for ``convert``.
+    **reading
+        Input options: ``key``, ``mode``, ``layout``, ``labels``.
+
+    Returns
+    -------
+    dict
+        The params record (``pixscale.params/1``).
+    """
+    source = as_source(inputs, reading)
+    if spec.needs_stats:
+        warn_if_test_split(source.files)
+    with staged_outputs(overwrite, source.files) as staged:
+        if output is not None:
+            staged.check(Path(output))
+        params = fit_params(source, spec, chunk_mb, progress)
+        record = params.to_record()
+        record["fitted_on"] = source.describe()
+        if output is not None:
+            staged.stage(Path(output)).write_text(dumps(record))
+    return record

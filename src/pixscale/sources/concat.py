@@ -1,0 +1,54 @@
+"""Several inputs of one format and image shape read as one dataset (shards, batches)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from pixscale.errors import InputError
+from pixscale.sources.base import Labels, Source, UInt8Array
+
+
+@dataclass
+class ConcatSource(Source):
+    """Several sources of one image shape, read one after another."""
+
+    parts: tuple[Source, ...] = ()
+
+    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        for part in self.parts:
+            yield from part.chunks(max_images)
+
+
+def concat(parts: list[Source]) -> Source:
+    first = parts[0]
+    for part in parts[1:]:
+        if part.format != first.format:
+            raise InputError(
+                f"{part.files[0]}: is {part.format}, {first.files[0]} is {first.format}; "
+                "several inputs must share one format"
+            )
+        if part.image_shape != first.image_shape or part.layout != first.layout:
+            raise InputError(
+                f"{part.files[0]}: images of shape {part.image_shape} do not match "
+                f"{first.files[0]} ({first.image_shape})"
+            )
+    labelled = [p.labels for p in parts if p.labels is not None]
+    labels = None
+    if len(labelled) == len(parts):
+        labels = Labels(
+            np.concatenate([lab.values for lab in labelled]),
+            ", ".join(lab.origin for lab in labelled),
+            labelled[0].class_names,
+        )
+    return ConcatSource(
+        name=" + ".join(p.name for p in parts),
+        format=first.format,
+        shape=(sum(p.n_images for p in parts), *first.image_shape),
+        layout=first.layout,
+        files=tuple(f for p in parts for f in p.files),
+        labels=labels,
+        parts=tuple(parts),
+    )

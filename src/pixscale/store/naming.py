@@ -1,0 +1,102 @@
+"""The names of pixscale's output files and of what is inside them, and telling outputs
+apart from inputs. Every other module asks here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pixscale.errors import OutputError
+
+#: Output format by file extension.
+FORMATS = {".h5": "h5", ".hdf5": "h5", ".npy": "npy"}
+#: Names inside an HDF5 output.
+IMAGES_DATASET = "images"
+LABELS_DATASET = "labels"
+#: Group holding parameter arrays too large for attributes (64 KiB limit).
+PARAMS_GROUP = "params"
+#: HDF5 attribute holding the whole record as JSON.
+RECORD_ATTRIBUTE = "pixscale_params"
+#: Standing for standard input or output on the command line.
+STREAM = "-"
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def sidecar_path(target: Path) -> Path:
+    """``train.npy`` → ``train.npy.json``: the record beside a .npy output."""
+    return target.with_name(target.name + ".json")
+
+
+def labels_path(target: Path) -> Path:
+    """``train.npy`` → ``train.labels.npy``."""
+    return target.with_name(f"{target.stem}.labels.npy")
+
+
+def arrays_path(target: Path) -> Path:
+    """``train.npy`` → ``train.params.npz``: parameter arrays too large for the JSON."""
+    return target.with_name(f"{target.stem}.params.npz")
+
+
+def companions(target: Path, fmt: str) -> list[Path]:
+    """Files a float32 output of format ``fmt`` may write beside ``target``."""
+    if fmt != "npy":
+        return []
+    return [sidecar_path(target), labels_path(target), arrays_path(target)]
+
+
+def output_format(path: Path, fmt: str | None = None) -> str:
+    """``h5`` or ``npy``: ``fmt`` when given, else from the extension."""
+    if str(path) == STREAM:
+        if fmt == "h5":
+            raise OutputError("HDF5 cannot be streamed: it needs a seekable file")
+        return "npy"
+    if fmt is not None:
+        return fmt
+    found = FORMATS.get(path.suffix.lower())
+    if found is None:
+        raise OutputError(
+            f"{path}: cannot tell the output format from the extension; "
+            "use .h5, .hdf5 or .npy, or --format h5|npy"
+        )
+    return found
+
+
+def uint8_format(path: Path) -> str:
+    """Format of an ``invert`` target: ``h5``, ``npy`` or ``idx`` (raw or .gz)."""
+    name = path.name.lower()
+    if name.endswith((".h5", ".hdf5")):
+        return "h5"
+    if name.endswith(".npy"):
+        return "npy"
+    if "idx" in name or name.endswith((".idx", ".ubyte", ".ubyte.gz")):
+        return "idx"
+    raise OutputError(
+        f"{path}: cannot tell the format; use .npy, .h5 or an IDX name (*-idx3-ubyte)"
+    )
+
+
+def starts_with(path: Path, signature: bytes) -> bool:
+    """True when the regular file ``path`` begins with ``signature``."""
+    if not path.is_file():
+        return False
+    with path.open("rb") as handle:
+        return handle.read(len(signature)) == signature
+
+
+def is_hdf5(path: Path) -> bool:
+    """True when ``path`` starts with the HDF5 signature."""
+    return starts_with(path, HDF5_SIGNATURE)
+
+
+def is_pixscale_output(path: Path) -> bool:
+    """True for an HDF5 file with a record, or a .npy with its sidecar record."""
+    if is_hdf5(path):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as handle:
+                return RECORD_ATTRIBUTE in handle.attrs
+        except OSError:
+            return False
+    return starts_with(path, NPY_MAGIC) and sidecar_path(path).is_file()

@@ -1,0 +1,124 @@
+"""Where and how a float32 output is written, and the one place that picks its writer."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pixscale.errors import OutputError
+from pixscale.store.base import Writer
+from pixscale.store.hdf5 import COMPRESSIONS, Hdf5Writer, is_contiguous
+from pixscale.store.io.atomic import StagedOutputs
+from pixscale.store.io.direct import IO_MODES, use_direct
+from pixscale.store.io.space import check_room
+from pixscale.store.naming import STREAM, companions, output_format
+from pixscale.store.npy import NpyWriter, StreamNpyWriter
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where and how to write: format (h5|npy), compression, HDF5 chunking, layout.
+
+    Parameters
+    ----------
+    path
+        The output file; ``"-"`` streams .npy to standard output.
+    format
+        ``"h5"`` or ``"npy"``; None takes it from the extension.
+    overwrite
+        Replace an existing output (atomically).
+    compression
+        HDF5 compression: ``"none"``, ``"gzip"`` or ``"lzf"``.
+    chunk_images
+        HDF5 chunk length in images (uncompressed HDF5 is contiguous without it).
+    layout
+        Output layout (``"nhwc"`` or ``"nchw"``); None keeps the input's.
+    params_out
+        Also write the record to this JSON file (the only record of a stream).
+    io
+        How .npy and contiguous HDF5 data reach the disk: ``"direct"`` (bypassing the
+        page cache), ``"buffered"``, or ``"auto"`` (direct for outputs too large to stay
+        in the cache).
+    """
+
+    path: Path
+    format: str | None = None
+    overwrite: bool = False
+    compression: str = "none"
+    chunk_images: int | None = None
+    layout: str | None = None
+    params_out: Path | None = None
+    io: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        if self.params_out is not None:
+            object.__setattr__(self, "params_out", Path(self.params_out))
+        if self.compression not in COMPRESSIONS:
+            raise OutputError(f"unknown compression {self.compression!r}; choose {COMPRESSIONS}")
+        if self.io not in IO_MODES:
+            raise OutputError(f"unknown io mode {self.io!r}; choose from {IO_MODES}")
+
+    @property
+    def to_stdout(self) -> bool:
+        return str(self.path) == STREAM
+
+    def resolved_format(self) -> str:
+        """``"h5"`` or ``"npy"``."""
+        return output_format(self.path, self.format)
+
+    def targets(self) -> list[Path]:
+        """Every file this output may create: the data, its companions, ``params_out``."""
+        found = (
+            [] if self.to_stdout else [self.path, *companions(self.path, self.resolved_format())]
+        )
+        if self.params_out is not None:
+            found.append(self.params_out)
+        return found
+
+
+def write_mode(output: Output, nbytes: int) -> str:
+    """How the output's bytes reach the disk: stream, direct or buffered (page cache)."""
+    fmt = output.resolved_format()
+    raw = fmt == "npy" or is_contiguous(output.compression, output.chunk_images)
+    if output.io == "direct" and (output.to_stdout or not raw):
+        raise OutputError(
+            f"{output.path}: direct writes need a .npy file or uncompressed, unchunked HDF5"
+        )
+    if output.to_stdout:
+        return "stream"
+    if raw and use_direct(output.io, nbytes):
+        return "direct"
+    return "buffered"
+
+
+def check_targets(output: Output, staged: StagedOutputs) -> None:
+    """Refuse, before any work, targets that collide with each other, an input, a folder
+    or an existing file, or that cannot fit."""
+    targets = [p.absolute() for p in output.targets()]
+    if len(set(targets)) != len(targets):
+        raise OutputError(
+            f"{output.params_out}: --params-out names a file the output itself writes"
+        )
+    for target in output.targets():
+        staged.check(target)
+
+
+def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -> Writer:
+    """The writer for ``output``, its targets checked and room for the data confirmed."""
+    nbytes = 4 * math.prod(shape)
+    mode = write_mode(output, nbytes)
+    check_targets(output, staged)
+    if output.to_stdout:
+        return StreamNpyWriter(sys.stdout.buffer, shape)
+    check_room(output.path, nbytes)
+    if output.resolved_format() == "npy":
+        return NpyWriter(output.path, shape, staged, mode == "direct")
+    return Hdf5Writer(
+        output.path, shape, staged, output.compression, output.chunk_images, mode == "direct"
+    )
+
+
+__all__ = ["Output", "check_targets", "open_writer", "write_mode"]
