@@ -33,7 +33,7 @@ def client():  # type: ignore[no-untyped-def]
         n_workers=2,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",  # any free port: tests may run beside another cluster
         host="127.0.0.1",
     )
     with distributed.Client(cluster) as connected:

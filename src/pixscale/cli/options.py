@@ -13,7 +13,8 @@ from typing import Any, TypeVar, cast
 import click
 
 from pixscale.core.layouts import INPUT_LAYOUTS
-from pixscale.core.spec import SCOPES, STRATEGIES, ZERO_STD_POLICIES, Spec
+from pixscale.core.params import SCOPES, STRATEGIES, ZERO_STD_POLICIES
+from pixscale.core.spec import Spec
 from pixscale.engine.scan import DEFAULT_CHUNK_MB
 from pixscale.errors import PixscaleError
 from pixscale.sources.folder import MODES

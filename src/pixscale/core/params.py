@@ -11,6 +11,8 @@ defining numbers; ``scale`` and ``offset`` are derived and stored for readers.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,6 +33,12 @@ INLINE_LIMIT = 1024
 Float64Array = npt.NDArray[np.float64]
 ARRAY_FIELDS = ("source_low", "source_span")
 
+STRATEGIES = ("unit", "range", "symmetric", "standardize", "none")
+SCOPES = ("global", "channel", "pixel", "image")
+ZERO_STD_POLICIES = ("unit", "error")
+#: The largest finite float32; outputs beyond it would be written as inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 @dataclass(frozen=True)
 class Params:
@@ -49,6 +57,9 @@ class Params:
     stats: dict[str, Any] | None = None
     zero_std: dict[str, Any] | None = None
     fitted_on: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     @property
     def scale(self) -> Float64Array:
@@ -125,24 +136,132 @@ class Params:
             values = {name: _decode(record[name], arrays or {}) for name in ARRAY_FIELDS}
             axis = record["channel_axis"]
             return cls(
-                strategy=str(record["strategy"]),
-                scope=str(record["scope"]),
+                strategy=_text(record["strategy"], "strategy"),
+                scope=_text(record["scope"], "scope"),
                 source_low=values["source_low"],
                 source_span=values["source_span"],
-                target_low=float(record["target_low"]),
-                target_span=float(record["target_span"]),
-                layout=str(record["layout"]),
-                channel_axis=None if axis is None else int(axis),
-                image_shape=tuple(int(n) for n in record["image_shape"]),
-                clip=bool(record.get("clip", False)),
+                target_low=_number(record["target_low"], "target_low"),
+                target_span=_number(record["target_span"], "target_span"),
+                layout=_text(record["layout"], "layout"),
+                channel_axis=None if axis is None else _integer(axis, "channel_axis"),
+                image_shape=tuple(_integer(n, "image_shape") for n in record["image_shape"]),
+                clip=record.get("clip", False),
                 stats=record.get("stats"),
                 zero_std=record.get("zero_std"),
                 fitted_on=record.get("fitted_on"),
             )
         except KeyError as exc:
             raise ParamsError(f"parameter record lacks the field {exc.args[0]!r}") from exc
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ParamsError(f"parameter record is malformed: {exc}") from exc
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ParamsError(f"{name} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ParamsError(f"{name} must be a number, not {type(value).__name__}")
+    return float(value)
+
+
+def _integer(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParamsError(f"{name} must hold integers, not {value!r}")
+    return value
+
+
+def validate(params: Params) -> None:
+    """The one validation point: every way parameters enter (fitted, given, a params JSON,
+    an output's record or its arrays, a ``Scaler``) builds a ``Params`` and so passes here.
+
+    Raises
+    ------
+    ParamsError
+        Naming the first field that is unknown, non-finite, zero where it divides, of the
+        wrong shape for the scope, or that would send outputs beyond float32's range.
+    """
+    if params.strategy not in STRATEGIES:
+        raise ParamsError(f"unknown strategy {params.strategy!r}; choose from {STRATEGIES}")
+    if params.scope not in SCOPES:
+        raise ParamsError(f"unknown scope {params.scope!r}; choose from {SCOPES}")
+    if not isinstance(params.clip, bool):
+        raise ParamsError(f"clip must be true or false, not {params.clip!r}")
+    _check_geometry(params)
+    for name in ("target_low", "target_span"):
+        value = getattr(params, name)
+        if not isinstance(value, float) or not math.isfinite(value):
+            raise ParamsError(f"{name} must be a finite number, not {value!r}")
+    if params.target_span == 0:
+        raise ParamsError("target_span is 0: every output would be the same value")
+    for name in ARRAY_FIELDS:
+        _check_array(params, name)
+    with np.errstate(all="ignore"):
+        scale, offset = params.scale, params.offset
+        reach = np.maximum(np.abs(offset), np.abs(offset + 255 * scale))
+    if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(offset))):
+        raise ParamsError("scale or offset is not finite (a source_span too small?)")
+    largest = max((abs(v) for v in params.target_range), default=0.0)
+    if not params.clip and reach.size:
+        largest = float(np.max(reach))
+    if largest > FLOAT32_MAX:
+        raise ParamsError(f"outputs would reach {largest:.3g}, beyond float32's range")
+    _check_sections(params)
+
+
+def _check_geometry(params: Params) -> None:
+    shape = params.image_shape
+    if not shape or not all(isinstance(n, int) and n > 0 for n in shape):
+        raise ParamsError(f"image_shape must be positive integers, not {list(shape)}")
+    axis = params.channel_axis
+    if axis is not None and not (isinstance(axis, int) and 0 <= axis < len(shape)):
+        raise ParamsError(f"channel_axis {axis!r} does not fit images of shape {list(shape)}")
+    if not re.fullmatch(r"n(f|hw|hwc|chw|d+)", str(params.layout)):
+        raise ParamsError(f"unknown layout {params.layout!r}")
+
+
+def _check_array(params: Params, name: str) -> None:
+    values = getattr(params, name)
+    if not isinstance(values, np.ndarray) or values.dtype != np.float64:
+        raise ParamsError(f"{name} must be float64 numbers")
+    if not np.all(np.isfinite(values)):
+        raise ParamsError(f"{name} holds non-finite values")
+    if name == "source_span" and np.any(values == 0):
+        raise ParamsError("source_span holds 0: the map would divide by zero")
+    expected = _expected_shapes(params)
+    if values.size > 1 and values.shape not in expected and params.scope != "image":
+        raise ParamsError(
+            f"{name} has shape {values.shape}, {params.scope} scope on images of shape "
+            f"{params.image_shape} needs {' or '.join(str(s) for s in expected)}"
+        )
+    if params.scope == "image" and values.ndim != 1:
+        raise ParamsError(f"{name} of per-image parameters must be 1-D, not {values.shape}")
+
+
+def _expected_shapes(params: Params) -> list[tuple[int, ...]]:
+    if params.scope == "pixel":
+        return [params.image_shape]
+    if params.scope == "channel" and params.channel_axis is not None:
+        return [(params.image_shape[params.channel_axis],)]
+    return [()]
+
+
+def _check_sections(params: Params) -> None:
+    for name in ("stats", "zero_std", "fitted_on"):
+        value = getattr(params, name)
+        if value is not None and not isinstance(value, dict):
+            raise ParamsError(f"{name} must be an object, not {type(value).__name__}")
+    zero = params.zero_std
+    if zero is not None:
+        if zero.get("policy") not in ZERO_STD_POLICIES:
+            policy = zero.get("policy")
+            raise ParamsError(f"zero_std policy {policy!r} is not one of {ZERO_STD_POLICIES}")
+        count = zero.get("constant_count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ParamsError(f"zero_std constant_count must be a count, not {count!r}")
 
 
 def _decode(value: Any, arrays: dict[str, Float64Array]) -> Float64Array:
@@ -150,11 +269,13 @@ def _decode(value: Any, arrays: dict[str, Float64Array]) -> Float64Array:
         name = value.get("array")
         if name not in arrays:
             raise ParamsError(f"parameter array {name!r} is referenced but not stored")
-        return np.asarray(arrays[name], np.float64)
-    decoded = np.asarray(value, np.float64)
-    if not np.all(np.isfinite(decoded)):
-        raise ParamsError("parameter record holds non-finite values")
-    return decoded
+        stored = np.asarray(arrays[name])
+        if stored.dtype.kind not in "iuf":
+            raise ParamsError(f"parameter array {name!r} holds {stored.dtype}, not numbers")
+        return stored.astype(np.float64)
+    if isinstance(value, bool) or not isinstance(value, int | float | list):
+        raise ParamsError(f"expected numbers, found {type(value).__name__}")
+    return np.asarray(value, np.float64)
 
 
 def dumps(record: dict[str, Any]) -> str:
@@ -167,6 +288,8 @@ def loads(text: str, origin: str) -> dict[str, Any]:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ParamsError(f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except RecursionError as exc:
+        raise ParamsError(f"{origin}: JSON nested too deeply") from exc
     if not isinstance(record, dict):
         raise ParamsError(f"{origin}: not a parameter record")
     return record

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pixscale.core.params import Params
+from pixscale.core.params import SCOPES, STRATEGIES, ZERO_STD_POLICIES, Params
 from pixscale.core.stats import ScopeStats
 from pixscale.errors import ParamsError
-
-STRATEGIES = ("unit", "range", "symmetric", "standardize", "none")
-SCOPES = ("global", "channel", "pixel", "image")
-ZERO_STD_POLICIES = ("unit", "error")
 
 #: (source_low, source_span, target_low, target_span) of the fixed strategies.
 FIXED = {
@@ -48,6 +45,13 @@ class Spec:
             raise ParamsError("--from, --to and --from-data apply to the range strategy only")
         if self.strategy != "standardize" and (self.mean or self.std):
             raise ParamsError("--mean and --std apply to the standardize strategy only")
+        for name in ("source_range", "target_range", "mean", "std"):
+            values = getattr(self, name)
+            if values is not None and not all(
+                isinstance(v, int | float) and math.isfinite(v) for v in values
+            ):
+                flag = {"source_range": "--from", "target_range": "--to"}.get(name, f"--{name}")
+                raise ParamsError(f"{flag} needs finite numbers, got {list(values)}")
         if (self.mean is None) != (self.std is None):
             raise ParamsError("give both --mean and --std, or neither")
         if self.source_range and self.from_data:
