@@ -1,8 +1,13 @@
-"""Real data for the tests: MNIST from ../shared, the bundled slice, a real photograph."""
+"""Real data for the tests: the original MNIST files, the bundled slice, a real photograph.
+
+MNIST is looked for in ``$PIXSCALE_TEST_DATA/mnist`` (default ``../shared/data/mnist``);
+tests that need it skip with a reason where it is absent.
+"""
 
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGES = ROOT / "sample_data" / "mnist-train-1k-images-idx3-ubyte.gz"
 SAMPLE_LABELS = ROOT / "sample_data" / "mnist-train-1k-labels-idx1-ubyte.gz"
-MNIST = ROOT.parent / "shared" / "data" / "mnist"
+TEST_DATA = Path(os.environ.get("PIXSCALE_TEST_DATA", ROOT.parent / "shared" / "data"))
+MNIST = TEST_DATA / "mnist"
 
 
 def read_idx_gz(path: Path) -> np.ndarray:
@@ -25,7 +31,7 @@ def read_idx_gz(path: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     if not (MNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("original MNIST files not found at ../shared/data/mnist")
+        pytest.skip(f"original MNIST files not found in {MNIST} (set PIXSCALE_TEST_DATA)")
     return MNIST
 
 
