@@ -222,6 +222,30 @@ def test_interrupted_conversion_leaves_nothing(tmp_path: Path, sig: signal.Signa
     wait_for_output(out_dir)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    assert "interrupted" in stderr
+    assert process.returncode == 128 + sig, stderr  # as shells report a signal
+    assert ("interrupted" if sig == signal.SIGINT else "terminated") in stderr
     assert list(out_dir.iterdir()) == []
+
+
+def test_fitted_stream_without_params_out_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["convert", str(SAMPLE_IMAGES), "-o", "-", "-s", "standardize"]
+    )
+    assert result.exit_code == 1 and "--params-out" in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_newline_in_a_file_name_stays_on_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "evil\nname.npy"
+    path.write_bytes(b"not an array")
+    result = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "x.h5")])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "evil\\nname.npy" in result.stderr
+
+
+def test_closed_standard_output_is_refused(tmp_path: Path) -> None:
+    process = subprocess.run(
+        f"{PIXSCALE} convert {SAMPLE_IMAGES} -o - >&-", shell=True, capture_output=True, text=True
+    )
+    assert process.returncode == 1, process.stderr
+    assert process.stderr.startswith("Error: ") and "Traceback" not in process.stderr

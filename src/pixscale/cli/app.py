@@ -7,11 +7,12 @@ import signal
 import click
 
 from pixscale._version import __version__
+from pixscale.cli.errors import Terminated
 
 
 def on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM unwinds like Ctrl-C, so temporary outputs are removed."""
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,32 @@ from pixscale.store.output import Output
 
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+def stdout_is_open() -> bool:
+    if sys.stdout is None:  # started with standard output closed
+        return False
+    try:
+        os.fstat(sys.stdout.fileno())
+    except io.UnsupportedOperation:  # a stream with no descriptor, as in tests
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def check_stdout(spec: Spec, params_from: Path | None, params_out: Path | None) -> None:
+    """``-o -``: standard output must be open and not a terminal, and parameters fitted on
+    the data need --params-out, the only place their record can go."""
+    if not stdout_is_open():
+        raise click.ClickException("-o -: standard output is closed")
+    if stdout_is_terminal():
+        raise click.UsageError("refusing to write binary .npy to a terminal; redirect or pipe it")
+    fitted = spec.needs_stats or spec.scope == "image"
+    if fitted and params_from is None and params_out is None:
+        raise click.ClickException(
+            "-o - writes only the data: give --params-out FILE to keep the fitted parameters"
+        )
 
 
 @main.command()
@@ -139,8 +167,8 @@ def convert(
     from pixscale.engine.local import convert as run_convert
 
     spec = check_reuse(spec, params_from)
-    if str(output) == STDIN and stdout_is_terminal():
-        raise click.UsageError("refusing to write binary .npy to a terminal; redirect or pipe it")
+    if str(output) == STDIN:
+        check_stdout(spec, params_from, params_out)
     advance, close = progress_bar(quiet, "converting")
     with contextlib.ExitStack() as stack:
         stack.callback(close)

@@ -16,9 +16,22 @@ from pixscale.errors import PixscaleError, PixscaleWarning
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwinding like Ctrl-C so that temporary outputs are removed."""
+
+
+#: Exit status for a signal, as shells report it: 128 + the signal's number.
+SIGNAL_EXIT = {Terminated: 128 + 15, KeyboardInterrupt: 128 + 2}
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: line breaks (in file names, say) shown as ``\\n``."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def echo_warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
     """Show a library warning as one ``Warning: …`` line on stderr."""
-    click.echo(f"Warning: {message}", err=True)
+    click.echo(f"Warning: {one_line(str(message))}", err=True)
 
 
 def reports_errors(command: F) -> F:
@@ -38,16 +51,17 @@ def reports_errors(command: F) -> F:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             raise click.exceptions.Exit(141) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if debug:
                 raise
-            click.echo("Error: interrupted; no output was written", err=True)
-            raise click.exceptions.Exit(130) from None
+            what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            click.echo(f"Error: {what}; no output was written", err=True)
+            raise click.exceptions.Exit(SIGNAL_EXIT[type(exc)]) from None
         except (PixscaleError, OSError) as exc:
             if debug:
                 raise
             message = str(exc) if isinstance(exc, PixscaleError) else describe_os_error(exc)
-            raise click.ClickException(message) from exc
+            raise click.ClickException(one_line(message)) from exc
 
     return wrapper  # type: ignore[return-value]
 

@@ -24,10 +24,10 @@ from pixscale.tasks.export import TARGETS as EXPORT_TARGETS
 )
 @click.option(
     "--digits",
-    type=click.IntRange(0, 17),
+    type=click.IntRange(1, 17),
     default=4,
     show_default=True,
-    help="Decimal places to round to.",
+    help="Decimal places (more where a small number needs them).",
 )
 @click.option("--exact", is_flag=True, help="Full float64 precision instead of --digits.")
 @quiet_option

@@ -29,13 +29,34 @@ def normalize_constants(params: Params) -> tuple[list[float], list[float]]:
     return np.atleast_1d(centre).tolist(), np.atleast_1d(divisor).tolist()
 
 
+def significant(value: float, digits: int | None) -> float:
+    """``value`` to ``digits`` decimal places, or to ``digits`` significant digits where that
+    is closer (so a small std never rounds to 0)."""
+    if digits is None:
+        return value
+    places, figures = round(value, digits), float(f"{value:.{digits}g}")
+    return places if abs(places - value) <= abs(figures - value) else figures
+
+
 def _numbers(values: list[float], digits: int | None) -> str:
-    shown = [repr(round(v, digits) if digits is not None else v) for v in values]
+    shown = [repr(significant(v, digits)) for v in values]
     return "(" + ", ".join(shown) + ("," if len(shown) == 1 else "") + ")"
 
 
 def export(params: Params, target: str, digits: int | None = 4) -> str:
-    """One snippet for ``target``; ``digits`` rounds (None keeps full float64 precision)."""
+    """One snippet for ``target`` in that framework's form and units.
+
+    Parameters
+    ----------
+    params
+        Parameters of global or channel scope.
+    target
+        One of ``TARGETS``.
+    digits
+        Decimal places, or significant digits for small numbers; None: full precision.
+    """
+    if digits is not None and digits < 1:
+        raise ParamsError(f"digits must be at least 1, not {digits}")
     mean, std = normalize_constants(params)
     unit_mean, unit_std = [m / 255 for m in mean], [s / 255 for s in std]
     note = "# clip is not part of Normalize\n" if params.clip else ""
@@ -69,4 +90,4 @@ def export(params: Params, target: str, digits: int | None = 4) -> str:
 
 
 def _round(values: list[float], digits: int | None) -> list[float]:
-    return [round(v, digits) if digits is not None else v for v in values]
+    return [significant(v, digits) for v in values]

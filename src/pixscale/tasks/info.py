@@ -61,6 +61,8 @@ def output_info(converted: ConvertedFile) -> dict[str, Any]:
     low, high = np.inf, -np.inf
     for chunk in converted.chunks(converted.chunk_rows):
         values = chunk.astype(np.float64)
+        if not np.all(np.isfinite(values)):  # no pixscale output holds them
+            raise InputError(f"{converted.path}: holds inf or NaN values (damaged output)")
         count += values.size // (1 if channel is None else values.shape[channel])
         total = total + values.sum(axis=reduce_axes)
         squares = squares + (values * values).sum(axis=reduce_axes)

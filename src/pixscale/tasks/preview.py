@@ -46,6 +46,8 @@ def output_preview(path: Path, count: int) -> PreviewData:
     rows = converted.chunk_rows
     low, high = np.inf, -np.inf
     for chunk in converted.chunks(rows):
+        if not np.all(np.isfinite(chunk)):
+            raise InputError(f"{path}: holds inf or NaN values (damaged output)")
         low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
     source_hist = np.zeros(256, np.int64)
     output_hist = np.zeros(OUTPUT_BINS, np.int64)
@@ -98,10 +100,11 @@ def input_preview(path: Path, count: int, **reading: Any) -> PreviewData:
 
 
 def to_display(images: npt.NDArray[np.uint8], layout: str) -> npt.NDArray[np.uint8]:
-    """Images as (N, H, W) or (N, H, W, 3) for Pillow."""
+    """Images as (N, H, W) or (N, H, W, 3) for Pillow; other channel counts show their
+    first channel."""
     if layout == "nchw":
         images = images.transpose(0, 2, 3, 1)
-    if images.ndim == 4 and images.shape[-1] == 1:
+    if images.ndim == 4 and images.shape[-1] != 3:
         images = images[..., 0]
     if images.ndim not in (3, 4):
         raise InputError(f"cannot draw images of shape {images.shape[1:]}")
