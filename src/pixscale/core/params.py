@@ -133,7 +133,7 @@ class Params:
         if record.get("format") != FORMAT:
             raise ParamsError(f"not a {FORMAT} record (format={record.get('format')!r})")
         try:
-            values = {name: _decode(record[name], arrays or {}) for name in ARRAY_FIELDS}
+            values = {name: _decode(record[name], arrays or {}, name) for name in ARRAY_FIELDS}
             axis = record["channel_axis"]
             return cls(
                 strategy=_text(record["strategy"], "strategy"),
@@ -232,7 +232,7 @@ def _check_array(params: Params, name: str) -> None:
     if name == "source_span" and np.any(values == 0):
         raise ParamsError("source_span holds 0: the map would divide by zero")
     expected = _expected_shapes(params)
-    if values.size > 1 and values.shape not in expected and params.scope != "image":
+    if values.size != 1 and values.shape not in expected and params.scope != "image":
         raise ParamsError(
             f"{name} has shape {values.shape}, {params.scope} scope on images of shape "
             f"{params.image_shape} needs {' or '.join(str(s) for s in expected)}"
@@ -264,7 +264,7 @@ def _check_sections(params: Params) -> None:
             raise ParamsError(f"zero_std constant_count must be a count, not {count!r}")
 
 
-def _decode(value: Any, arrays: dict[str, Float64Array]) -> Float64Array:
+def _decode(value: Any, arrays: dict[str, Float64Array], field: str) -> Float64Array:
     if isinstance(value, dict):
         name = value.get("array")
         if name not in arrays:
@@ -274,7 +274,7 @@ def _decode(value: Any, arrays: dict[str, Float64Array]) -> Float64Array:
             raise ParamsError(f"parameter array {name!r} holds {stored.dtype}, not numbers")
         return stored.astype(np.float64)
     if isinstance(value, bool) or not isinstance(value, int | float | list):
-        raise ParamsError(f"expected numbers, found {type(value).__name__}")
+        raise ParamsError(f"{field} must hold numbers, found {type(value).__name__}")
     return np.asarray(value, np.float64)
 
 
