@@ -46,7 +46,7 @@ def both_engines(client, paths, tmp_path: Path, spec: Spec, **options):  # type:
     source = open_source(paths)
     remote = convert_on_dask(source, Output(tmp_path / "dask.h5"), spec, client, **options)
     with h5py.File(tmp_path / "local.h5", "r") as a, h5py.File(tmp_path / "dask.h5", "r") as b:
-        assert b["images"].is_virtual
+        assert not b["images"].is_virtual and b["images"].chunks is None  # self-contained
         assert np.array_equal(a["images"][()].view(np.uint32), b["images"][()].view(np.uint32))
         if "labels" in a:
             assert np.array_equal(a["labels"][()], b["labels"][()])
@@ -78,7 +78,34 @@ def test_sharded_npy_standardize_per_channel_fitted_across_shards(
         client, shards, tmp_path, Spec("standardize", scope="channel"), partition_mb=0.05
     )
     assert remote["fitted_on"]["files"] == [p.name for p in shards]
-    assert remote["output"]["engine"] == "dask" and len(remote["output"]["shards"]) > 3
+    assert remote["output"]["engine"] == "dask"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["dask.h5", "local.h5", *[p.name for p in shards]]
+    )  # nothing beside the output
+
+
+def test_partitions_cross_shards_on_chunk_boundaries(shards) -> None:  # type: ignore[no-untyped-def]
+    source = open_source(shards)
+    found = partitions(source, partition_mb=0.1, step=5)
+    assert all(start % 5 == 0 for start, _ in found)
+    assert sum(window.n_images for _, window in found) == source.n_images
+    whole = np.concatenate([np.load(p) for p in shards])
+    for start, window in found:
+        got = np.concatenate(list(window.chunks(3)))
+        assert np.array_equal(got, whole[start : start + window.n_images])
+
+
+def test_h5_moved_alone_still_reads(client, shards, tmp_path: Path, photo_tiles) -> None:  # type: ignore[no-untyped-def]
+    convert_on_dask(
+        open_source(shards), Output(tmp_path / "d.h5"), Spec("unit"), client, partition_mb=0.05
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    moved = elsewhere / "d.h5"
+    (tmp_path / "d.h5").rename(moved)
+    with h5py.File(moved, "r") as handle:
+        got = handle["images"][()]
+    assert np.array_equal(got, photo_tiles.astype(np.float32) / np.float32(255))
 
 
 def test_per_image_scope_on_dask(client, shards, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -106,9 +133,27 @@ def test_dask_output_inverts_exactly(client, shards, tmp_path: Path, photo_tiles
     assert np.array_equal(np.load(tmp_path / "back.npy"), photo_tiles)
 
 
-def test_npy_output_is_a_clear_error(client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(OutputError, match="the dask engine writes HDF5"):
-        convert_on_dask(open_source(SAMPLE_IMAGES), Output(tmp_path / "x.npy"), Spec(), client)
+def test_npy_output_equals_the_local_engine(client, shards, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spec = Spec("standardize", scope="pixel")
+    local = convert(shards, tmp_path / "l.npy", spec)
+    remote = convert_on_dask(
+        open_source(shards), Output(tmp_path / "d.npy"), spec, client, partition_mb=0.05
+    )
+    a, b = np.load(tmp_path / "l.npy"), np.load(tmp_path / "d.npy")
+    assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+    assert {k for k in local if local[k] != remote[k]} == {"output"}
+    with np.load(tmp_path / "l.params.npz") as x, np.load(tmp_path / "d.params.npz") as y:
+        assert all(np.array_equal(x[k], y[k]) for k in x.files)
+
+
+def test_compressed_h5_is_a_clear_error(client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(OutputError, match="uncompressed, contiguous HDF5"):
+        convert_on_dask(
+            open_source(SAMPLE_IMAGES),
+            Output(tmp_path / "x.h5", compression="gzip"),
+            Spec(),
+            client,
+        )
     assert list(tmp_path.iterdir()) == []
 
 

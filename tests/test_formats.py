@@ -157,14 +157,29 @@ def test_cifar100_uses_the_fine_label(tmp_path: Path, cifar_tiles: np.ndarray) -
     assert np.array_equal(np.concatenate(list(source.chunks(7))), cifar_tiles)
 
 
-def test_pickle_batches_are_refused_with_the_reason(tmp_path: Path) -> None:
+class Exploit:
+    """A pickle that would create a file when loaded by an ordinary unpickler."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickles_other_than_cifar_batches_are_refused_with_the_reason(tmp_path: Path) -> None:
     import pickle
 
     path = tmp_path / "data_batch_1"
-    path.write_bytes(pickle.dumps({"data": [1, 2, 3]}))
+    marker = tmp_path / "pwned"
+    path.write_bytes(pickle.dumps({b"data": Exploit(marker)}, protocol=2))
     result = run("convert", path, "-o", tmp_path / "x.h5")
     assert result.exit_code == 1  # type: ignore[attr-defined]
-    assert "unpickling runs arbitrary code" in result.stderr  # type: ignore[attr-defined]
+    assert "the pickle refers to io.open" in result.stderr  # type: ignore[attr-defined]
+    assert not marker.exists()
+    path.write_bytes(pickle.dumps({"data": [1, 2, 3]}))
+    result = run("convert", path, "-o", tmp_path / "x.h5")
+    assert "no uint8 'data' rows" in result.stderr  # type: ignore[attr-defined]
 
 
 def test_mixed_formats_are_refused(tmp_path: Path, sample_npy: Path) -> None:
@@ -286,7 +301,7 @@ def test_hdf5_key_choice_and_errors(tmp_path: Path, sample) -> None:  # type: ig
         open_source(several, key="f")
     with pytest.raises(InputError, match="no dataset 'nope'"):
         open_source(several, key="nope")
-    with pytest.raises(InputError, match="--key applies to .npz and HDF5"):
+    with pytest.raises(InputError, match="--key applies to .npz, HDF5"):
         open_source(SAMPLE_IMAGES, key="x")
 
 

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import signal
+import sys
+from typing import Any
 
 import click
 
 from pixscale._version import __version__
-from pixscale.cli.errors import Terminated
+from pixscale.cli.errors import RECEIVED, Terminated
+from pixscale.store.io.atomic import INTERRUPTED
 
 
-def on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C, so temporary outputs are removed."""
-    raise Terminated
+def on_signal(signum: int, frame: object) -> None:
+    """SIGINT and SIGTERM unwind, so temporary outputs are removed; the flag stops the
+    commit even where Python swallows the exception (inside a finalizer)."""
+    INTERRUPTED.set()
+    RECEIVED["signal"] = signum
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def quiet_unraisable(unraisable: Any) -> None:
+    """A signal's exception raised inside a finalizer is swallowed by Python, which would print
+    its traceback; ``INTERRUPTED`` carries it to the commit instead, so say nothing here."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,6 +39,9 @@ def main(debug: bool) -> None:
       pixscale fit train-images-idx3-ubyte.gz -s standardize -o mnist.params.json
       pixscale convert t10k-images-idx3-ubyte.gz -o test.h5 --params-from mnist.params.json
     """
-    signal.signal(signal.SIGTERM, on_sigterm)
+    INTERRUPTED.clear()
+    sys.unraisablehook = quiet_unraisable
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     # Past a file-size limit, fail the write with EFBIG (a clean error) instead of dying.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

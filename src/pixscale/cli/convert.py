@@ -69,7 +69,7 @@ def check_stdout(spec: Spec, params_from: Path | None, params_out: Path | None) 
     "--output",
     required=True,
     type=click.Path(path_type=Path),
-    help="Output file: .h5/.hdf5 or .npy (sidecar <output>.json); - for .npy on stdout.",
+    help="Output: .h5/.hdf5, .npy (sidecar <output>.json) or .zarr; - for .npy on stdout.",
 )
 @strategy_options
 @input_options
@@ -91,7 +91,7 @@ def check_stdout(spec: Spec, params_from: Path | None, params_out: Path | None) 
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["h5", "npy"]),
+    type=click.Choice(["h5", "npy", "zarr"]),
     help="Output format (default: from the extension).",
 )
 @click.option(

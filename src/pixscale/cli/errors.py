@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -20,8 +21,9 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, unwinding like Ctrl-C so that temporary outputs are removed."""
 
 
-#: Exit status for a signal, as shells report it: 128 + the signal's number.
-SIGNAL_EXIT = {Terminated: 128 + 15, KeyboardInterrupt: 128 + 2}
+#: The signal that stopped the run, for the exit status (128 + its number, as shells
+#: report it) when its exception surfaces later, e.g. from the commit.
+RECEIVED = {"signal": int(signal.SIGINT)}
 
 
 def one_line(message: str) -> str:
@@ -54,9 +56,10 @@ def reports_errors(command: F) -> F:
         except KeyboardInterrupt as exc:
             if debug:
                 raise
-            what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            number = signal.SIGTERM if isinstance(exc, Terminated) else RECEIVED["signal"]
+            what = "terminated" if number == signal.SIGTERM else "interrupted"
             click.echo(f"Error: {what}; no output was written", err=True)
-            raise click.exceptions.Exit(SIGNAL_EXIT[type(exc)]) from None
+            raise click.exceptions.Exit(128 + number) from None
         except (PixscaleError, OSError) as exc:
             if debug:
                 raise

@@ -25,7 +25,10 @@ from pixscale.cli.options import input_options, overwrite_option, quiet_option
     "--verify",
     "verify_source",
     type=click.Path(path_type=Path),
-    help="Compare with the original source and count differing pixels.",
+    help=(
+        "Compare with the original source: pixels that differ (beyond a --clip's loss) "
+        "mean FILE is damaged, and nothing is written."
+    ),
 )
 @input_options
 @overwrite_option

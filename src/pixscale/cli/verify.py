@@ -18,14 +18,13 @@ from pixscale.cli.options import input_options, quiet_option
     "--source",
     "source_path",
     type=click.Path(path_type=Path),
-    help="The original input: check its sha256 and re-derive a sample of values.",
+    help="The original input: check its sha256 and re-derive every image bit for bit.",
 )
 @click.option(
     "--samples",
     type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Images re-derived from the source.",
+    default=None,
+    help="Re-derive only N evenly spaced images from the source (default: all).",
 )
 @input_options
 @quiet_option
@@ -33,13 +32,18 @@ from pixscale.cli.options import input_options, quiet_option
 def verify(
     converted: Path,
     source_path: Path | None,
-    samples: int,
+    samples: int | None,
     quiet: bool,
     reading: dict[str, Any],
 ) -> None:
     """Check that FILE's record is complete and matches its data (and its source).
 
+    Without --source: the record's fields, the derived scale and offset, the checksum of
+    the data and that every value is one the parameters can produce. With --source: also
+    its sha256 and every image re-derived bit for bit.
+
     \b
+      pixscale verify train.h5
       pixscale verify train.h5 --source train-images-idx3-ubyte.gz
     """
     from pixscale.tasks.verify import verify as run_verify
@@ -49,4 +53,4 @@ def verify(
         if not quiet:
             click.echo(f"{'ok  ' if passed else 'FAIL'} {name}: {detail}")
     if not report.ok:
-        raise click.ClickException(f"{converted}: verification failed")
+        raise click.ClickException(f"{converted}: verification failed ({', '.join(report.failed)})")

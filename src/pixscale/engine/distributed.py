@@ -1,62 +1,173 @@
-"""The same conversion on a Dask cluster.
+"""The same conversion on a Dask cluster, written in parallel by the workers.
 
-The input is split into partitions (by file, then by ranges of the first axis); each task
-reads only its own partition. Fitted statistics come back from the tasks as exact integer
-sums and are merged by addition, so the parameters are bit-identical to the local engine's.
-Each task writes its own HDF5 shard with the local pipeline (no write locks); the master
-``.h5`` exposes the shards as one virtual ``images`` dataset, with labels and the record.
-Shards go to a temporary folder and the master file appears last; a failed run removes both.
+The input is split into partitions of whole output chunks (ranges of the first axis, across
+file boundaries); each task reads only its own partition. Fitted statistics come back from
+the tasks as exact integer sums and are merged by addition, so the parameters are
+bit-identical to the local engine's. The scaled values never travel through the client:
+
+- **Zarr** (``.zarr``): each task writes its own chunks of the ``images`` array in a store
+  built under a temporary name beside the target; the client adds labels, parameter arrays
+  and the record, and renames the store into place.
+- **HDF5** (``.h5``, uncompressed) and **.npy**: the client creates the file with its
+  contiguous float32 region allocated up front (as the local engine does); each task
+  writes its own byte range of that region; the client adds the record and commits. The
+  result is one self-contained file, identical to the local engine's.
+
+Tasks write to the output's folder, so workers on other machines need it on a shared file
+system, and input paths must mean the same on every worker. Nothing returns through the
+client but the integer sums and, for per-image scope, the per-image parameters.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import h5py
 import numpy as np
+import numpy.typing as npt
 
 from pixscale.core.layouts import output_shape
-from pixscale.core.params import Params
+from pixscale.core.params import Params, dumps
 from pixscale.core.spec import Spec, build_params
 from pixscale.core.stats import PixelSums
 from pixscale.engine.fitting import geometry_of, merge_image_params, prepare_params
-from pixscale.engine.local import check_reuse, write_images
+from pixscale.engine.local import check_reuse, hash_quietly, write_images
 from pixscale.engine.record import build_record
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, Progress, dataset_sums
 from pixscale.errors import OutputError
 from pixscale.sources import ConcatSource, Source
-from pixscale.sources.base import WindowSource, files_sha256, window_of
-from pixscale.store.hdf5 import Hdf5Writer, store_record
-from pixscale.store.io.atomic import StagedOutputs, current_umask, staged_outputs
-from pixscale.store.io.space import check_room
-from pixscale.store.output import Output, check_targets, write_mode
+from pixscale.sources.base import Labels, UInt8Array, WindowSource, window_of
+from pixscale.store.base import Float32Array, Writer
+from pixscale.store.hdf5 import Hdf5Writer, is_contiguous
+from pixscale.store.io.atomic import StagedOutputs, staged_outputs
+from pixscale.store.io.direct import ALIGN, DirectFile, use_direct
+from pixscale.store.npy import NpyWriter, padded_npy_header
+from pixscale.store.output import Output, open_writer
 
-#: Input megabytes per task: large enough to amortise scheduling, small enough to balance.
+#: Input megabytes per task: large enough to amortise scheduling (about 1 ms a task) and
+#: the start of each task's read, small enough to balance two workers to within a few %.
 DEFAULT_PARTITION_MB = 64.0
-#: Times Dask re-runs a task whose worker died.
+#: Times Dask re-runs a task whose worker died (a task rewrites only its own region).
 RETRIES = 2
 
-Partition = tuple[int, WindowSource]
+Partition = tuple[int, Source]
+
+PathLike = str | os.PathLike[str]
 
 
-def partitions(source: Source, partition_mb: float = DEFAULT_PARTITION_MB) -> list[Partition]:
-    """(first image in the dataset, window) per task: by file first, then by image ranges."""
-    parts = source.parts if isinstance(source, ConcatSource) else (source,)
-    found: list[Partition] = []
+# -- partitions --------------------------------------------------------------------------------
+
+
+@dataclass
+class SpanSource(Source):
+    """Consecutive images that cross the boundary between two or more inputs (shards)."""
+
+    random_access: ClassVar[bool] = True
+    pieces: tuple[WindowSource, ...] = field(default=())
+
+    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        for piece in self.pieces:
+            yield from piece.chunks(max_images)
+
+
+def span(source: Source, start: int, stop: int) -> Source:
+    """Images ``start``…``stop - 1`` of ``source``, reading only the inputs that hold them."""
+    if not isinstance(source, ConcatSource):
+        return window_of(source, start, stop)
+    pieces: list[WindowSource] = []
     offset = 0
-    for part in parts:
-        rows = max(1, int(partition_mb * (1 << 20)) // max(1, part.image_bytes))
-        for start in range(0, part.n_images, rows):
-            found.append((offset + start, window_of(part, start, min(start + rows, part.n_images))))
+    for part in source.parts:
+        first, last = max(start, offset), min(stop, offset + part.n_images)
+        if first < last:
+            pieces.append(window_of(part, first - offset, last - offset))
         offset += part.n_images
-    return found
+    if len(pieces) == 1:
+        return pieces[0]
+    return SpanSource(
+        name=source.name,
+        format=source.format,
+        shape=(stop - start, *source.image_shape),
+        layout=source.layout,
+        files=tuple(f for piece in pieces for f in piece.files),
+        pieces=tuple(pieces),
+    )
+
+
+def partitions(
+    source: Source, partition_mb: float = DEFAULT_PARTITION_MB, step: int = 1
+) -> list[Partition]:
+    """(first image, images) per task, each starting on a multiple of ``step`` images
+    (a chunk of the output), about ``partition_mb`` input megabytes each."""
+    rows = max(1, int(partition_mb * (1 << 20)) // max(1, source.image_bytes))
+    rows = max(step, rows // step * step)
+    return [
+        (start, span(source, start, min(start + rows, source.n_images)))
+        for start in range(0, source.n_images, rows)
+    ]
+
+
+# -- what the tasks write into ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawRegion:
+    """The contiguous float32 values of a file being built (a .npy, or an uncompressed
+    HDF5 dataset allocated up front): ``offset`` is where image 0 starts."""
+
+    path: Path
+    offset: int
+    shape: tuple[int, ...]
+    direct: bool = False
+
+    @property
+    def row_bytes(self) -> int:
+        return 4 * math.prod(self.shape[1:])
+
+    def region(self, start: int, count: int) -> Writer:
+        return RawRegionWriter(self, start, count)
+
+
+class RawRegionWriter(Writer):
+    """Writes images ``start``… of a ``RawRegion`` front to back (``O_DIRECT`` where the
+    region starts on a block boundary and ``direct`` is set)."""
+
+    def __init__(self, raw: RawRegion, start: int, count: int) -> None:
+        self.target, self.shape = raw.path, (count, *raw.shape[1:])
+        self.expected = count * raw.row_bytes
+        self.written = 0
+        self.handle = DirectFile(
+            raw.path, raw.direct, offset=raw.offset + start * raw.row_bytes, create=False
+        )
+
+    def write(self, chunk: Float32Array) -> None:
+        try:
+            self.handle.write(np.ascontiguousarray(chunk, "<f4"))
+        except OSError as exc:
+            raise OutputError(f"{self.target}: write failed: {exc.strerror or exc}") from exc
+        self.written += chunk.nbytes
+
+    def finish(
+        self, record: dict[str, Any], arrays: dict[str, npt.NDArray[Any]], labels: Labels | None
+    ) -> dict[str, Any]:
+        self.close()
+        return dict(record.get("output", {}))
+
+    def close(self) -> None:
+        if not self.handle.closed:
+            try:
+                self.handle.close()
+            except OSError as exc:
+                raise OutputError(f"{self.target}: write failed: {exc.strerror or exc}") from exc
+
+
+# -- tasks -------------------------------------------------------------------------------------
 
 
 def partial_sums(window: Source, chunk_mb: float) -> PixelSums:
@@ -64,19 +175,20 @@ def partial_sums(window: Source, chunk_mb: float) -> PixelSums:
     return dataset_sums(window, chunk_mb)
 
 
-def write_shard(
-    window: Source, params: Params, spec: Spec, shard: Path, layout: str, chunk_mb: float
+def write_part(
+    window: Source,
+    params: Params,
+    spec: Spec,
+    sink: Any,
+    start: int,
+    layout: str,
+    chunk_mb: float,
 ) -> Params | None:
-    """Task: scale one partition into its own HDF5 file; per-image parameters come back."""
-    staged = StagedOutputs(overwrite=True)
-    writer = Hdf5Writer(shard, output_shape(window.shape, window.layout, layout), staged)
+    """Task: scale one partition into its own region of the output (``sink`` is a
+    ``RawRegion`` or a ``ZarrImages``); only per-image parameters come back."""
+    writer = sink.region(start, window.n_images)
     try:
         done = write_images(window, params, spec, writer, chunk_mb, None, layout)
-        writer.close()
-        staged.commit()
-    except BaseException:
-        staged.discard()
-        raise
     finally:
         writer.close()
     return done if done.scope == "image" else None
@@ -87,7 +199,7 @@ def dask_params(
     source: Source,
     spec: Spec,
     windows: list[Partition],
-    params_from: str | os.PathLike[str] | None,
+    params_from: PathLike | None,
     chunk_mb: float,
 ) -> Params:
     """Parameters exactly as the local engine computes them, statistics from the tasks."""
@@ -100,15 +212,56 @@ def dask_params(
     return build_params(spec, geometry_of(source), sums.reduce(spec.scope, source.channel_axis))
 
 
-def replace_folder(temp: Path, target: Path) -> None:
-    """Move ``temp`` to ``target``; an older ``target`` is removed only after the move."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(temp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+# -- the conversion ----------------------------------------------------------------------------
+
+
+def output_kind(output: Output) -> str:
+    """``zarr``, ``h5`` or ``npy``."""
+    if output.format == "zarr" or (output.format is None and output.path.suffix.lower() == ".zarr"):
+        return "zarr"
+    return output.resolved_format()
+
+
+def open_parallel(
+    output: Output, shape: tuple[int, ...], staged: StagedOutputs
+) -> tuple[Writer, Any, int]:
+    """The output's writer on the client, where the tasks write (a sink), and the images
+    per chunk that every task's first image must be a multiple of."""
+    kind = output_kind(output)
+    nbytes = 4 * math.prod(shape)
+    row_bytes = 4 * math.prod(shape[1:])
+    step = ALIGN // math.gcd(row_bytes, ALIGN)  # rows per whole number of blocks
+    if kind == "zarr":
+        from pixscale.store.zarr import ZarrWriter
+
+        if output.params_out is not None:
+            staged.check(output.params_out)
+        direct = output.compression == "none" and use_direct(output.io, nbytes)
+        zarr_writer = ZarrWriter(
+            output.path.absolute(),
+            shape,
+            staged,
+            output.compression,
+            output.chunk_images,
+            direct,
+        )
+        images = zarr_writer.parallel()
+        return zarr_writer, images, images.rows
+    if kind == "h5" and not is_contiguous(output.compression, output.chunk_images):
+        raise OutputError(
+            f"{output.path}: the dask engine writes uncompressed, contiguous HDF5 (tasks write "
+            "their own byte ranges); for compressed or chunked output use a .zarr store"
+        )
+    writer = open_writer(output, shape, staged)
+    direct = use_direct(output.io, nbytes)
+    if isinstance(writer, Hdf5Writer):
+        offset = int(writer.images.id.get_offset())
+        return writer, RawRegion(writer.temp.absolute(), offset, shape, direct), step
+    if isinstance(writer, NpyWriter):
+        offset = len(padded_npy_header(shape))
+        return writer, RawRegion(writer.temp.absolute(), offset, shape, direct), step
+    writer.close()
+    raise OutputError(f"{output.path}: the dask engine cannot write this output")
 
 
 def convert_on_dask(
@@ -117,45 +270,62 @@ def convert_on_dask(
     spec: Spec,
     client: Any,
     *,
-    params_from: str | os.PathLike[str] | None = None,
+    params_from: PathLike | None = None,
     chunk_mb: float = DEFAULT_CHUNK_MB,
     partition_mb: float = DEFAULT_PARTITION_MB,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Convert ``source`` on the cluster behind ``client`` into a master .h5 and its shards."""
+    """Convert ``source`` on the cluster behind ``client``; the workers write the output.
+
+    Parameters
+    ----------
+    source
+        The input (its files must be readable by every worker under the same paths).
+    output
+        ``.zarr`` (Zarr v3 store), uncompressed ``.h5`` or ``.npy``.
+    spec, params_from, chunk_mb, progress
+        As for ``pixscale.convert``.
+    client
+        A ``distributed.Client``.
+    partition_mb
+        Input megabytes per task (rounded to whole output chunks).
+
+    Returns
+    -------
+    dict
+        The parameter record, equal to the local engine's but for ``output``.
+    """
     spec = check_reuse(spec, params_from)
-    if output.to_stdout or output.resolved_format() != "h5":
-        raise OutputError(
-            f"{output.path}: the dask engine writes HDF5 (a shard per task and a master file); "
-            "use a .h5 output"
-        )
-    write_mode(output, 0)
-    target = output.path
-    shards_name = target.name + ".shards"
+    if output.to_stdout:
+        raise OutputError("the dask engine writes files; it cannot stream to standard output")
     layout = output.layout or source.layout
     shape = output_shape(source.shape, source.layout, layout)
-    windows = partitions(source, partition_mb)
-    with staged_outputs(output.overwrite, source.files) as staged:
-        check_targets(output, staged)
-        check_room(target, 4 * int(np.prod(shape)))
-        digest = client.submit(files_sha256, source.files, pure=False)
-        params = dask_params(client, source, spec, windows, params_from, chunk_mb)
-        temp = Path(tempfile.mkdtemp(prefix=f".{shards_name}.", dir=target.parent))
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        staged_outputs(output.overwrite, source.files) as staged,
+    ):
+        writer, sink, step = open_parallel(output, shape, staged)
+        futures: list[Any] = []
         try:
-            names = [f"part-{i:05d}.h5" for i in range(len(windows))]
+            # The digest is the one serial read of the input: the client does it on a
+            # low-priority thread while the workers compute.
+            digest = pool.submit(hash_quietly, source)
+            windows = partitions(source, partition_mb, step)
+            params = dask_params(client, source, spec, windows, params_from, chunk_mb)
             futures = [
                 client.submit(
-                    write_shard,
+                    write_part,
                     window,
                     params,
                     spec,
-                    temp / name,
+                    sink,
+                    start,
                     layout,
                     chunk_mb,
                     retries=RETRIES,
                     pure=False,
                 )
-                for (_, window), name in zip(windows, names, strict=True)
+                for start, window in windows
             ]
             results = []
             for (_, window), future in zip(windows, futures, strict=True):
@@ -168,32 +338,16 @@ def convert_on_dask(
                 )
             fitted_here = spec.needs_stats and params_from is None and params.scope != "image"
             record = build_record(params, source, digest.result(), fitted_here, layout)
-            record["output"] = {
-                **record["output"],
-                "file": target.name,
-                "format": "hdf5",
-                "dataset": "images",
-                "shape": list(shape),
-                "dtype": "float32",
-                "engine": "dask",
-                "virtual": True,
-                "shards": [f"{shards_name}/{name}" for name in names],
-            }
-            master = staged.stage(target)
-            with h5py.File(master, "w", track_order=False) as handle:
-                virtual = h5py.VirtualLayout(shape=shape, dtype="<f4")
-                for (start, window), name in zip(windows, names, strict=True):
-                    rows = (window.n_images, *shape[1:])
-                    virtual[start : start + window.n_images] = h5py.VirtualSource(
-                        f"{shards_name}/{name}", "images", shape=rows
-                    )
-                handle.create_virtual_dataset("images", virtual)
-                store_record(handle, record, params.external_arrays(), source.labels)
-            os.chmod(temp, 0o777 & ~current_umask())
-            replace_folder(temp, target.parent / shards_name)  # shards first, master last
+            record["output"] = {**record["output"], "engine": "dask"}
+            record["output"] = writer.finish(record, params.external_arrays(), source.labels)
+            if output.params_out is not None:
+                staged.stage(output.params_out).write_text(dumps(record))
         except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
+            for future in futures:
+                future.cancel()
             raise
+        finally:
+            writer.close()
     return record
 
 
@@ -221,3 +375,19 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         Client(cluster) as client,  # type: ignore[no-untyped-call]
     ):
         yield client
+
+
+def convert_with_dask(
+    inputs: Source,
+    output: PathLike | Output,
+    spec: Spec | None = None,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """``convert_on_dask`` on the scheduler at ``scheduler`` (``tcp://host:8786``), or on a
+    local cluster of ``workers`` processes started and stopped here."""
+    output = output if isinstance(output, Output) else Output(Path(output))
+    with dask_client(scheduler, workers) as client:
+        return convert_on_dask(inputs, output, spec or Spec(), client, **options)

@@ -58,6 +58,12 @@ def as_source(
     return open_source(inputs, **(reading or {}))
 
 
+def input_files(source: Source, reading: dict[str, Any]) -> list[Path]:
+    """Every file the run reads (the images and a ``labels`` file): never an output."""
+    labels = reading.get("labels")
+    return [*source.files, *([Path(labels)] if labels is not None else [])]
+
+
 def check_reuse(spec: Spec | None, params_from: object) -> Spec:
     """Reused parameters replace every strategy option but the zero-std policy."""
     spec = spec or Spec()
@@ -119,7 +125,7 @@ def convert(
     shape = output_shape(source.shape, source.layout, layout)
     with (
         ThreadPoolExecutor(max_workers=1) as pool,
-        staged_outputs(output.overwrite, source.files) as staged,
+        staged_outputs(output.overwrite, input_files(source, reading)) as staged,
     ):
         writer = open_writer(output, shape, staged)
         try:
@@ -219,7 +225,7 @@ def fit(
     source = as_source(inputs, reading)
     if spec.needs_stats:
         warn_if_test_split(source.files)
-    with staged_outputs(overwrite, source.files) as staged:
+    with staged_outputs(overwrite, input_files(source, reading)) as staged:
         if output is not None:
             staged.check(Path(output))
         params = fit_params(source, spec, chunk_mb, progress)

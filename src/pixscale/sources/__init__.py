@@ -80,6 +80,10 @@ def open_source(
     return source
 
 
+#: Recorded source formats whose name ends in ``:KEY``.
+KEYED_FORMATS = ("npz", "hdf5", "zarr", "cifar10-python", "cifar100-python")
+
+
 def open_recorded_source(
     path: PathLike, record: dict[str, Any], reading: dict[str, Any] | None = None
 ) -> Source:
@@ -89,7 +93,7 @@ def open_recorded_source(
     described: dict[str, Any] = found if isinstance(found, dict) else {}
     options = dict(reading or {})
     name = str(described.get("name", ""))
-    if "key" not in options and described.get("format") in ("npz", "hdf5") and ":" in name:
+    if "key" not in options and described.get("format") in KEYED_FORMATS and ":" in name:
         options["key"] = name.rpartition(":")[2]
     if "layout" not in options and described.get("layout") in INPUT_LAYOUTS:
         options["layout"] = described["layout"]

@@ -14,8 +14,17 @@ import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.layouts import channel_axis_of
+from pixscale.errors import InputError
 
 UInt8Array = npt.NDArray[np.uint8]
+
+#: Largest image read, in values (pixels × channels): 64 Mi, e.g. 8192×8192 greyscale or
+#: 4729×4729 RGB. The statistics keep 18 bytes per value (two uint64 sums, a uint8 minimum
+#: and maximum) for each of their threads and once more when merging them, so this bounds
+#: them near 3.4 GiB; one image must also fit in a chunk (uint8 in, float32 out).
+MAX_IMAGE_VALUES = 1 << 26
+#: Largest labels array read whole: int64 labels of 32 Mi images, 256 MiB.
+MAX_LABELS_BYTES = 256 << 20
 
 
 @dataclass
@@ -96,6 +105,41 @@ class Source(ABC):
             "dtype": "uint8",
             "layout": self.layout,
         }
+
+
+def check_images(path: Path, shape: tuple[int, ...]) -> None:
+    """Refuse images that hold no pixels, or more values than ``MAX_IMAGE_VALUES``.
+
+    Parameters
+    ----------
+    path
+        The input named in the error.
+    shape
+        The dataset's shape, images along the first axis.
+
+    Raises
+    ------
+    InputError
+        When one image of ``shape[1:]`` is empty or over the limit.
+    """
+    image = tuple(shape[1:])
+    values = math.prod(image)
+    if values == 0:
+        raise InputError(f"{path}: images of shape {image} hold no pixels")
+    if values > MAX_IMAGE_VALUES:
+        raise InputError(
+            f"{path}: images of shape {image} hold {values:,} values each, over the limit of "
+            f"{MAX_IMAGE_VALUES:,} per image"
+        )
+
+
+def check_labels_size(path: Path, count: int, itemsize: int) -> None:
+    """Refuse a labels array larger than ``MAX_LABELS_BYTES`` before it is read whole."""
+    if count * itemsize > MAX_LABELS_BYTES:
+        raise InputError(
+            f"{path}: {count:,} labels of {itemsize} bytes are over the limit of "
+            f"{MAX_LABELS_BYTES:,} bytes of labels"
+        )
 
 
 def files_sha256(files: tuple[Path, ...]) -> str:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from pixscale.errors import InputError
-from pixscale.sources.base import Source
+from pixscale.sources.base import Source, check_images
 from pixscale.sources.cifar import looks_like_pickle, open_cifar
+from pixscale.sources.cifar_python import open_cifar_archive, open_cifar_batch
 from pixscale.sources.folder import open_folder
 from pixscale.sources.hdf5 import open_hdf5
 from pixscale.sources.idx import looks_like_idx, open_idx, read_idx_array
-from pixscale.sources.npy import open_npy, read_npy_header
+from pixscale.sources.npy import open_npy, read_npy_header, require_labels
 from pixscale.sources.npz import ZIP_MAGIC, open_npz
 from pixscale.sources.rawio import (
     GZIP_MAGIC,
@@ -22,46 +24,92 @@ from pixscale.sources.rawio import (
     open_maybe_gzip,
     read_images,
 )
+from pixscale.sources.zarr import looks_like_zarr, open_zarr
 from pixscale.store.naming import HDF5_SIGNATURE, NPY_MAGIC
 
-FORMAT_NAMES = "IDX, .npy, .npz, HDF5, CIFAR .bin or an image folder"
+FORMAT_NAMES = (
+    "IDX, .npy, .npz, HDF5, Zarr v3, CIFAR (.bin, pickled batches or their .tar.gz) "
+    "or an image folder"
+)
+#: Where a tar header says "ustar" (POSIX and GNU tar alike).
+TAR_MAGIC_AT = 257
+#: Formats whose ``--key`` picks an array, a dataset or archive members.
+KEYED = ("npz", "hdf5", "zarr", "cifar-archive")
 
 
 def sniff(path: Path) -> str:
     """Name the format of ``path`` from its first bytes (after gunzip)."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        return "folder"
+    kind = file_kind(path)
+    if kind == "folder":
+        return "zarr" if looks_like_zarr(path) else kind
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty")
-    with path.open("rb") as raw:
-        head = raw.read(8)
+    try:
+        with path.open("rb") as raw:
+            head = raw.read(TAR_MAGIC_AT + 8)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open: {exc.strerror}") from exc
     if head.startswith(HDF5_SIGNATURE):
         return "hdf5"
     if head.startswith(ZIP_MAGIC):
         return "npz"
     if head.startswith(GZIP_MAGIC):
         with open_maybe_gzip(path) as handle:
-            head = handle.read(8)
+            head = handle.read(TAR_MAGIC_AT + 8)
+        if head.startswith(NPY_MAGIC):
+            raise InputError(f"{path}: is a gzip-compressed .npy; gunzip it first")
     if head.startswith(NPY_MAGIC):
         return "npy"
     if looks_like_idx(head):
         return "idx"
+    if head[TAR_MAGIC_AT : TAR_MAGIC_AT + 5] == b"ustar":
+        return "cifar-archive"
     if looks_like_pickle(head):
-        raise InputError(
-            f"{path}: is a Python pickle; pickles are not loaded because unpickling runs "
-            "arbitrary code (for CIFAR, use the binary version: data_batch_N.bin)"
-        )
+        return "cifar-python"
     if path.suffix.lower() == ".bin":
         return "cifar"
     raise InputError(f"{path}: unknown format (expected {FORMAT_NAMES})")
 
 
+def file_kind(path: Path) -> str:
+    """``folder`` or ``file``; anything else (a FIFO, a device, a socket) is refused, since
+    reading it could block or never end. Symbolic links count as what they point to."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: no such file") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open: {exc.strerror}") from exc
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path}: not a regular file ({special_kind(mode)})")
+    return "file"
+
+
+def special_kind(mode: int) -> str:
+    kinds = {
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "a special file")
+
+
 def open_one(path: Path, key: str | None = None, mode: str | None = None) -> Source:
+    """Open one input of any format, refusing images that are empty or over the size limit."""
+    source = open_format(path, key, mode)
+    check_images(path, source.shape)
+    return source
+
+
+def open_format(path: Path, key: str | None, mode: str | None) -> Source:
     fmt = sniff(path)
-    if key is not None and fmt not in ("npz", "hdf5"):
-        raise InputError(f"{path}: --key applies to .npz and HDF5 inputs, this is {fmt}")
+    if key is not None and fmt not in KEYED:
+        raise InputError(
+            f"{path}: --key applies to .npz, HDF5, Zarr and CIFAR archive inputs, this is {fmt}"
+        )
     if mode is not None and fmt != "folder":
         raise InputError(f"{path}: --mode applies to image folders, this is {fmt}")
     if fmt == "npy":
@@ -74,6 +122,12 @@ def open_one(path: Path, key: str | None = None, mode: str | None = None) -> Sou
         return open_folder(path, mode)
     if fmt == "cifar":
         return open_cifar(path)
+    if fmt == "zarr":
+        return open_zarr(path, key)
+    if fmt == "cifar-archive":
+        return open_cifar_archive(path, key)
+    if fmt == "cifar-python":
+        return open_cifar_batch(path)
     return open_idx(path)
 
 
@@ -88,13 +142,8 @@ def read_labels(path: Path, expected: int) -> npt.NDArray[np.integer]:
     if fmt != "npy" or is_gzip(path):
         raise InputError(f"{path}: labels must be an IDX or .npy file, this is {fmt}")
     with path.open("rb") as handle:
-        shape, fortran, dtype = read_npy_header(handle, path)
-        if len(shape) != 1 or dtype.kind not in "iu" or dtype.hasobject:
-            raise InputError(
-                f"{path}: labels must be a 1-D integer array, got {dtype}{tuple(shape)}"
-            )
-        if shape[0] != expected:
-            raise InputError(f"{path}: {shape[0]} labels for {expected} images")
+        shape, _, dtype = read_npy_header(handle, path)
+        require_labels(path, shape, dtype, expected)
         check_size(path, handle.tell() + expected * dtype.itemsize)
         values: npt.NDArray[np.integer] = read_images(handle, path, expected, (), dtype)
     return values

@@ -1,49 +1,188 @@
-"""uint8 datasets inside HDF5 files written by other tools."""
+"""uint8 datasets inside HDF5 files written by other tools.
+
+Only data stored inside the named file is read: external links, datasets whose bytes live
+in raw external files and virtual datasets (mapped from other files) are refused, since a
+file received from elsewhere must not make pixscale read the user's other files.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pixscale.core.layouts import default_layout
 from pixscale.errors import InputError
-from pixscale.sources.base import Labels, Source, UInt8Array
+from pixscale.sources.base import Labels, Source, UInt8Array, check_labels_size
 from pixscale.store.naming import RECORD_ATTRIBUTE
 
 LABEL_NAMES = ("labels", "label", "y", "targets")
+#: Soft links followed while checking one name (HDF5 allows cycles; its own limit is 16).
+MAX_SOFT_LINKS = 16
+#: Largest chunk of a chunked dataset: reading any image decompresses its whole chunk.
+MAX_CHUNK_BYTES = 256 << 20
+#: Exceptions by which h5py reports a damaged file or an unreadable object.
+H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
+OUTSIDE = "refusing to read outside the input"
 
 if TYPE_CHECKING:
     import h5py
 
 
-def find_labels(handle: h5py.File, key: str, count: int) -> tuple[str, Labels] | None:
+def check_links(handle: h5py.File, path: Path, key: str, what: str) -> bool:
+    """Whether ``key`` names an object, refusing it when a link on its way leads out of
+    the file.
+
+    Every component of the name is looked at as a link before anything is looked up
+    through it; soft links stay inside the file but may lead through an external link, so
+    their targets are checked the same way, before the components after them.
+    """
+    budget = [MAX_SOFT_LINKS]
+
+    def check(name: str) -> bool:
+        import h5py  # imported on use: it adds ~30 ms to every start-up
+
+        prefix = ""
+        for part in (p for p in name.split("/") if p):
+            prefix = f"{prefix}/{part}"
+            try:
+                link = handle.get(prefix, getlink=True)
+            except H5_ERRORS:  # e.g. a component that is a dataset, not a group
+                return False
+            if link is None:
+                return False
+            if isinstance(link, h5py.HardLink):
+                continue
+            if isinstance(link, h5py.ExternalLink):
+                raise InputError(
+                    f"{path}: {what} {key!r} is an external link to {link.filename}:"
+                    f"{link.path}; {OUTSIDE}"
+                )
+            if not isinstance(link, h5py.SoftLink):
+                raise InputError(f"{path}: {what} {key!r} is a user-defined link; {OUTSIDE}")
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise InputError(f"{path}: {what} {key!r}: more than {MAX_SOFT_LINKS} soft links")
+            parent = prefix.rpartition("/")[0]
+            if not check(link.path if link.path.startswith("/") else f"{parent}/{link.path}"):
+                return False  # a dangling soft link
+        return True
+
+    return check(key)
+
+
+def in_file_object(handle: h5py.File, path: Path, key: str, what: str) -> Any:
+    """The object named ``key`` (None when there is none), known to live in this file."""
+    if not check_links(handle, path, key, what):
+        return None
+    item = handle.get(key)
+    if item is not None and item.id.fileno != handle.id.fileno:
+        raise InputError(f"{path}: {what} {key!r} lives in another file; {OUTSIDE}")
+    return item
+
+
+def check_local(path: Path, dataset: h5py.Dataset, key: str, what: str) -> None:
+    """Refuse a dataset whose bytes are stored outside the file."""
+    if dataset.is_virtual:
+        raise InputError(
+            f"{path}: {what} {key!r} is a virtual dataset (its data is mapped from other "
+            f"datasets or files); {OUTSIDE}"
+        )
+    if dataset.id.get_create_plist().get_external_count() > 0:
+        raise InputError(
+            f"{path}: {what} {key!r} stores its data in another file (external storage); {OUTSIDE}"
+        )
+
+
+def check_stored(path: Path, dataset: h5py.Dataset, key: str, what: str) -> None:
+    """Refuse a dataset with unwritten storage (read back as fill values, it would turn a
+    tiny file into any amount of made-up data) or with chunks too large to decompress."""
+    import h5py
+
+    layout = dataset.id.get_create_plist().get_layout()
+    if layout == h5py.h5d.CONTIGUOUS:
+        expected = dataset.size * dataset.dtype.itemsize
+        stored = dataset.id.get_storage_size()
+        if stored < expected:
+            raise InputError(
+                f"{path}: {what} {key!r} stores {stored:,} of its {expected:,} bytes; the rest "
+                "is unallocated and would read as fill values"
+            )
+    elif layout == h5py.h5d.CHUNKED:
+        chunk_bytes = math.prod(dataset.chunks) * dataset.dtype.itemsize
+        if chunk_bytes > MAX_CHUNK_BYTES:
+            raise InputError(
+                f"{path}: {what} {key!r} has chunks of {chunk_bytes:,} bytes, over the limit "
+                f"of {MAX_CHUNK_BYTES:,}"
+            )
+        expected = math.prod(-(-n // c) for n, c in zip(dataset.shape, dataset.chunks, strict=True))
+        stored = dataset.id.get_num_chunks()
+        if stored < expected:
+            raise InputError(
+                f"{path}: {what} {key!r} stores {stored:,} of its {expected:,} chunks; the rest "
+                "are unallocated and would read as fill values"
+            )
+
+
+def find_labels(handle: h5py.File, path: Path, key: str, count: int) -> Labels | None:
     """A labels dataset of the right length beside the images (``x_…`` ↔ ``y_…`` too)."""
+    import h5py
+
     group, _, name = key.rpartition("/")
     candidates = [f"{group}/{n}" if group else n for n in LABEL_NAMES]
     if name.startswith("x"):
         candidates.insert(0, f"{group}/y{name[1:]}" if group else f"y{name[1:]}")
-    import h5py  # imported on use: it adds ~30 ms to every start-up
-
     for candidate in candidates:
-        item = handle.get(candidate)
-        if isinstance(item, h5py.Dataset) and item.shape == (count,) and item.dtype.kind in "iu":
-            return candidate, Labels(item[()], candidate)
+        item = in_file_object(handle, path, candidate, "labels")
+        if not isinstance(item, h5py.Dataset) or item.shape != (count,):
+            continue
+        if item.dtype.kind not in "iu":
+            continue
+        check_local(path, item, candidate, "labels")
+        check_labels_size(path, count, item.dtype.itemsize)
+        check_stored(path, item, candidate, "labels")
+        return Labels(item[()], candidate)
     return None
 
 
-def uint8_datasets(handle: h5py.File) -> list[str]:
+def uint8_datasets(handle: h5py.File) -> tuple[list[str], list[str]]:
+    """Names of the uint8 datasets of two or more dimensions reached through hard links
+    (``visititems`` follows no soft or external link), and the external links seen."""
     import h5py
 
     found: list[str] = []
+    external: list[str] = []
 
-    def visit(name: str, item: object) -> None:
-        if isinstance(item, h5py.Dataset) and item.dtype == "u1" and item.ndim >= 2:
+    def visit(name: str, link: object) -> None:
+        if isinstance(link, h5py.ExternalLink):
+            external.append(name)
+            return
+        if not isinstance(link, h5py.HardLink):
+            return
+        item = handle.get(name)
+        if isinstance(item, h5py.Dataset) and is_images(item):
             found.append(name)
 
-    handle.visititems(visit)
-    return found
+    handle.visititems_links(visit)
+    return found, external
+
+
+def is_images(dataset: h5py.Dataset) -> bool:
+    try:
+        return bool(dataset.dtype == "u1" and dataset.ndim >= 2)
+    except TypeError:  # a type numpy cannot represent
+        return False
+
+
+def choose_key(handle: h5py.File, path: Path) -> str:
+    found, external = uint8_datasets(handle)
+    if len(found) == 1:
+        return found[0]
+    listing = ", ".join(found) or "none"
+    skipped = f" (external links not followed: {', '.join(external)})" if external else ""
+    raise InputError(f"{path}: uint8 image datasets: {listing}{skipped}; choose one with --key")
 
 
 @dataclass
@@ -57,10 +196,14 @@ class Hdf5Source(Source):
     def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         import h5py
 
-        with h5py.File(self.files[0], "r") as handle:
-            dataset = handle[self.key]
-            for first in range(start, stop, max_images):
-                yield dataset[first : min(first + max_images, stop)]
+        path = self.files[0]
+        try:
+            with h5py.File(path, "r") as handle:
+                dataset = handle[self.key]
+                for first in range(start, stop, max_images):
+                    yield dataset[first : min(first + max_images, stop)]
+        except H5_ERRORS as exc:
+            raise InputError(f"{path}: cannot read dataset {self.key!r} ({exc})") from exc
 
 
 def open_hdf5(path: Path, key: str | None) -> Hdf5Source:
@@ -70,32 +213,38 @@ def open_hdf5(path: Path, key: str | None) -> Hdf5Source:
         handle = h5py.File(path, "r")
     except OSError as exc:
         raise InputError(f"{path}: damaged HDF5 file ({exc})") from exc
-    with handle:
-        if RECORD_ATTRIBUTE in handle.attrs:
-            raise InputError(
-                f"{path}: is a pixscale output (float32); use 'pixscale invert' to get uint8 back"
-            )
-        if key is None:
-            found = uint8_datasets(handle)
-            if len(found) != 1:
-                listing = ", ".join(found) or "none"
-                raise InputError(f"{path}: uint8 image datasets: {listing}; choose one with --key")
-            key = found[0]
-        item = handle.get(key)
-        if not isinstance(item, h5py.Dataset):
-            raise InputError(f"{path}: no dataset {key!r}")
-        if item.dtype != "u1":
-            raise InputError(f"{path}: dataset {key!r} dtype is {item.dtype}, expected uint8")
-        if item.ndim < 2:
-            raise InputError(f"{path}: dataset {key!r} has shape {item.shape}; expected images")
-        shape = tuple(item.shape)
-        found_labels = find_labels(handle, key, shape[0])
+    try:
+        with handle:
+            return describe(handle, path, key)
+    except H5_ERRORS as exc:
+        raise InputError(f"{path}: damaged HDF5 file ({exc})") from exc
+
+
+def describe(handle: h5py.File, path: Path, key: str | None) -> Hdf5Source:
+    """The images dataset ``key`` (or the only uint8 one) and the labels beside it."""
+    import h5py
+
+    if RECORD_ATTRIBUTE in handle.attrs:
+        raise InputError(
+            f"{path}: is a pixscale output (float32); use 'pixscale invert' to get uint8 back"
+        )
+    key = choose_key(handle, path) if key is None else key
+    item = in_file_object(handle, path, key, "dataset")
+    if not isinstance(item, h5py.Dataset):
+        raise InputError(f"{path}: no dataset {key!r}")
+    check_local(path, item, key, "dataset")
+    if item.dtype != "u1":
+        raise InputError(f"{path}: dataset {key!r} dtype is {item.dtype}, expected uint8")
+    if item.ndim < 2:
+        raise InputError(f"{path}: dataset {key!r} has shape {item.shape}; expected images")
+    check_stored(path, item, key, "dataset")
+    shape = tuple(item.shape)
     return Hdf5Source(
         name=f"{path.name}:{key}",
         format="hdf5",
         shape=shape,
         layout=default_layout(len(shape)),
         files=(path,),
-        labels=found_labels[1] if found_labels else None,
+        labels=find_labels(handle, path, key, shape[0]),
         key=key,
     )

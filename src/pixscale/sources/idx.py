@@ -14,7 +14,7 @@ import numpy as np
 
 from pixscale.core.layouts import default_layout
 from pixscale.errors import InputError
-from pixscale.sources.base import Labels, Source, UInt8Array
+from pixscale.sources.base import Labels, Source, UInt8Array, check_labels_size
 from pixscale.sources.rawio import check_size, open_maybe_gzip, read_exact, read_images
 
 IDX_DTYPES = {
@@ -51,6 +51,7 @@ def read_idx_array(path: Path, expected: int) -> np.ndarray:
             raise InputError(f"{path}: labels must be 1-D, this IDX array has shape {shape}")
         if shape[0] != expected:
             raise InputError(f"{path}: {shape[0]} labels for {expected} images")
+        check_labels_size(path, expected, 1)
         check_size(path, 4 + 4 * len(shape) + math.prod(shape))
         values: np.ndarray = read_images(handle, path, shape[0], tuple(shape[1:]))
         return values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 
 from pixscale.core.layouts import default_layout
 from pixscale.errors import InputError
-from pixscale.sources.base import Source, UInt8Array
+from pixscale.sources.base import Source, UInt8Array, check_labels_size
 from pixscale.sources.rawio import read_images
 
 
@@ -20,10 +21,26 @@ def read_npy_header(handle: BinaryIO, path: Path) -> tuple[tuple[int, ...], bool
     try:
         version = np.lib.format.read_magic(handle)
         if version == (1, 0):
-            return np.lib.format.read_array_header_1_0(handle)
-        return np.lib.format.read_array_header_2_0(handle)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
     except Exception as exc:  # numpy's header parser raises many kinds on damaged input
         raise InputError(f"{path}: not a valid .npy file (damaged header)") from exc
+    if any(n < 0 for n in shape):
+        raise InputError(f"{path}: not a valid .npy file (shape {shape} in the header)")
+    return shape, fortran, dtype
+
+
+def require_labels(path: Path, shape: tuple[int, ...], dtype: np.dtype, expected: int) -> None:
+    """Refuse, from its header alone, a labels array that is not ``expected`` integers.
+
+    Object arrays (pickles) are refused here, never loaded.
+    """
+    if len(shape) != 1 or dtype.kind not in "iu" or dtype.hasobject:
+        raise InputError(f"{path}: labels must be a 1-D integer array, got {dtype}{tuple(shape)}")
+    if shape[0] != expected:
+        raise InputError(f"{path}: {shape[0]} labels for {expected} images")
+    check_labels_size(path, expected, dtype.itemsize)
 
 
 def require_uint8(path: Path, dtype: np.dtype) -> None:
@@ -60,7 +77,7 @@ def open_npy(path: Path) -> NpySource:
         raise InputError(f"{path}: Fortran-ordered arrays are not supported; save a C-ordered copy")
     if len(shape) < 2:
         raise InputError(f"{path}: array has shape {shape}; expected images along the first axis")
-    expected = offset + int(np.prod(shape))
+    expected = offset + math.prod(shape)
     actual = path.stat().st_size
     if actual < expected:
         raise InputError(f"{path}: truncated: header promises {expected} bytes, file has {actual}")

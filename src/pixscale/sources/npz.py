@@ -1,21 +1,50 @@
-"""Arrays inside ``.npz`` archives (e.g. Keras' mnist.npz), streamed from the zip member."""
+"""Arrays inside ``.npz`` archives (e.g. Keras' mnist.npz), streamed from the zip member.
+
+Only what numpy writes is read: ``.npy`` members, stored or deflated (``np.savez``,
+``np.savez_compressed``), unencrypted. bzip2 and lzma members are refused: zipfile
+decompresses them without a bound on the output of one read, so a small member could
+expand to gigabytes in memory at once.
+"""
 
 from __future__ import annotations
 
+import lzma
+import math
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
+import numpy.typing as npt
 
 from pixscale.core.layouts import default_layout
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
-from pixscale.sources.npy import read_npy_header, require_uint8
-from pixscale.sources.rawio import read_images
+from pixscale.sources.npy import read_npy_header, require_labels, require_uint8
+from pixscale.sources.rawio import check_deflate_ratio, read_images
 
 ZIP_MAGIC = b"PK\x03\x04"
+#: Compression methods read (numpy writes these two).
+METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+OTHER_METHODS = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+#: Exceptions by which zipfile and its decompressors report a damaged archive.
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    struct.error,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+)
 
 
 def label_key(key: str) -> str | None:
@@ -23,6 +52,66 @@ def label_key(key: str) -> str | None:
     if key == "x" or key.startswith("x_"):
         return "y" + key[1:]
     return None
+
+
+@contextmanager
+def zip_errors(path: Path) -> Iterator[None]:
+    """Any error from zipfile or a decompressor becomes an InputError naming ``path``."""
+    try:
+        yield
+    except ZIP_ERRORS as exc:
+        raise InputError(f"{path}: damaged .npz archive ({exc})") from exc
+
+
+def check_member(path: Path, info: zipfile.ZipInfo) -> None:
+    """Refuse a member that is encrypted or compressed in a way not read."""
+    if info.flag_bits & 0x1:
+        raise InputError(f"{path}: member {info.filename!r} is encrypted")
+    if info.compress_type not in METHODS:
+        method = OTHER_METHODS.get(info.compress_type, f"method {info.compress_type}")
+        raise InputError(
+            f"{path}: member {info.filename!r} is compressed with {method}; only stored and "
+            "deflate members (what numpy writes) are read"
+        )
+
+
+def check_member_size(path: Path, info: zipfile.ZipInfo, needed: int) -> None:
+    """Refuse a member that cannot hold the ``needed`` bytes its header promises: fewer
+    uncompressed bytes than that, or more than its compressed bytes can expand to."""
+    if info.file_size < needed:
+        raise InputError(
+            f"{path}: truncated: member {info.filename!r} holds {info.file_size:,} bytes, "
+            f"its header promises {needed:,}"
+        )
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        check_deflate_ratio(path, info.file_size, info.compress_size, f"member {info.filename!r}")
+
+
+def open_member(
+    archive: zipfile.ZipFile, path: Path, info: zipfile.ZipInfo
+) -> tuple[IO[bytes], tuple[int, ...], np.dtype]:
+    """Open a .npy member at its data; returns the handle, shape and dtype.
+
+    The caller checks the dtype and shape, then ``check_member_size``, before reading.
+    """
+    check_member(path, info)
+    handle = archive.open(info)
+    try:
+        shape, fortran, dtype = read_npy_header(handle, path)  # type: ignore[arg-type]
+        if fortran and len(shape) > 1:
+            raise InputError(
+                f"{path}: array {info.filename!r} has shape {shape} in Fortran order; "
+                "expected C-ordered images"
+            )
+    except BaseException:
+        handle.close()
+        raise
+    return handle, shape, dtype
+
+
+def data_size(handle: IO[bytes], shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Bytes of the member from its start to the end of the array, the header promises."""
+    return handle.tell() + math.prod(shape) * dtype.itemsize
 
 
 @dataclass
@@ -33,40 +122,63 @@ class NpzSource(Source):
 
     def chunks(self, max_images: int) -> Iterator[UInt8Array]:
         path = self.files[0]
-        with zipfile.ZipFile(path) as archive, archive.open(self.member) as handle:
-            read_npy_header(handle, path)  # type: ignore[arg-type]
-            for start in range(0, self.n_images, max_images):
-                count = min(max_images, self.n_images - start)
-                yield read_images(handle, path, count, self.image_shape)  # type: ignore[arg-type]
+        with zip_errors(path), zipfile.ZipFile(path) as archive:
+            handle, _, _ = open_member(archive, path, archive.getinfo(self.member))
+            with handle:
+                for start in range(0, self.n_images, max_images):
+                    count = min(max_images, self.n_images - start)
+                    yield read_images(handle, path, count, self.image_shape)  # type: ignore[arg-type]
+
+
+def arrays(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """The archive's .npy members by array name (``x_train.npy`` → ``x_train``)."""
+    return {
+        info.filename.removesuffix(".npy"): info
+        for info in archive.infolist()
+        if info.filename.endswith(".npy") and not info.is_dir()
+    }
+
+
+def choose(path: Path, found: dict[str, zipfile.ZipInfo], key: str | None) -> str:
+    names = ", ".join(found) or "no .npy arrays"
+    if key is None:
+        if len(found) != 1:
+            raise InputError(f"{path}: holds {names}; choose one with --key")
+        return next(iter(found))
+    if key not in found:
+        raise InputError(f"{path}: no array {key!r}; it holds {names}")
+    return key
+
+
+def read_labels_member(
+    archive: zipfile.ZipFile, path: Path, info: zipfile.ZipInfo, expected: int
+) -> npt.NDArray[np.integer]:
+    """A 1-D integer labels member of ``expected`` entries, checked before it is read."""
+    handle, shape, dtype = open_member(archive, path, info)
+    with handle:
+        require_labels(path, shape, dtype, expected)
+        check_member_size(path, info, data_size(handle, shape, dtype))
+        values: npt.NDArray[np.integer] = read_images(handle, path, expected, (), dtype)  # type: ignore[arg-type]
+    return values
 
 
 def open_npz(path: Path, key: str | None) -> NpzSource:
-    try:
+    with zip_errors(path):
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        raise InputError(f"{path}: damaged .npz archive ({exc})") from exc
-    with archive:
-        names = [n.removesuffix(".npy") for n in archive.namelist()]
-        if key is None:
-            if len(names) != 1:
-                raise InputError(f"{path}: holds {', '.join(names)}; choose one with --key")
-            key = names[0]
-        if key not in names:
-            raise InputError(f"{path}: no array {key!r}; it holds {', '.join(names)}")
-        try:
-            with archive.open(key + ".npy") as handle:
-                shape, fortran, dtype = read_npy_header(handle, path)  # type: ignore[arg-type]
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise InputError(f"{path}: damaged .npz archive ({exc})") from exc
+    with zip_errors(path), archive:
+        found = arrays(archive)
+        key = choose(path, found, key)
+        handle, shape, dtype = open_member(archive, path, found[key])
+        with handle:
+            require_uint8(path, dtype)
+            if len(shape) < 2:
+                raise InputError(f"{path}: array {key!r} has shape {shape}; expected images")
+            check_member_size(path, found[key], data_size(handle, shape, dtype))
         labels = None
         partner = label_key(key)
-        if partner in names:
-            with archive.open(partner + ".npy") as handle:
-                values = np.load(handle, allow_pickle=False)
+        if partner in found:
+            values = read_labels_member(archive, path, found[partner], shape[0])
             labels = Labels(values, f"{path.name}:{partner}")
-    require_uint8(path, dtype)
-    if fortran or len(shape) < 2:
-        raise InputError(f"{path}: array {key!r} has shape {shape}; expected C-ordered images")
     return NpzSource(
         name=f"{path.name}:{key}",
         format="npz",
@@ -74,5 +186,5 @@ def open_npz(path: Path, key: str | None) -> NpzSource:
         layout=default_layout(len(shape)),
         files=(path,),
         labels=labels,
-        member=key + ".npy",
+        member=found[key].filename,
     )

@@ -16,6 +16,11 @@ from pixscale.errors import InputError
 GZIP_MAGIC = b"\x1f\x8b"
 #: Exceptions by which gzip reports a damaged stream.
 GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+#: The most deflate can expand: a 258-byte match costs at least 2 bits, so 1032:1. A header
+#: promising more than this many bytes per compressed byte is forged or truncated.
+MAX_DEFLATE_RATIO = 1032
+#: The smallest gzip file: a 10-byte header, an empty block and an 8-byte trailer.
+GZIP_MIN_SIZE = 20
 
 
 def is_gzip(path: Path) -> bool:
@@ -48,22 +53,40 @@ def gzip_size(path: Path) -> int | None:
     with path.open("rb") as handle:
         if handle.read(2) != GZIP_MAGIC:
             return None
+        if path.stat().st_size < GZIP_MIN_SIZE:
+            raise InputError(f"{path}: corrupt or truncated gzip data (no trailer)")
         handle.seek(-4, 2)
         return int.from_bytes(handle.read(4), "little")
 
 
 def check_size(path: Path, expected: int) -> None:
-    """Refuse up front a file that holds fewer bytes than its header promises."""
+    """Refuse up front a file that holds fewer bytes than its header promises.
+
+    For gzip files the promise is checked against the trailer's size (exact below 4 GiB)
+    and against the most that the compressed bytes can expand to, so that a tiny file
+    claiming a huge array is refused before anything is allocated or read.
+    """
     stored = gzip_size(path)
     if stored is None:
         actual = path.stat().st_size
-    elif expected < 2**32:
-        actual = stored  # the trailer is exact for streams under 4 GiB
     else:
-        return  # only reading to the end can tell; short reads are caught then
+        check_deflate_ratio(path, expected, path.stat().st_size, "file")
+        if expected >= 2**32:
+            return  # the trailer is the size modulo 2**32; short reads are caught later
+        actual = stored
     if actual < expected:
         raise InputError(
             f"{path}: truncated: header promises {expected:,} bytes, file holds {actual:,}"
+        )
+
+
+def check_deflate_ratio(path: Path, expected: int, compressed: int, what: str) -> None:
+    """Refuse a promise of ``expected`` bytes that ``compressed`` deflate bytes cannot keep."""
+    if expected > MAX_DEFLATE_RATIO * compressed:
+        raise InputError(
+            f"{path}: header promises {expected:,} bytes, more than the {compressed:,} "
+            f"compressed bytes of the {what} can hold (deflate expands at most "
+            f"{MAX_DEFLATE_RATIO}:1)"
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.errors import OutputError
 from pixscale.sources.base import Labels
+from pixscale.store.io.checksum import Checksum, checksum_of
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -33,3 +36,26 @@ class Writer(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release file handles (also after a failure)."""
+
+
+def write_failed(target: Path, exc: BaseException) -> OutputError:
+    """The one-line error of a failed write: the system's reason (``File too large``,
+    ``No space left on device``), never a library's multi-line report."""
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code > 0:
+        reason = os.strerror(code)
+    else:
+        reason = next(iter(str(exc).splitlines()), "") or type(exc).__name__
+    return OutputError(f"{target}: write failed: {reason}")
+
+
+def labels_checksum(values: npt.NDArray[Any]) -> dict[str, str]:
+    """The record's checksum of stored labels: their bytes as stored (C order, own dtype)."""
+    return checksum_of(np.ascontiguousarray(values))
+
+
+def checksum_field(checksum: Checksum, written: int, shape: tuple[int, ...]) -> dict[str, Any]:
+    """``{"checksum": …}`` for the record when all ``shape[0]`` images passed through the
+    writer's ``write`` (and so through ``checksum``); nothing when others wrote the data
+    (the dask engine's tasks), as a partial checksum would be wrong."""
+    return {"checksum": checksum.record()} if written == shape[0] else {}

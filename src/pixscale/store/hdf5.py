@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -9,10 +10,16 @@ import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.params import dumps
-from pixscale.errors import OutputError
 from pixscale.sources.base import Labels
-from pixscale.store.base import Float32Array, Writer
+from pixscale.store.base import (
+    Float32Array,
+    Writer,
+    checksum_field,
+    labels_checksum,
+    write_failed,
+)
 from pixscale.store.io.atomic import StagedOutputs
+from pixscale.store.io.checksum import StreamChecksum
 from pixscale.store.io.direct import ALIGN, DirectFile
 from pixscale.store.naming import PARAMS_GROUP, RECORD_ATTRIBUTE
 
@@ -64,24 +71,32 @@ class Hdf5Writer(Writer):
         direct: bool = False,
     ) -> None:
         self.target, self.shape = target, shape
-        self.temp = staged.stage(target)
+        self.temp = staged.stage(target, main=True)
         self.compression = compression
         self.position = 0
+        self.failed = False
+        self.checksum = StreamChecksum()
         self.raw: DirectFile | None = None
-        if is_contiguous(compression, chunk_images):
-            self._create_contiguous(direct)
-        else:
-            self._create_chunked(chunk_images or chunk_images_for(shape[1:]))
+        self.file: h5py.File | None = None
+        try:
+            if is_contiguous(compression, chunk_images):
+                self._create_contiguous(direct)
+            else:
+                self._create_chunked(chunk_images or chunk_images_for(shape[1:]))
+        except (OSError, RuntimeError) as exc:
+            self.failed = True
+            self.close()
+            raise write_failed(target, exc) from exc
 
     def _create_contiguous(self, direct: bool) -> None:
         import h5py  # imported on use: it adds ~30 ms to every start-up
 
         aligned = {"alignment_threshold": ALIGN, "alignment_interval": ALIGN}
-        self.file = h5py.File(self.temp, "w", track_order=False, **aligned)
+        self.file = file = h5py.File(self.temp, "w", track_order=False, **aligned)
         plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         plist.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
         plist.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-        self.images = self.file.create_dataset(
+        self.images = file.create_dataset(
             "images", shape=self.shape, dtype="<f4", dcpl=plist, track_times=False
         )
         offset = self.images.id.get_offset()
@@ -90,13 +105,13 @@ class Hdf5Writer(Writer):
     def _create_chunked(self, rows: int) -> None:
         import h5py
 
-        self.file = h5py.File(self.temp, "w", track_order=False)
+        self.file = file = h5py.File(self.temp, "w", track_order=False)
         options: dict[str, Any] = {}
         if self.compression == "gzip":
             options = {"compression": "gzip", "compression_opts": DEFAULT_GZIP_LEVEL}
         elif self.compression == "lzf":
             options = {"compression": "lzf"}
-        self.images = self.file.create_dataset(
+        self.images = file.create_dataset(
             "images",
             shape=self.shape,
             dtype="<f4",
@@ -107,16 +122,23 @@ class Hdf5Writer(Writer):
 
     def write(self, chunk: Float32Array) -> None:
         stop = self.position + chunk.shape[0]
+        data = np.ascontiguousarray(chunk, "<f4")
         try:
-            if self.raw is not None:
-                self.raw.write(np.ascontiguousarray(chunk, "<f4"))
-            else:
-                self.images.write_direct(
-                    np.ascontiguousarray(chunk), dest_sel=np.s_[self.position : stop]
-                )
-        except OSError as exc:
-            raise OutputError(f"{self.target}: write failed: {exc.strerror or exc}") from exc
+            with self.checksum.during(data):
+                if self.raw is not None:
+                    self.raw.write(data)
+                else:
+                    self.images.write_direct(data, dest_sel=np.s_[self.position : stop])
+        except (OSError, RuntimeError) as exc:
+            self.failed = True
+            raise write_failed(self.target, exc) from exc
         self.position = stop
+
+    def adopt_checksum(self, crc: int, images: int) -> None:
+        """Take as the data's checksum the CRC-32 of ``images`` images that others wrote
+        into this file's data region, in order (the dask engine's tasks, their parts
+        combined with ``pixscale.store.io.checksum.crc32_combine``)."""
+        self.checksum.crc, self.position = crc, images
 
     def finish(
         self, record: dict[str, Any], arrays: dict[str, npt.NDArray[Any]], labels: Labels | None
@@ -130,29 +152,83 @@ class Hdf5Writer(Writer):
             "dtype": "float32",
             "chunks": list(self.images.chunks) if self.images.chunks else None,
             "compression": self.compression,
+            **checksum_field(self.checksum, self.position, self.shape),
         }
         self.close_data()
-        store_record(self.file, dict(record, output=output), arrays, labels)
+        assert self.file is not None  # open until close()
+        try:
+            store_record(self.file, dict(record, output=output), arrays, labels)
+        except (OSError, RuntimeError) as exc:
+            self.failed = True
+            raise write_failed(self.target, exc) from exc
         self.close()
         return output
 
     def close_data(self) -> None:
         """Write the last bytes of a contiguous dataset (a partial block) and close them."""
+        self.checksum.close()
         if self.raw is not None and not self.raw.closed:
             try:
                 self.raw.close()
             except OSError as exc:
-                raise OutputError(f"{self.target}: write failed: {exc.strerror or exc}") from exc
+                self.failed = True
+                raise write_failed(self.target, exc) from exc
 
     def close(self) -> None:
+        """Close everything; after a failed write without letting HDF5 write again."""
         try:
             self.close_data()
         finally:
-            if self.file.id.valid:
-                try:
-                    self.file.close()
-                except (OSError, RuntimeError) as exc:
-                    raise OutputError(f"{self.target}: write failed: {exc}") from exc
+            try:
+                if self.file is not None:
+                    close_safely(self.file, abandon=self.failed)
+            except (OSError, RuntimeError) as exc:
+                raise write_failed(self.target, exc) from exc
+
+
+def close_safely(file: h5py.File, abandon: bool = False) -> None:
+    """Close an HDF5 file so that HDF5 never fails inside its close.
+
+    A failed ``H5Fclose`` (disk full, file-size limit) leaves HDF5 holding a half-closed
+    file that it flushes again when the interpreter exits, and crashes there (SIGSEGV,
+    measured with HDF5 2.0.0 and h5py 3.16). So the file is flushed first, where a failure
+    is an ordinary exception; after a failed flush or write (``abandon``) the file's
+    descriptor is pointed at /dev/null before closing, so the writes HDF5 repeats while
+    closing succeed into nothing. The caller discards such a file anyway.
+
+    Raises
+    ------
+    OSError
+        The flush failed (the file is closed nonetheless).
+    """
+    if not file.id.valid:
+        return
+    error: BaseException | None = None
+    if not abandon:
+        try:
+            file.flush()
+        except (OSError, RuntimeError) as exc:
+            error = exc
+    if abandon or error is not None:
+        point_at_devnull(file)
+    file.close()
+    if error is not None:
+        raise error
+
+
+def point_at_devnull(file: h5py.File) -> None:
+    """Make the HDF5 file's descriptor write to /dev/null (and read nothing)."""
+    try:
+        handle = file.id.get_vfd_handle()
+    except (OSError, RuntimeError, ValueError):
+        return
+    if not isinstance(handle, int) or handle < 0:
+        return
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        os.dup2(null, handle, inheritable=False)
+    finally:
+        os.close(null)
 
 
 def store_record(
@@ -166,6 +242,7 @@ def store_record(
     if labels is not None:
         file.create_dataset("labels", data=labels.values, track_times=False)
         output["labels"] = "labels"
+        output["labels_checksum"] = labels_checksum(labels.values)
         if labels.class_names:
             output["class_names"] = labels.class_names
     if arrays:

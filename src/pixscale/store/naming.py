@@ -8,7 +8,7 @@ from pathlib import Path
 from pixscale.errors import OutputError
 
 #: Output format by file extension.
-FORMATS = {".h5": "h5", ".hdf5": "h5", ".npy": "npy"}
+FORMATS = {".h5": "h5", ".hdf5": "h5", ".npy": "npy", ".zarr": "zarr"}
 #: Names inside an HDF5 output.
 IMAGES_DATASET = "images"
 LABELS_DATASET = "labels"
@@ -57,7 +57,7 @@ def output_format(path: Path, fmt: str | None = None) -> str:
     if found is None:
         raise OutputError(
             f"{path}: cannot tell the output format from the extension; "
-            "use .h5, .hdf5 or .npy, or --format h5|npy"
+            "use .h5, .hdf5, .npy or .zarr, or --format h5|npy|zarr"
         )
     return found
 
@@ -90,7 +90,11 @@ def is_hdf5(path: Path) -> bool:
 
 
 def is_pixscale_output(path: Path) -> bool:
-    """True for an HDF5 file with a record, or a .npy with its sidecar record."""
+    """True for an HDF5 file or Zarr store with a record, or a .npy with its sidecar record."""
+    from pixscale.store.zarr import is_zarr_output  # imports no zarr
+
+    if is_zarr_output(path):
+        return True
     if is_hdf5(path):
         import h5py
 

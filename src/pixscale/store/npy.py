@@ -12,12 +12,18 @@ import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.params import dumps
-from pixscale.errors import OutputError
 from pixscale.sources.base import Labels
-from pixscale.store.base import Float32Array, Writer
+from pixscale.store.base import (
+    Float32Array,
+    Writer,
+    checksum_field,
+    labels_checksum,
+    write_failed,
+)
 from pixscale.store.io.atomic import StagedOutputs
+from pixscale.store.io.checksum import Checksum, StreamChecksum
 from pixscale.store.io.direct import ALIGN, DirectFile
-from pixscale.store.naming import arrays_path, labels_path, sidecar_path
+from pixscale.store.naming import arrays_path, companions, labels_path, sidecar_path
 
 NPY_PREAMBLE = b"\x93NUMPY\x01\x00"
 
@@ -52,20 +58,32 @@ def padded_npy_header(shape: tuple[int, ...], size: int = ALIGN) -> bytes:
 
 
 class StreamNpyWriter(Writer):
-    """.npy to a stream such as standard output: no sidecar, no temporary file."""
+    """.npy to a stream such as standard output: no sidecar, no temporary file; the
+    checksum goes into the record (``--params-out``)."""
 
     def __init__(self, stream: BinaryIO, shape: tuple[int, ...]) -> None:
         self.target, self.shape, self.stream = Path("-"), shape, stream
+        self.checksum = Checksum()
+        self.written = 0
         stream.write(padded_npy_header(shape))
 
     def write(self, chunk: Float32Array) -> None:
-        self.stream.write(np.ascontiguousarray(chunk, "<f4").data.cast("B"))
+        data = np.ascontiguousarray(chunk, "<f4").data.cast("B")
+        self.checksum.update(data)
+        self.stream.write(data)
+        self.written += chunk.shape[0]
 
     def finish(
         self, record: dict[str, Any], arrays: dict[str, npt.NDArray[Any]], labels: Labels | None
     ) -> dict[str, Any]:
         self.stream.flush()
-        fields = {"file": "-", "format": "npy", "shape": list(self.shape), "dtype": "float32"}
+        fields = {
+            "file": "-",
+            "format": "npy",
+            "shape": list(self.shape),
+            "dtype": "float32",
+            **checksum_field(self.checksum, self.written, self.shape),
+        }
         return {**record.get("output", {}), **fields}
 
     def close(self) -> None:
@@ -75,25 +93,35 @@ class StreamNpyWriter(Writer):
 class NpyWriter(Writer):
     """Writes the header up front, then appends chunks; nothing is held in memory.
 
-    With ``direct`` the data bypasses the page cache where the file system allows it.
+    With ``direct`` the data bypasses the page cache where the file system allows it. The
+    checksum of the data bytes is computed beside their writes.
     """
 
     def __init__(
         self, target: Path, shape: tuple[int, ...], staged: StagedOutputs, direct: bool = False
     ) -> None:
         self.target, self.shape, self.staged = target, shape, staged
-        self.temp = staged.stage(target)
-        staged.check(sidecar_path(target))
+        self.temp = staged.stage(target, main=True)
+        staged.own(companions(target, "npy"))
+        self.checksum = StreamChecksum()
         self.handle = DirectFile(self.temp, direct)
         self.handle.write(padded_npy_header(shape))
         self.written = 0
 
     def write(self, chunk: Float32Array) -> None:
+        data = np.ascontiguousarray(chunk, "<f4")
         try:
-            self.handle.write(np.ascontiguousarray(chunk, "<f4"))
+            with self.checksum.during(data):
+                self.handle.write(data)
         except OSError as exc:
-            raise OutputError(f"{self.target}: write failed: {exc.strerror}") from exc
+            raise write_failed(self.target, exc) from exc
         self.written += chunk.shape[0]
+
+    def adopt_checksum(self, crc: int, images: int) -> None:
+        """Take as the data's checksum the CRC-32 of ``images`` images that others wrote
+        into this file's data region, in order (the dask engine's tasks, their parts
+        combined with ``pixscale.store.io.checksum.crc32_combine``)."""
+        self.checksum.crc, self.written = crc, images
 
     def finish(
         self, record: dict[str, Any], arrays: dict[str, npt.NDArray[Any]], labels: Labels | None
@@ -105,12 +133,14 @@ class NpyWriter(Writer):
             "format": "npy",
             "shape": list(self.shape),
             "dtype": "float32",
+            **checksum_field(self.checksum, self.written, self.shape),
         }
         if labels is not None:
             path = labels_path(self.target)
             with self.staged.stage(path).open("wb") as handle:
                 np.save(handle, labels.values, allow_pickle=False)
             output["labels"] = path.name
+            output["labels_checksum"] = labels_checksum(labels.values)
             if labels.class_names:
                 output["class_names"] = labels.class_names
         if arrays:
@@ -122,8 +152,9 @@ class NpyWriter(Writer):
         return output
 
     def close(self) -> None:
+        self.checksum.close()
         if not self.handle.closed:
             try:
                 self.handle.close()
             except OSError as exc:
-                raise OutputError(f"{self.target}: write failed: {exc.strerror}") from exc
+                raise write_failed(self.target, exc) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,11 @@ class Output:
 def write_mode(output: Output, nbytes: int) -> str:
     """How the output's bytes reach the disk: stream, direct or buffered (page cache)."""
     fmt = output.resolved_format()
-    raw = fmt == "npy" or is_contiguous(output.compression, output.chunk_images)
+    raw = (
+        fmt == "npy"
+        or (fmt == "zarr" and output.compression == "none")
+        or (fmt == "h5" and is_contiguous(output.compression, output.chunk_images))
+    )
     if output.io == "direct" and (output.to_stdout or not raw):
         raise OutputError(
             f"{output.path}: direct writes need a .npy file or uncompressed, unchunked HDF5"
@@ -95,15 +100,36 @@ def write_mode(output: Output, nbytes: int) -> str:
 
 
 def check_targets(output: Output, staged: StagedOutputs) -> None:
-    """Refuse, before any work, targets that collide with each other, an input, a folder
-    or an existing file, or that cannot fit."""
-    targets = [p.absolute() for p in output.targets()]
-    if len(set(targets)) != len(targets):
-        raise OutputError(
-            f"{output.params_out}: --params-out names a file the output itself writes"
-        )
+    """Refuse, before any work, targets that collide with each other (however spelled:
+    ``../out/./x.npy``, a symlink), an input, a folder, an existing file without
+    ``overwrite``, or anything but a regular file; and a missing folder."""
+    seen: dict[Path, Path] = {}
     for target in output.targets():
+        real = Path(os.path.realpath(target))
+        if real in seen:
+            raise OutputError(
+                f"{output.params_out}: --params-out names a file the output itself writes "
+                f"({seen[real]})"
+            )
+        seen[real] = target
+    for target in output.targets():
+        if target == output.path and output.resolved_format() == "zarr":
+            from pixscale.store.zarr import check_store_target
+
+            check_store_target(target, staged.overwrite, staged.inputs)  # a folder store
+            continue
         staged.check(target)
+
+
+def room_needed(output: Output, nbytes: int) -> int:
+    """Data bytes to find room for before writing.
+
+    Uncompressed data takes exactly ``nbytes``. Compressed data takes an unknown part of it
+    (2–10× less for typical images): checking the raw size would refuse outputs that fit,
+    so only the metadata slack is checked and a full disk or file-size limit met while
+    writing fails cleanly (nothing is left behind).
+    """
+    return nbytes if output.compression == "none" else 0
 
 
 def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -> Writer:
@@ -113,12 +139,18 @@ def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -
     check_targets(output, staged)
     if output.to_stdout:
         return StreamNpyWriter(sys.stdout.buffer, shape)
-    check_room(output.path, nbytes)
+    check_room(output.path, room_needed(output, nbytes))
     if output.resolved_format() == "npy":
         return NpyWriter(output.path, shape, staged, mode == "direct")
+    if output.resolved_format() == "zarr":
+        from pixscale.store.zarr import ZarrWriter  # zarr is an optional extra
+
+        return ZarrWriter(
+            output.path, shape, staged, output.compression, output.chunk_images, mode == "direct"
+        )
     return Hdf5Writer(
         output.path, shape, staged, output.compression, output.chunk_images, mode == "direct"
     )
 
 
-__all__ = ["Output", "check_targets", "open_writer", "write_mode"]
+__all__ = ["Output", "check_targets", "open_writer", "room_needed", "write_mode"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ from pixscale.core.params import Params
 from pixscale.errors import InputError
 from pixscale.sources.npy import read_npy_header
 from pixscale.sources.rawio import read_images
-from pixscale.store.naming import IMAGES_DATASET, is_hdf5
-from pixscale.store.records import read_record
+from pixscale.store.io.atomic import folder_lock, folder_of
+from pixscale.store.naming import IMAGES_DATASET, LABELS_DATASET, is_hdf5, sidecar_path
+from pixscale.store.records import companion, first_line, params_of, read_record
+from pixscale.store.zarr import is_zarr_store, open_zarr_output
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -36,15 +39,23 @@ class ConvertedFile:
     stored_shape: tuple[int, ...]
     dtype: np.dtype[Any]
     labels: npt.NDArray[Any] | None
+    #: Parameter arrays stored beside the record (``params/`` or ``<stem>.params.npz``).
+    arrays: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
 
     @property
     def layout(self) -> str:
-        return str(self.record.get("output", {}).get("layout", self.params.layout))
+        return str(self.output.get("layout", self.params.layout))
+
+    @property
+    def output(self) -> dict[str, Any]:
+        """The record's ``output`` section (empty when absent)."""
+        found = self.record.get("output")
+        return found if isinstance(found, dict) else {}
 
     @property
     def chunk_rows(self) -> int:
         """Images per chunk of about ``CHUNK_BYTES`` of float32 values."""
-        return max(1, CHUNK_BYTES // (4 * int(np.prod(self.stored_shape[1:]))))
+        return max(1, CHUNK_BYTES // (4 * max(1, math.prod(self.stored_shape[1:]))))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -53,14 +64,20 @@ class ConvertedFile:
 
     def chunks(self, max_images: int) -> Iterator[Float32Array]:
         """The stored values in the source's layout, ``max_images`` images at a time."""
-        for chunk in self._stored_chunks(max_images):
+        for chunk in self.stored_chunks(max_images):
             yield restore_layout(chunk, self.params.layout, self.layout)
 
-    def _stored_chunks(self, max_images: int) -> Iterator[Float32Array]:
+    def stored_chunks(self, max_images: int) -> Iterator[Float32Array]:
+        """The stored values as stored (output layout), ``max_images`` images at a time."""
         count_all = self.stored_shape[0]
+        if is_zarr_store(self.path):
+            images = open_zarr_output(self.path).images
+            for start in range(0, count_all, max_images):
+                yield np.asarray(images[start : start + max_images])
+            return
         if is_hdf5(self.path):
             with h5py.File(self.path, "r") as handle:
-                images = handle["images"]
+                images = handle[IMAGES_DATASET]
                 for start in range(0, count_all, max_images):
                     yield images[start : start + max_images]
             return
@@ -72,26 +89,174 @@ class ConvertedFile:
 
 
 def open_converted(path: Path) -> ConvertedFile:
-    """Open an HDF5 or .npy file written by ``pixscale convert``."""
-    if not path.is_file():
+    """Open an HDF5 or .npy file written by ``pixscale convert``.
+
+    The record, parameters, labels and data header are read under a shared lock on the
+    folder, so they come from one run even while another commits with ``--overwrite``.
+
+    Raises
+    ------
+    ParamsError
+        The record is missing or malformed.
+    InputError
+        The data does not match its record, or cannot be read (e.g. a missing shard).
+    """
+    path = Path(path)
+    if not (path.is_file() or is_zarr_store(path)):
         raise InputError(f"{path}: no such file")
-    record, arrays = read_record(path)
-    params = Params.from_record(record, arrays)
+    with folder_lock([folder_of(path)], shared=True):
+        record, arrays = read_record(path)
+        params = params_of(record, arrays, path)
+        output = record.get("output") or {}
+        if is_zarr_store(path):
+            opened = open_zarr_output(path)
+            shape, dtype, labels = opened.shape, opened.dtype, opened.labels
+        elif is_hdf5(path):
+            shape, dtype, labels = read_hdf5_data(path)
+        else:
+            shape, dtype, labels = read_npy_data(path, output)
+    converted = ConvertedFile(path, record, params, shape, dtype, labels, arrays)
+    check_consistent(converted)
+    return converted
+
+
+def read_npy_data(
+    path: Path, output: dict[str, Any]
+) -> tuple[tuple[int, ...], np.dtype[Any], npt.NDArray[Any] | None]:
+    """Shape and dtype from the .npy header, and the labels file the record names."""
+    with path.open("rb") as handle:
+        shape, _, dtype = read_npy_header(handle, path)
     labels = None
-    if is_hdf5(path):
+    labels_file = companion(path, output, "labels", str(sidecar_path(path)))
+    if labels_file is not None and labels_file.is_file():
+        try:
+            labels = np.load(labels_file, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(f"{labels_file}: unreadable labels: {first_line(exc)}") from exc
+        if not isinstance(labels, np.ndarray):
+            raise InputError(f"{labels_file}: not a .npy array of labels")
+    return tuple(shape), np.dtype(dtype), labels
+
+
+def read_hdf5_data(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], npt.NDArray[Any] | None]:
+    """Shape and dtype of ``images`` (its shards checked when virtual) and the labels."""
+    try:
         with h5py.File(path, "r") as handle:
-            if "images" not in handle:
+            images = stored_dataset(path, handle, IMAGES_DATASET)
+            if images is None:
                 raise InputError(f"{path}: no 'images' dataset")
-            shape, dtype = tuple(handle["images"].shape), handle["images"].dtype
-            if "labels" in handle:
-                labels = handle["labels"][()]
-    else:
-        with path.open("rb") as handle:
-            shape, fortran, dtype = read_npy_header(handle, path)
-        labels_name = record.get("output", {}).get("labels")
-        if labels_name and (path.parent / labels_name).is_file():
-            labels = np.load(path.parent / labels_name, allow_pickle=False)
-    return ConvertedFile(path, record, params, tuple(shape), np.dtype(dtype), labels)
+            check_virtual(path, images)
+            labels_data = stored_dataset(path, handle, LABELS_DATASET)
+            labels = None if labels_data is None else labels_data[()]
+            return tuple(images.shape), images.dtype, labels
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {first_line(exc)}") from exc
+
+
+def stored_dataset(path: Path, handle: h5py.File, name: str) -> h5py.Dataset | None:
+    """The dataset ``name`` of this very file: no link to another file, no external raw
+    storage (a virtual ``images`` is checked by ``check_virtual``)."""
+    link = handle.get(name, getlink=True)
+    if link is None:
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise InputError(f"{path}: '{name}' is a link to elsewhere")
+    found = handle[name]
+    if not isinstance(found, h5py.Dataset):
+        raise InputError(f"{path}: '{name}' is not a dataset")
+    if found.external:
+        raise InputError(f"{path}: '{name}' keeps its data in an external file")
+    return found
+
+
+def check_virtual(path: Path, images: h5py.Dataset) -> None:
+    """Every shard of a virtual ``images`` (dask engine) lies in the output's folder, exists
+    and holds what the mapping reads; HDF5 itself would read a missing shard as zeros."""
+    if not images.is_virtual:
+        return
+    plist = images.id.get_create_plist()  # kept alive while its mappings are read
+    for index in range(plist.get_virtual_count()):
+        name = os.fsdecode(plist.get_virtual_filename(index))
+        if name == ".":  # the master file itself
+            continue
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise InputError(f"{path}: virtual images read {name}, outside the output's folder")
+        shard = path.parent / name
+        if not shard.is_file():
+            raise InputError(
+                f"{path}: shard {name} missing (keep the shards folder beside {path.name})"
+            )
+        dataset = os.fsdecode(plist.get_virtual_dsetname(index))
+        points = int(plist.get_virtual_vspace(index).get_select_npoints())
+        if not shard_holds(shard, dataset, points, source_bounds(plist, index)):
+            raise InputError(f"{path}: shard {name} does not hold the images the record maps to it")
+
+
+def source_bounds(plist: Any, index: int) -> tuple[int, ...] | None:
+    """The last index a mapping reads from its source, when HDF5 can say (a selection of
+    all of the source has no bounds until the source is opened)."""
+    try:
+        return tuple(plist.get_virtual_srcspace(index).get_select_bounds()[1])
+    except (ValueError, RuntimeError):
+        return None
+
+
+def shard_holds(shard: Path, dataset: str, points: int, high: tuple[int, ...] | None) -> bool:
+    """The shard has a dataset ``dataset`` of at least ``points`` values reaching at least
+    index ``high``."""
+    try:
+        with h5py.File(shard, "r") as handle:
+            found = handle.get(dataset)
+            if not isinstance(found, h5py.Dataset) or found.size < points:
+                return False
+            if high is None:
+                return True
+            return len(high) == len(found.shape) and all(
+                top < size for top, size in zip(high, found.shape, strict=True)
+            )
+    except OSError:
+        return False
+
+
+def check_consistent(converted: ConvertedFile) -> None:
+    """The stored shape, labels and per-image parameters agree with the record."""
+    path, params, stored = converted.path, converted.params, converted.stored_shape
+    if not stored:
+        raise InputError(f"{path}: the images have no image axis")
+    layout = converted.output.get("layout", params.layout)
+    expected = stored_image_shape(path, params.image_shape, params.layout, layout)
+    if tuple(stored[1:]) != expected:
+        raise InputError(
+            f"{path}: images of shape {tuple(stored[1:])} do not match the record's "
+            f"image_shape {list(params.image_shape)} in layout {layout}"
+        )
+    count = stored[0]
+    labels = converted.labels
+    if labels is not None and (labels.ndim == 0 or labels.shape[0] != count):
+        raise InputError(f"{path}: {labels.size} labels for {count} images")
+    if params.scope == "image":
+        for name in ("source_low", "source_span"):
+            values = getattr(params, name)
+            if values.ndim == 0 or values.shape[0] != count:
+                raise InputError(
+                    f"{path}: {name} holds {values.size} per-image values for {count} images "
+                    "(length mismatch)"
+                )
+
+
+def stored_image_shape(
+    path: Path, image: tuple[int, ...], source: object, target: object
+) -> tuple[int, ...]:
+    """One image's shape once moved from layout ``source`` to ``target`` (by arithmetic:
+    a hostile record must not make this allocate)."""
+    if source == target:
+        return tuple(image)
+    if source == "nhw" and target in ("nhwc", "nchw") and len(image) == 2:
+        return (1, *image) if target == "nchw" else (*image, 1)
+    if source in ("nhwc", "nchw") and target in ("nhwc", "nchw") and len(image) == 3:
+        order = (2, 0, 1) if target == "nchw" else (1, 2, 0)
+        return tuple(image[i] for i in order)
+    raise InputError(f"{path}: the record's layouts ({source!r} → {target!r}) do not fit its data")
 
 
 class Dataset:
@@ -146,7 +311,9 @@ class Dataset:
     def _data(self) -> Any:
         if self._images is None or self._pid != os.getpid():
             self._handle = None
-            if is_hdf5(self.path):
+            if is_zarr_store(self.path):
+                self._images = open_zarr_output(self.path).images  # zarr.Array: d[i], d[a:b]
+            elif is_hdf5(self.path):
                 self._handle = h5py.File(self.path, "r")
                 self._images = self._handle[IMAGES_DATASET]
             else:

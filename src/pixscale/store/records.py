@@ -1,8 +1,15 @@
-"""Find and read the parameter record of a params JSON or of any pixscale output."""
+"""Find and read the parameter record of a params JSON or of any pixscale output.
+
+Records are input like any other: whatever a file holds, reading it gives a record (a dict
+whose sections are dicts, with finite numbers only) or a ``ParamsError`` naming the file.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -10,50 +17,230 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from pixscale.core.params import Params, loads
-from pixscale.errors import ParamsError
+from pixscale.core.params import Params
+from pixscale.errors import ParamsError, PixscaleError
+from pixscale.sources.npy import read_npy_header
 from pixscale.store.naming import PARAMS_GROUP, RECORD_ATTRIBUTE, is_hdf5, sidecar_path
 
 Arrays = dict[str, npt.NDArray[Any]]
 
+#: Sections of a record that are JSON objects when present.
+SECTIONS = ("output", "source", "fitted_on", "stats", "zero_std")
+#: Fields of ``output`` that name a companion file beside the data.
+COMPANION_FIELDS = ("labels", "arrays")
+#: Records larger than this are not records (a JSON bomb is refused before parsing).
+MAX_RECORD_BYTES = 256 << 20
+#: Failures of the conversions a malformed record can provoke beyond ``ParamsError``.
+MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError)
 
-def read_record(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Arrays]:
-    """The record and its external arrays, from JSON, HDF5 output or .npy output."""
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: no such file")
-    if is_hdf5(path):
+
+def parse_record(text: str, origin: str) -> dict[str, Any]:
+    """The record in ``text``: a JSON object with finite numbers and object sections.
+
+    Raises
+    ------
+    ParamsError
+        Not JSON, nested too deeply, not an object, a non-finite number (``NaN``,
+        ``Infinity``, ``1e309``), or a section that is not an object.
+    """
+    try:
+        record = json.loads(text)
+    except RecursionError:
+        raise ParamsError(f"{origin}: invalid record: JSON nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise ParamsError(f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except ValueError as exc:
+        raise ParamsError(f"{origin}: not valid JSON ({exc})") from exc
+    if not isinstance(record, dict):
+        raise ParamsError(f"{origin}: not a parameter record (a JSON object)")
+    where = first_non_finite(record)
+    if where is not None:
+        raise ParamsError(f"{origin}: invalid record: {where} is not a finite number")
+    for name in SECTIONS:
+        section = record.get(name)
+        if section is not None and not isinstance(section, dict):
+            raise ParamsError(
+                f"{origin}: invalid record: {name} must be an object, not {type_name(section)}"
+            )
+    return record
+
+
+def first_non_finite(value: Any) -> str | None:
+    """Where the first NaN or infinity sits in a parsed JSON value (``source_low[2]``),
+    walking without recursion."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return where or "the record"
+        if isinstance(item, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
+    return None
+
+
+def type_name(value: Any) -> str:
+    return {list: "a list", str: "a string", bool: "a boolean"}.get(type(value), "a number")
+
+
+def read_text(path: Path) -> str:
+    """A record file's text, refused when too large or not UTF-8."""
+    try:
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            raise ParamsError(f"{path}: too large for a parameter record")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not a params JSON or pixscale output") from exc
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def companion(data: Path, output: dict[str, Any], field: str, origin: str) -> Path | None:
+    """The file ``output[field]`` names beside ``data``, refusing names that lead elsewhere."""
+    name = output.get(field)
+    if name is None:
+        return None
+    if not is_plain_name(name):
+        raise ParamsError(
+            f"{origin}: invalid record: output.{field} must name a file beside "
+            f"{data.name}, not {name!r} (a path outside the output's folder)"
+        )
+    return data.with_name(name)
+
+
+def is_plain_name(name: object) -> bool:
+    """A file name without any folder part: no separator, not ``.`` or ``..``."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+    )
+
+
+def read_hdf5(path: Path) -> tuple[dict[str, Any], Arrays]:
+    """The record attribute and the ``params/`` arrays of an HDF5 output."""
+    try:
         with h5py.File(path, "r") as handle:
             text = handle.attrs.get(RECORD_ATTRIBUTE)
             if text is None:
-                raise ParamsError(f"{path}: HDF5 file has no pixscale_params attribute")
-            arrays: Arrays = {}
-            if PARAMS_GROUP in handle:
-                arrays = {name: ds[()] for name, ds in handle[PARAMS_GROUP].items()}
-        return loads(str(text), str(path)), arrays
-    if path.suffix == ".npy":
-        sidecar = sidecar_path(path)
-        if not sidecar.is_file():
-            raise ParamsError(f"{path}: no parameter record beside it ({sidecar.name} missing)")
-        record = loads(sidecar.read_text(), str(sidecar))
-        arrays = {}
-        stored = record.get("output", {}).get("arrays")
-        if stored:
-            with np.load(path.with_name(stored), allow_pickle=False) as archive:
-                arrays = {name: archive[name] for name in archive.files}
-        return record, arrays
+                raise ParamsError(f"{path}: HDF5 file has no {RECORD_ATTRIBUTE} attribute")
+            if isinstance(text, bytes | np.bytes_):
+                text = text.decode("utf-8", "replace")
+            if not isinstance(text, str):
+                raise ParamsError(f"{path}: {RECORD_ATTRIBUTE} is not a JSON string")
+            record = parse_record(text, str(path))
+            arrays = read_hdf5_arrays(path, handle)
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read its record: {first_line(exc)}") from exc
+    return record, arrays
+
+
+def read_hdf5_arrays(path: Path, handle: h5py.File) -> Arrays:
+    """Numeric datasets of the ``params/`` group, no larger than the images."""
+    if PARAMS_GROUP not in handle:
+        return {}
+    group = handle[PARAMS_GROUP]
+    if not isinstance(group, h5py.Group):
+        raise ParamsError(f"{path}: {PARAMS_GROUP} is not a group")
+    limit = handle["images"].size if isinstance(handle.get("images"), h5py.Dataset) else 0
+    arrays: Arrays = {}
+    for name, item in group.items():
+        if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "biuf":
+            raise ParamsError(f"{path}: {PARAMS_GROUP}/{name} is not a numeric array")
+        if item.size > max(limit, 1):
+            raise ParamsError(f"{path}: {PARAMS_GROUP}/{name} is larger than the images")
+        arrays[name] = item[()]
+    return arrays
+
+
+def read_npz(path: Path, limit: int, origin: str) -> Arrays:
+    """Numeric arrays of a ``.params.npz`` beside a .npy output, each of at most ``limit``
+    values (``origin``: the record naming it)."""
     try:
-        text = path.read_text()
-    except UnicodeDecodeError as exc:
-        raise ParamsError(f"{path}: not a params JSON or pixscale output") from exc
-    return loads(text, str(path)), {}
+        loaded = np.load(path, allow_pickle=False)
+        members = loaded.zip if isinstance(loaded, np.lib.npyio.NpzFile) else None
+        if members is None:
+            raise ParamsError(f"{path}: not a .npz archive of parameter arrays")
+        with loaded as archive:
+            for info in members.infolist():
+                if info.file_size > 8 * max(limit, 1) + 4096:
+                    raise ParamsError(f"{path}: {info.filename} is larger than the images")
+            arrays = {name: archive[name] for name in archive.files}
+    except FileNotFoundError as exc:
+        raise ParamsError(f"{origin}: parameter arrays {path.name} missing") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ParamsError(f"{path}: unreadable parameter arrays: {first_line(exc)}") from exc
+    for name, values in arrays.items():
+        if values.dtype.kind not in "biuf":
+            raise ParamsError(f"{path}: {name} is not a numeric array")
+    return arrays
+
+
+def npy_values(path: Path) -> int:
+    """Values in the .npy at ``path`` according to its header (0 when unreadable)."""
+    try:
+        with path.open("rb") as handle:
+            shape, _, _ = read_npy_header(handle, path)
+    except (OSError, PixscaleError):
+        return 0
+    return math.prod(shape)
+
+
+def read_npy_output(path: Path) -> tuple[dict[str, Any], Arrays]:
+    """The sidecar record of a .npy output and its ``.params.npz`` arrays."""
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        raise ParamsError(f"{path}: no parameter record beside it ({sidecar.name} missing)")
+    record = parse_record(read_text(sidecar), str(sidecar))
+    stored = companion(path, record.get("output") or {}, "arrays", str(sidecar))
+    arrays = read_npz(stored, npy_values(path), str(sidecar)) if stored is not None else {}
+    return record, arrays
+
+
+def read_record(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Arrays]:
+    """The record and its external arrays, from JSON, HDF5 output or .npy output.
+
+    Raises
+    ------
+    ParamsError
+        For any file that does not hold a well-formed record (see ``parse_record``).
+    """
+    path = Path(path)
+    from pixscale.store.zarr import is_zarr_store, read_zarr_record  # imports no zarr
+
+    if is_zarr_store(path):
+        return read_zarr_record(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such file")
+    if is_hdf5(path):
+        return read_hdf5(path)
+    if path.suffix == ".npy":
+        return read_npy_output(path)
+    return parse_record(read_text(path), str(path)), {}
+
+
+def params_of(record: dict[str, Any], arrays: Arrays, origin: str | os.PathLike[str]) -> Params:
+    """``Params.from_record``, with every failure a ``ParamsError`` naming ``origin``."""
+    try:
+        return Params.from_record(record, arrays)
+    except ParamsError as exc:
+        message = str(exc)
+        if str(origin) in message:
+            raise
+        raise ParamsError(f"{origin}: {message}") from exc
+    except (*MALFORMED, RecursionError) as exc:
+        raise ParamsError(f"{origin}: parameter record is malformed: {first_line(exc)}") from exc
 
 
 def load_params(path: str | os.PathLike[str]) -> tuple[Params, dict[str, Any]]:
     """Parameters stored in ``path`` and the record they came from."""
-    path = Path(path)
     record, arrays = read_record(path)
-    try:
-        return Params.from_record(record, arrays), record
-    except ParamsError as exc:
-        raise ParamsError(f"{path}: {exc}") from exc
+    return params_of(record, arrays, path), record
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (HDF5 reports span several)."""
+    return next(iter(str(exc).splitlines()), "") or type(exc).__name__

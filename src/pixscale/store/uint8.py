@@ -11,7 +11,8 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from pixscale.errors import OutputError
+from pixscale.store.base import write_failed
+from pixscale.store.hdf5 import close_safely
 from pixscale.store.io.atomic import StagedOutputs
 from pixscale.store.naming import labels_path, uint8_format
 from pixscale.store.npy import write_npy_header
@@ -25,20 +26,32 @@ class Uint8Writer:
     def __init__(self, target: Path, shape: tuple[int, ...], staged: StagedOutputs) -> None:
         self.target, self.shape, self.staged = target, shape, staged
         self.format = uint8_format(target)
-        self.temp = staged.stage(target)
+        self.temp = staged.stage(target, main=True)
+        if self.format == "npy":
+            staged.own([labels_path(target)])
         self.position = 0
+        self.failed = False
         self.file: h5py.File | None = None
         self.handle: BinaryIO | None = None
+        try:
+            self._create()
+        except (OSError, RuntimeError) as exc:
+            self.failed = True
+            self.close()
+            raise write_failed(target, exc) from exc
+
+    def _create(self) -> None:
         if self.format == "h5":
             self.file = h5py.File(self.temp, "w")
             self.images = self.file.create_dataset(
-                "images", shape=shape, dtype="u1", chunks=True, track_times=False
+                "images", shape=self.shape, dtype="u1", chunks=True, track_times=False
             )
             return
         raw: BinaryIO = self.temp.open("wb")
-        if self.format == "idx" and target.name.endswith(".gz"):
+        if self.format == "idx" and self.target.name.endswith(".gz"):
             raw = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="")  # type: ignore[assignment]
         self.handle = raw
+        shape = self.shape
         if self.format == "npy":
             write_npy_header(raw, shape, "|u1")
         else:
@@ -51,27 +64,42 @@ class Uint8Writer:
                 self.images[self.position : stop] = chunk
             elif self.handle is not None:
                 self.handle.write(np.ascontiguousarray(chunk).data.cast("B"))
-        except OSError as exc:
-            raise OutputError(f"{self.target}: write failed: {exc}") from exc
+        except (OSError, RuntimeError) as exc:
+            self.failed = True
+            raise write_failed(self.target, exc) from exc
         self.position = stop
 
     def finish(self, labels: npt.NDArray[Any] | None) -> None:
-        if labels is not None and self.file is not None:
-            self.file.create_dataset("labels", data=labels, track_times=False)
-        elif labels is not None and self.format == "npy":
-            path = labels_path(self.target)
-            with self.staged.stage(path).open("wb") as handle:
-                np.save(handle, labels, allow_pickle=False)
+        """Store the labels (in the file, or beside a .npy) and close."""
+        try:
+            if labels is not None and self.file is not None:
+                self.file.create_dataset("labels", data=labels, track_times=False)
+            elif labels is not None and self.format == "npy":
+                path = labels_path(self.target)
+                with self.staged.stage(path).open("wb") as handle:
+                    np.save(handle, labels, allow_pickle=False)
+        except (OSError, RuntimeError) as exc:
+            self.failed = True
+            raise write_failed(self.target, exc) from exc
         self.close()
 
     def close(self) -> None:
+        """Close the file (also after a failure, without HDF5 writing again)."""
         try:
-            if self.file is not None and self.file.id.valid:
-                self.file.close()
+            if self.file is not None:
+                close_safely(self.file, abandon=self.failed)
             if self.handle is not None and not self.handle.closed:
-                fileobj = getattr(self.handle, "fileobj", None)
-                self.handle.close()
-                if fileobj is not None:
-                    fileobj.close()
-        except OSError as exc:
-            raise OutputError(f"{self.target}: write failed: {exc}") from exc
+                close_stream(self.handle)
+        except (OSError, RuntimeError) as exc:
+            self.failed = True
+            raise write_failed(self.target, exc) from exc
+
+
+def close_stream(handle: BinaryIO) -> None:
+    """Close ``handle`` and, for gzip, the file beneath it, even when the first close fails."""
+    fileobj = getattr(handle, "fileobj", None)
+    try:
+        handle.close()
+    finally:
+        if fileobj is not None:
+            fileobj.close()

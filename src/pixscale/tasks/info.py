@@ -11,7 +11,7 @@ import numpy as np
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, dataset_sums
 from pixscale.errors import InputError
 from pixscale.sources import Source, open_source
-from pixscale.store.naming import is_hdf5, is_pixscale_output
+from pixscale.store.naming import is_pixscale_output
 from pixscale.store.reader import ConvertedFile, open_converted
 
 
@@ -73,7 +73,7 @@ def output_info(converted: ConvertedFile) -> dict[str, Any]:
     info: dict[str, Any] = {
         "file": converted.path.name,
         "kind": "pixscale output",
-        "format": "hdf5" if is_hdf5(converted.path) else "npy",
+        "format": str((record.get("output") or {}).get("format", "npy")),
         "shape": list(converted.stored_shape),
         "dtype": str(converted.dtype),
         "layout": converted.layout,

@@ -15,8 +15,10 @@ from pixscale.core.transform import Transform
 from pixscale.errors import InputError
 from pixscale.sources import open_recorded_source
 from pixscale.store.io.atomic import staged_outputs
+from pixscale.store.naming import companions, is_hdf5
 from pixscale.store.reader import ConvertedFile, open_converted
 from pixscale.store.uint8 import Uint8Writer
+from pixscale.tasks.verify import Rechunked
 
 #: Images per chunk when reading float32 outputs back (about 4 MiB of MNIST).
 DEFAULT_CHUNK_IMAGES = 1024
@@ -36,9 +38,12 @@ class InvertReport:
         return self.not_round_trip > 0 or self.at_clip_bounds > 0
 
 
-def pixels_of(converted: ConvertedFile) -> Iterator[tuple[int, npt.NDArray[np.uint8], int, int]]:
-    """(start, uint8 images, values that do not round-trip, values at clip bounds)."""
-    transform = Transform(converted.params)
+def pixels_of(
+    converted: ConvertedFile, transform: Transform | None = None
+) -> Iterator[tuple[int, npt.NDArray[np.float32], npt.NDArray[np.uint8], int, int]]:
+    """(start, stored values, uint8 images, values that do not round-trip, values at clip
+    bounds), chunk by chunk in the source's layout."""
+    transform = transform or Transform(converted.params)
     bounds = clip_bounds(converted)
     start = 0
     for values in converted.chunks(converted.chunk_rows):
@@ -46,7 +51,7 @@ def pixels_of(converted: ConvertedFile) -> Iterator[tuple[int, npt.NDArray[np.ui
         clipped = 0
         if bounds is not None:
             clipped = int(np.count_nonzero((values == bounds[0]) | (values == bounds[1])))
-        yield start, pixels, mismatches, clipped
+        yield start, values, pixels, mismatches, clipped
         start += values.shape[0]
 
 
@@ -76,9 +81,12 @@ def invert(
     output
         The uint8 file to write: .npy, .h5, or an IDX name (``…-idx3-ubyte[.gz]``).
     overwrite
-        Replace an existing ``output`` (atomically).
+        Replace an existing ``output`` (atomically; never a FIFO, device or the like).
     verify_source
-        The original input: count the pixels that differ from it.
+        The original input: count the pixels that differ from it. Pixels that differ
+        because ``path`` does not hold what the source converts to mean the output would
+        be wrong: nothing is written and ``InputError`` is raised. Pixels that differ only
+        because ``--clip`` merged values (lossy by design) are counted in the report.
     **reading
         Input options for ``verify_source`` (``key``, ``mode``, ``layout``); by default
         those the record names.
@@ -87,6 +95,11 @@ def invert(
     -------
     InvertReport
         Images written, values that do not round-trip, clipped values, source mismatches.
+
+    Raises
+    ------
+    InputError
+        With ``verify_source``: pixels differ from the source beyond what clipping explains.
     """
     path, output = Path(path), Path(output)
     converted = open_converted(path)
@@ -96,42 +109,60 @@ def invert(
     if source is not None and source.shape != converted.shape:
         raise InputError(f"{verify_source}: shape {source.shape} differs from {converted.shape}")
     report = InvertReport(images=converted.shape[0])
-    originals = source.chunks(converted.chunk_rows) if source is not None else None
-    if source is not None:
-        report.source_mismatches = 0
-    inputs = [path] + ([Path(verify_source)] if verify_source else [])
+    comparison = Comparison(Rechunked(source.chunks(converted.chunk_rows))) if source else None
+    beside = companions(path, "h5" if is_hdf5(path) else "npy")  # its record, labels, arrays
+    inputs = [path, *beside, *([Path(verify_source)] if verify_source else [])]
     with staged_outputs(overwrite, inputs) as staged:
         writer = Uint8Writer(output, converted.shape, staged)
         try:
-            pending: npt.NDArray[np.uint8] | None = None
-            for _, pixels, mismatches, clipped in pixels_of(converted):
+            transform = Transform(converted.params)
+            for start, values, pixels, mismatches, clipped in pixels_of(converted, transform):
                 writer.write(pixels)
                 report.not_round_trip += mismatches
                 report.at_clip_bounds += clipped
-                if originals is not None:
-                    pending = compare(pixels, originals, pending, report)
+                if comparison is not None:
+                    comparison.add(transform, start, values, pixels)
+            if comparison is not None:
+                report.source_mismatches = comparison.differing
+                comparison.check(path, verify_source, output)
             writer.finish(converted.labels)
         finally:
             writer.close()
     return report
 
 
-def compare(
-    pixels: npt.NDArray[np.uint8],
-    originals: Iterator[npt.NDArray[np.uint8]],
-    pending: npt.NDArray[np.uint8] | None,
-    report: InvertReport,
-) -> npt.NDArray[np.uint8] | None:
-    """Count differing pixels; source chunks may not line up with output chunks."""
-    done = 0
-    while done < pixels.shape[0]:
-        if pending is None or pending.shape[0] == 0:
-            pending = next(originals)
-        take = min(pending.shape[0], pixels.shape[0] - done)
-        differ = np.count_nonzero(pending[:take] != pixels[done : done + take])
-        report.source_mismatches = (report.source_mismatches or 0) + int(differ)
-        pending, done = pending[take:], done + take
-    return pending
+@dataclass
+class Comparison:
+    """Inverted pixels against the source's: all that differ, and those whose stored value
+    is not what the source converts to (a damaged or foreign output, not a lossy clip)."""
+
+    originals: Rechunked
+    differing: int = 0
+    unfaithful: int = 0
+
+    def add(
+        self,
+        transform: Transform,
+        start: int,
+        values: npt.NDArray[np.float32],
+        pixels: npt.NDArray[np.uint8],
+    ) -> None:
+        original = self.originals.take(pixels.shape[0])
+        differ = original != pixels
+        count = int(np.count_nonzero(differ))
+        if count:
+            again = transform.apply(original, start).view(np.uint32)
+            wrong = again != np.ascontiguousarray(values, np.float32).view(np.uint32)
+            self.unfaithful += int(np.count_nonzero(differ & wrong))
+        self.differing += count
+
+    def check(self, path: Path, source: PathLike | None, output: Path) -> None:
+        """Refuse to write an inversion that differs from the source beyond clipping."""
+        if self.unfaithful:
+            raise InputError(
+                f"{path}: {self.unfaithful} pixels differ from the source {source}; "
+                f"{output} was not written"
+            )
 
 
 def describe(report: InvertReport) -> list[str]:

@@ -1,18 +1,34 @@
-"""verify: check an output against its record, and against its source."""
+"""verify: check an output against its record, and against its source.
+
+Without the source, an output is checked against what its record promises: every field
+there, float32 data of the recorded shape, the derived ``scale``/``offset`` (and the HDF5
+attributes readers use) equal to those of the four defining numbers, the checksum of the
+data bytes as written, and every value one of the 256 its scope element's parameters can
+produce. With the source, its sha256 and every image re-derived bit for bit. One streaming
+pass over the data does all the value checks.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
+import numpy.typing as npt
 
+from pixscale.core.layouts import restore_layout
 from pixscale.core.params import FORMAT
 from pixscale.core.transform import Transform
 from pixscale.sources import Source, open_recorded_source
+from pixscale.store.io.checksum import ALGORITHMS, Checksum, checksum_of
+from pixscale.store.naming import is_hdf5
 from pixscale.store.reader import ConvertedFile, open_converted
+
+UInt8Array = npt.NDArray[np.uint8]
 
 
 @dataclass
@@ -22,6 +38,11 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return all(passed for _, passed, _ in self.checks)
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the checks that failed, in order."""
+        return [name for name, passed, _ in self.checks if not passed]
 
     def add(self, name: str, passed: bool, detail: str = "") -> None:
         self.checks.append((name, passed, detail))
@@ -44,7 +65,7 @@ REQUIRED_FIELDS = (
 def verify(
     path: str | os.PathLike[str],
     source_path: str | os.PathLike[str] | None = None,
-    samples: int = 64,
+    samples: int | None = None,
     **reading: Any,
 ) -> VerifyReport:
     """Check the record, the stored data and (with a source) its provenance and values.
@@ -56,7 +77,8 @@ def verify(
     source_path
         The original input, to check its sha256 and re-derive values from.
     samples
-        Images re-derived from the source.
+        Re-derive only this many evenly spaced images from the source; None (the
+        default) re-derives every image.
     **reading
         Input options for the source (``key``, ``mode``, ``layout``); by default those
         the record names.
@@ -68,6 +90,33 @@ def verify(
     """
     report = VerifyReport()
     converted = open_converted(Path(path))
+    check_record(report, converted)
+    source = None
+    if source_path is not None:
+        source = open_recorded_source(source_path, converted.record, reading)
+        sha = source.sha256()
+        report.add("source sha256", sha == described(converted.record).get("sha256"), sha)
+        report.add("source shape", source.shape == converted.shape, f"{source.shape}")
+    same_shape = source is not None and source.shape == converted.shape
+    scan = scan_values(converted, source if same_shape else None, samples)
+    report_values(report, converted, scan)
+    if same_shape:
+        report.add(
+            "sample re-derives exactly", scan.differing == 0, f"{scan.differing} differing values"
+        )
+    return report
+
+
+def described(record: dict[str, Any]) -> dict[str, Any]:
+    found = record.get("source")
+    return found if isinstance(found, dict) else {}
+
+
+# ------------------------------------------------------------------------- the record
+
+
+def check_record(report: VerifyReport, converted: ConvertedFile) -> None:
+    """Fields, dtype, shape, derived numbers and HDF5 attributes against the record."""
     record = converted.record
     missing = [name for name in REQUIRED_FIELDS if name not in record]
     report.add(
@@ -76,31 +125,189 @@ def verify(
         f"missing: {', '.join(missing)}" if missing else FORMAT,
     )
     report.add("data is float32", converted.dtype == np.float32, str(converted.dtype))
-    recorded = tuple(record.get("output", {}).get("shape", ()))
+    recorded = converted.output.get("shape")
     stored = converted.stored_shape
-    report.add("shape as recorded", stored == recorded, f"{stored}")
-    if source_path is None:
-        return report
-    source = open_recorded_source(source_path, record, reading)
-    sha = source.sha256()
-    report.add("source sha256", sha == record.get("source", {}).get("sha256"), sha)
-    report.add("source shape", source.shape == converted.shape, f"{source.shape}")
-    if source.shape == converted.shape:
-        bad = sample_mismatches(converted, source, samples)
-        report.add("sample re-derives exactly", bad == 0, f"{bad} differing values")
-    return report
+    report.add(
+        "shape as recorded", isinstance(recorded, list) and tuple(recorded) == stored, f"{stored}"
+    )
+    wrong = [name for name in ("scale", "offset") if not derived_agrees(converted, name)]
+    report.add(
+        "scale and offset derived from the four numbers",
+        not wrong,
+        f"{' and '.join(wrong)} differ from target_span / source_span and "
+        "target_low - source_low * scale"
+        if wrong
+        else "scale = target_span / source_span, offset = target_low - source_low * scale",
+    )
+    if is_hdf5(converted.path):
+        wrong = hdf5_attributes_differing(converted)
+        report.add(
+            "HDF5 attributes agree with the record",
+            not wrong,
+            f"{', '.join(wrong)} differ" if wrong else "strategy, scale, offset",
+        )
 
 
-def sample_mismatches(converted: ConvertedFile, source: Source, samples: int) -> int:
-    """Re-derive evenly spaced images from the source and compare bits with the output."""
-    wanted = set(np.linspace(0, source.n_images - 1, min(samples, source.n_images)).astype(int))
-    transform = Transform(converted.params)
+def derived_agrees(converted: ConvertedFile, name: str) -> bool:
+    """The record's ``scale`` or ``offset`` (inline, or a stored array) equals the value
+    the defining numbers give."""
+    expected = getattr(converted.params, name)
+    value = converted.record.get(name)
+    if isinstance(value, dict):
+        value = converted.arrays.get(str(value.get("array")))
+    return same_numbers(value, expected)
+
+
+def same_numbers(value: Any, expected: npt.NDArray[np.float64]) -> bool:
+    """``value`` holds exactly the float64 numbers of ``expected``, in its shape."""
+    if value is None or isinstance(value, str | bytes):
+        return False
+    try:
+        found = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        return False
+    return found.shape == expected.shape and bool(np.array_equal(found, expected))
+
+
+def hdf5_attributes_differing(converted: ConvertedFile) -> list[str]:
+    """Which of the ``strategy``, ``scale`` and ``offset`` attributes disagree."""
+    params, record = converted.params, converted.record
+    wrong = []
+    with h5py.File(converted.path, "r") as handle:
+        attrs = handle.attrs
+        strategy = attrs.get("strategy")
+        if isinstance(strategy, bytes):
+            strategy = strategy.decode("utf-8", "replace")
+        if strategy != record.get("strategy"):
+            wrong.append("strategy")
+        for name in ("scale", "offset"):
+            stored_apart = isinstance(record.get(name), dict)
+            if name not in attrs and stored_apart:
+                continue
+            if not same_numbers(attrs.get(name), getattr(params, name)):
+                wrong.append(name)
+    return wrong
+
+
+# ------------------------------------------------------------------------- the values
+
+
+@dataclass
+class Scan:
+    """What one pass over the stored values found."""
+
+    checksum: Checksum | None
+    not_allowed: int = 0
+    differing: int = 0
+
+
+def recorded_checksum(output: dict[str, Any], name: str = "checksum") -> tuple[str, str] | None:
+    """(algorithm, value) of a well-formed recorded checksum; None when absent or malformed."""
+    found = output.get(name)
+    if not isinstance(found, dict):
+        return None
+    algorithm, value = found.get("algorithm"), found.get("value")
+    if algorithm not in ALGORITHMS or not isinstance(value, str):
+        return None
+    return str(algorithm), value.lower()
+
+
+def scan_values(converted: ConvertedFile, source: Source | None, samples: int | None) -> Scan:
+    """Stream the stored values once: checksum them as stored, count those the parameters
+    cannot produce and, with a source, those that differ from its re-derived values."""
+    recorded = recorded_checksum(converted.output)
+    scan = Scan(Checksum(recorded[0]) if recorded else None)
+    params = converted.params
+    transform = Transform(params)
     rows = converted.chunk_rows
-    bad, start = 0, 0
-    for original, stored in zip(source.chunks(rows), converted.chunks(rows), strict=True):
-        picks = [i - start for i in sorted(wanted) if start <= i < start + original.shape[0]]
-        if picks:
-            again = transform.apply(original, start)[picks]
-            bad += int(np.count_nonzero(again.view(np.uint32) != stored[picks].view(np.uint32)))
-        start += original.shape[0]
-    return bad
+    wanted = sample_images(converted.shape[0], samples)
+    originals = Rechunked(source.chunks(rows)) if source is not None else None
+    start = 0
+    for stored in converted.stored_chunks(rows):
+        data = np.ascontiguousarray(stored, "<f4")
+        if scan.checksum is not None:
+            scan.checksum.update(data)
+        values = restore_layout(data, params.layout, converted.layout)
+        _, mismatches = transform.invert(values, start)
+        scan.not_allowed += mismatches
+        if originals is not None:
+            original = originals.take(values.shape[0])
+            scan.differing += differing(transform, original, values, start, wanted)
+        start += values.shape[0]
+    return scan
+
+
+def sample_images(count: int, samples: int | None) -> set[int] | None:
+    """Evenly spaced images to compare with the source; None compares all."""
+    if samples is None or samples >= count:
+        return None
+    return set(np.linspace(0, count - 1, samples).astype(int).tolist())
+
+
+def differing(
+    transform: Transform,
+    original: UInt8Array,
+    values: npt.NDArray[np.float32],
+    start: int,
+    wanted: set[int] | None,
+) -> int:
+    """Values of images ``start…`` that differ (bitwise) from the source re-derived."""
+    if wanted is not None:
+        picks = [i - start for i in sorted(wanted) if start <= i < start + values.shape[0]]
+        if not picks:
+            return 0
+        again = transform.apply(original, start)[picks]
+        return int(np.count_nonzero(again.view(np.uint32) != values[picks].view(np.uint32)))
+    again = transform.apply(original, start)
+    return int(np.count_nonzero(again.view(np.uint32) != values.view(np.uint32)))
+
+
+def report_values(report: VerifyReport, converted: ConvertedFile, scan: Scan) -> None:
+    """The checksum checks and the count of values the parameters cannot produce."""
+    output = converted.output
+    recorded = recorded_checksum(output)
+    if "checksum" not in output:
+        report.add("checksum", True, "none recorded")
+    elif recorded is None or scan.checksum is None:
+        report.add("checksum", False, f"malformed in the record: {output.get('checksum')!r}")
+    else:
+        found = scan.checksum.value
+        report.add(
+            "checksum", found == recorded[1], f"{recorded[0]} {found}, recorded {recorded[1]}"
+        )
+    report.add(
+        "values allowed by the record",
+        scan.not_allowed == 0,
+        f"{scan.not_allowed} values are not among the 256 the parameters allow",
+    )
+    if "labels_checksum" in output and converted.labels is not None:
+        recorded = recorded_checksum(output, "labels_checksum")
+        if recorded is None:
+            report.add("labels checksum", False, "malformed in the record")
+            return
+        found = checksum_of(np.ascontiguousarray(converted.labels), recorded[0])["value"]
+        report.add(
+            "labels checksum",
+            found == recorded[1],
+            f"{recorded[0]} {found}, recorded {recorded[1]}",
+        )
+
+
+class Rechunked:
+    """Consecutive images of ``chunks`` handed out ``count`` at a time, whatever the sizes
+    the chunks come in."""
+
+    def __init__(self, chunks: Iterable[UInt8Array]) -> None:
+        self.chunks: Iterator[UInt8Array] = iter(chunks)
+        self.pending: UInt8Array | None = None
+
+    def take(self, count: int) -> UInt8Array:
+        """The next ``count`` images (the source must hold them: shapes were compared)."""
+        parts: list[UInt8Array] = []
+        while count > 0:
+            if self.pending is None or self.pending.shape[0] == 0:
+                self.pending = next(self.chunks)
+            part, self.pending = self.pending[:count], self.pending[count:]
+            parts.append(part)
+            count -= part.shape[0]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -1,55 +1,243 @@
-"""Outputs appear whole or not at all: write to temporary files, rename on success."""
+"""Outputs appear whole or not at all: write to temporary files, commit them in one step.
+
+Every output is written to a temporary file beside its target. ``commit`` then places all of
+a run's files under an exclusive lock on their folders, so two runs never mix their files:
+
+- without ``overwrite`` each file is placed with ``os.link`` (which fails if the target
+  exists, whoever created it and whenever), so no-clobber is a property of the commit
+  itself, not of an earlier ``exists()``; a failure removes the files this run already
+  linked (those whose inode is still this run's) and nothing else;
+- with ``overwrite`` each file is placed with ``os.replace``, but only over a regular file
+  (or nothing): FIFOs, devices, sockets, folders and links to them are refused, when the
+  target is checked and again under the lock;
+- companions come first and the main data file last, so that whoever finds the main file
+  finds the companions of the same run beside it; companions an earlier output had and this
+  run does not write (a stale ``<stem>.labels.npy``) are removed in the same commit.
+
+Readers that want a consistent set of files take the same lock shared (``folder_lock``).
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from pixscale.errors import OutputError
 
+#: Set by a signal handler when the run is to stop. A handler's exception can be swallowed
+#: (Python ignores exceptions raised inside finalizers and weakref callbacks), so the
+#: commit checks this too: an interrupted run never places its outputs.
+INTERRUPTED = threading.Event()
+
+#: ``os.link`` failures meaning "this file system has no hard links", not "target exists".
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
+
+
+def folder_of(target: Path) -> Path:
+    """The folder ``target`` is (or would be) in."""
+    return target.parent if str(target.parent) else Path(os.curdir)
+
+
+def already_exists(target: Path) -> OutputError:
+    """The no-clobber refusal."""
+    return OutputError(f"{target}: already exists. Use --overwrite to replace it.")
+
+
+def refuse_special(target: Path) -> None:
+    """Refuse replacing anything but a regular file (a symlink is judged by what it names)."""
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        return  # nothing there, or a dangling symlink: replacing it writes into nothing
+    if stat.S_ISDIR(info.st_mode):
+        raise OutputError(f"{target}: is a folder")
+    if not stat.S_ISREG(info.st_mode):
+        raise OutputError(f"{target}: not a regular file; refusing to replace it")
+
+
+@contextmanager
+def folder_lock(folders: Iterable[Path], shared: bool = False) -> Iterator[None]:
+    """``flock`` on each folder (exclusive, or ``shared`` for readers), in a fixed order.
+
+    File systems without ``flock`` (some network mounts) go unlocked: no-clobber does not
+    depend on the lock, only the ordering of concurrent ``--overwrite`` commits does.
+    """
+    opened: dict[tuple[int, int], int] = {}
+    try:
+        for folder in folders:
+            try:
+                fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+            except OSError:
+                continue
+            info = os.fstat(fd)
+            key = (info.st_dev, info.st_ino)
+            if key in opened:
+                os.close(fd)
+                continue
+            opened[key] = fd
+        for key in sorted(opened):
+            try:
+                fcntl.flock(opened[key], fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF):
+                    raise
+        yield
+    finally:
+        for fd in opened.values():
+            os.close(fd)  # closing releases the lock
+
 
 class StagedOutputs:
-    """Temporary files beside their targets, renamed into place by ``commit``."""
+    """Temporary files beside their targets, placed by ``commit`` all together.
+
+    Parameters
+    ----------
+    overwrite
+        Replace existing regular files; without it an existing target is an error.
+    inputs
+        Files this run reads, which it must never replace.
+    """
 
     def __init__(self, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
         self.overwrite = overwrite
-        self.inputs = [p.resolve() for p in inputs]
+        self.inputs = [Path(os.path.realpath(p)) for p in inputs]
         self.staged: dict[Path, Path] = {}
+        self.main: Path | None = None
+        self.owned: dict[Path, None] = {}
 
     def check(self, target: Path) -> None:
-        """Refuse a target up front: missing folder, existing file, or an input."""
-        folder = target.parent if str(target.parent) else Path(".")
+        """Refuse a target up front: missing folder, an input, a folder, an existing file
+        (without ``overwrite``) or something that is not a regular file (with it)."""
+        folder = folder_of(target)
         if not folder.is_dir():
             raise OutputError(f"{target}: output folder {folder} does not exist")
-        if target.resolve() in self.inputs:
+        if Path(os.path.realpath(target)) in self.inputs:
             raise OutputError(f"{target}: refusing to overwrite an input file")
         if target.is_dir():
             raise OutputError(f"{target}: is a folder")
-        if target.exists() and not self.overwrite:
-            raise OutputError(f"{target}: already exists. Use --overwrite to replace it.")
+        if not self.overwrite and os.path.lexists(target):
+            raise already_exists(target)
+        refuse_special(target)
 
-    def stage(self, target: Path) -> Path:
-        """A fresh temporary path in the target's folder (same file system, so rename is atomic)."""
+    def stage(self, target: Path, main: bool = False) -> Path:
+        """A fresh temporary path in the target's folder (same file system as the target).
+
+        The first target staged is the main data file, committed last, unless a later one
+        says ``main``.
+        """
         self.check(target)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder_of(target))
         os.close(fd)
         temp = Path(name)
         self.staged[target] = temp
+        if main or self.main is None:
+            self.main = target
         return temp
 
+    def own(self, targets: Iterable[Path]) -> None:
+        """Declare companions of this output: checked like targets now; with ``overwrite``,
+        those this run does not stage are removed when it commits (stale companions)."""
+        for target in targets:
+            self.check(target)
+            self.owned[target] = None
+
+    def order(self) -> list[Path]:
+        """Companions in the order staged, the main data file last."""
+        return sorted(self.staged, key=lambda target: target == self.main)
+
+    def stale(self) -> list[Path]:
+        """Declared companions that exist but that this run does not write."""
+        return [t for t in self.owned if t not in self.staged and os.path.lexists(t)]
+
     def commit(self) -> None:
-        for target, temp in self.staged.items():
-            os.chmod(temp, 0o666 & ~current_umask())
-            os.replace(temp, target)
+        """Place every staged file (see the module notes); all or, on failure, none of the
+        files this run linked."""
+        if not self.staged:
+            return
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
+        mode = 0o666 & ~current_umask()
+        folders = [folder_of(t) for t in [*self.staged, *self.owned]]
+        with folder_lock(folders):
+            for target in [*reversed(self.order()), *self.stale()]:
+                self.recheck(target)
+            placed: list[tuple[Path, os.stat_result]] = []
+            try:
+                for target in self.order():
+                    if target == self.main:
+                        self.remove_stale()
+                    temp = self.staged[target]
+                    os.chmod(temp, mode)
+                    placed.append((target, os.stat(temp)))
+                    self.place(temp, target)
+            except BaseException:
+                if not self.overwrite:
+                    undo(placed)
+                raise
         self.staged.clear()
 
+    def recheck(self, target: Path) -> None:
+        """Under the lock, just before placing: the same refusals as ``check``."""
+        if not self.overwrite and os.path.lexists(target):
+            raise already_exists(target)
+        refuse_special(target)
+
+    def place(self, temp: Path, target: Path) -> None:
+        """Put ``temp`` at ``target``: replace a regular file, or link where nothing is."""
+        if self.overwrite:
+            refuse_special(target)
+            os.replace(temp, target)
+            return
+        try:
+            os.link(temp, target)
+        except FileExistsError:
+            raise already_exists(target) from None
+        except OSError as exc:
+            if exc.errno not in NO_HARD_LINKS:
+                raise
+            place_exclusively(temp, target)
+            return
+        temp.unlink()
+
+    def remove_stale(self) -> None:
+        """Remove the stale companions (regular files only)."""
+        for target in self.stale():
+            refuse_special(target)
+            os.unlink(target)
+
     def discard(self) -> None:
+        """Remove every temporary file not committed."""
         for temp in self.staged.values():
             temp.unlink(missing_ok=True)
         self.staged.clear()
+
+
+def place_exclusively(temp: Path, target: Path) -> None:
+    """No hard links here: claim ``target`` with an exclusive create, then rename over it."""
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise already_exists(target) from None
+    os.close(fd)
+    os.replace(temp, target)
+
+
+def undo(placed: list[tuple[Path, os.stat_result]]) -> None:
+    """Remove the targets this run placed, if they are still the files it placed."""
+    for target, mine in reversed(placed):
+        try:
+            now = os.lstat(target)
+        except FileNotFoundError:
+            continue
+        if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+            os.unlink(target)
 
 
 def current_umask() -> int:
@@ -63,12 +251,7 @@ def current_umask() -> int:
 def staged_outputs(overwrite: bool, inputs: Iterable[Path] = ()) -> Iterator[StagedOutputs]:
     """Commit every staged output if the block succeeds; remove them all otherwise."""
     outputs = StagedOutputs(overwrite, inputs)
-    try:
+    with ExitStack() as cleanup:
+        cleanup.callback(outputs.discard)
         yield outputs
-    except BaseException:
-        outputs.discard()
-        raise
-    try:
         outputs.commit()
-    finally:
-        outputs.discard()

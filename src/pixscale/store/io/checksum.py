@@ -1,0 +1,142 @@
+"""A checksum of an output's data bytes, computed while they are written (no second pass).
+
+CRC-32 (zlib's) is the default: measured on the 2-core benchmark machine at 1.0–1.2 GB/s,
+against 0.61 GB/s for sha256, 0.45 GB/s for blake2b and 0.6 GB/s for the output writes
+themselves; computed on a helper thread while the writer thread waits on the disk, it adds
+no time to a disk-bound conversion. It detects accidental damage (edits, bit flips,
+truncation, a file from another run), not deliberate forgery: whoever can edit the data can
+edit the record too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+#: The algorithm writers use.
+ALGORITHM = "crc32"
+#: Algorithms ``verify`` can recompute (records from other writers may use a hash).
+ALGORITHMS = ("crc32", "sha256", "blake2b")
+#: Below this many bytes a helper thread costs more than it saves.
+OVERLAP_BYTES = 1 << 20
+
+
+class Checksum:
+    """A checksum of a byte stream fed in order with ``update``.
+
+    Parameters
+    ----------
+    algorithm
+        ``"crc32"`` (zlib), ``"sha256"`` or ``"blake2b"``.
+    """
+
+    def __init__(self, algorithm: str = ALGORITHM) -> None:
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown checksum algorithm {algorithm!r}")
+        self.algorithm = algorithm
+        self.crc = 0
+        self.hash = None if algorithm == "crc32" else hashlib.new(algorithm)
+
+    def update(self, data: Any) -> None:
+        """Add the bytes of ``data`` (any contiguous buffer)."""
+        if self.hash is None:
+            self.crc = zlib.crc32(data, self.crc)
+        else:
+            self.hash.update(data)
+
+    @property
+    def value(self) -> str:
+        """The checksum as lower-case hex (8 digits for CRC-32)."""
+        return f"{self.crc:08x}" if self.hash is None else self.hash.hexdigest()
+
+    def record(self) -> dict[str, str]:
+        """The record's form: ``{"algorithm": …, "value": …}``."""
+        return {"algorithm": self.algorithm, "value": self.value}
+
+
+def checksum_of(data: Any, algorithm: str = ALGORITHM) -> dict[str, str]:
+    """The record form of the checksum of one buffer."""
+    checksum = Checksum(algorithm)
+    checksum.update(data)
+    return checksum.record()
+
+
+class StreamChecksum(Checksum):
+    """A ``Checksum`` that can run beside the write of the same bytes.
+
+    ``with checksum.during(view): write(view)`` sums ``view`` on a helper thread while the
+    caller writes it; both release the GIL, so a disk-bound writer pays nothing for it.
+    Call ``close`` when done.
+    """
+
+    def __init__(self, algorithm: str = ALGORITHM) -> None:
+        super().__init__(algorithm)
+        self.pool: ThreadPoolExecutor | None = None
+
+    @contextmanager
+    def during(self, data: Any) -> Iterator[None]:
+        """Sum ``data`` while the block runs (the block must not change ``data``)."""
+        if memoryview(data).nbytes < OVERLAP_BYTES:
+            self.update(data)
+            yield
+            return
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixscale-checksum")
+        pending: Future[None] = self.pool.submit(self.update, data)
+        try:
+            yield
+        finally:
+            pending.result()
+
+    def close(self) -> None:
+        """Stop the helper thread."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+
+
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """The CRC-32 of ``A + B`` from ``crc32(A)``, ``crc32(B)`` and ``len(B)``.
+
+    zlib's ``crc32_combine``, which Python's ``zlib`` does not expose: parts of one output
+    checksummed by different processes (each its own byte range) combine in order into the
+    checksum of the whole, in O(log n) without reading anything again.
+    """
+    if length2 <= 0:
+        return crc1
+    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the CRC-32 operator for one zero bit
+    even = gf2_square(odd)  # two zero bits
+    odd = gf2_square(even)  # four zero bits
+    while True:
+        even = gf2_square(odd)  # one zero byte, then 4, 16, … bytes
+        if length2 & 1:
+            crc1 = gf2_times(even, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+        odd = gf2_square(even)
+        if length2 & 1:
+            crc1 = gf2_times(odd, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+    return crc1 ^ crc2
+
+
+def gf2_times(matrix: list[int], vector: int) -> int:
+    """A 32×32 matrix over GF(2) (a list of columns) times a 32-bit vector."""
+    total, column = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[column]
+        vector >>= 1
+        column += 1
+    return total
+
+
+def gf2_square(matrix: list[int]) -> list[int]:
+    return [gf2_times(matrix, column) for column in matrix]
