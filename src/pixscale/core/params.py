@@ -281,15 +281,3 @@ def _decode(value: Any, arrays: dict[str, Float64Array], field: str) -> Float64A
 def dumps(record: dict[str, Any]) -> str:
     """Deterministic JSON (sorted keys, no NaN) for byte-reproducible outputs."""
     return json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
-
-
-def loads(text: str, origin: str) -> dict[str, Any]:
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ParamsError(f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    except RecursionError as exc:
-        raise ParamsError(f"{origin}: JSON nested too deeply") from exc
-    if not isinstance(record, dict):
-        raise ParamsError(f"{origin}: not a parameter record")
-    return record

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pixscale.core.params import dumps, loads
+from pixscale.core.params import dumps
 from pixscale.errors import InputError, OutputError, ParamsError, PixscaleError
 from pixscale.sources.base import Labels
 from pixscale.store.base import Float32Array, Writer
@@ -465,7 +465,9 @@ def read_zarr_record(path: Path) -> tuple[dict[str, Any], dict[str, npt.NDArray[
     if PARAMS_GROUP in group:
         for name, array in group[PARAMS_GROUP].arrays():
             arrays[name] = np.asarray(array[...])
-    return loads(text, str(path)), arrays
+    from pixscale.store.records import parse_record  # records reads zarr stores too
+
+    return parse_record(text, str(path)), arrays
 
 
 @dataclass
