@@ -315,3 +315,24 @@ def test_scheduler_and_two_worker_processes(real_cluster: str, shards, tmp_path:
     )
     with h5py.File(tmp_path / "a.h5", "r") as a, h5py.File(tmp_path / "d.h5", "r") as b:
         assert np.array_equal(a["images"][()].view(np.uint32), b["images"][()].view(np.uint32))
+
+
+def test_a_store_appears_only_at_the_runs_commit(tmp_path: Path) -> None:
+    """The store is placed by the run's commit (after --params-out), so a run stopped at the
+    commit leaves neither the store nor its temporary folder."""
+    from conftest import SAMPLE_IMAGES
+    from pixscale.engine.local import convert
+    from pixscale.store.io.atomic import INTERRUPTED
+    from pixscale.store.output import Output
+
+    out = tmp_path / "out"
+    out.mkdir()
+    INTERRUPTED.set()  # as a signal handler does
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            convert(SAMPLE_IMAGES, Output(out / "x.zarr", params_out=out / "p.json"))
+    finally:
+        INTERRUPTED.clear()
+    assert list(out.iterdir()) == []
+    convert(SAMPLE_IMAGES, Output(out / "x.zarr", params_out=out / "p.json"))
+    assert sorted(p.name for p in out.iterdir()) == ["p.json", "x.zarr"]

@@ -195,6 +195,7 @@ def convert(
                     params_from=params_from,
                     chunk_mb=chunk_mb,
                     progress=advance,
+                    extra_inputs=tuple(Path(p) for p in [reading.get("labels")] if p),
                 )
             if not quiet:
                 report(record)

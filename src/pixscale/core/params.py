@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,9 +72,6 @@ class Params:
     @property
     def target_range(self) -> tuple[float, float]:
         return (self.target_low, self.target_low + self.target_span)
-
-    def with_fitted_on(self, fitted_on: dict[str, Any]) -> Params:
-        return replace(self, fitted_on=fitted_on)
 
     def to_record(self, arrays_external: bool = False) -> dict[str, Any]:
         """The JSON-ready record; large arrays become ``{"array": NAME}`` references."""

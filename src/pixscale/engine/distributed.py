@@ -37,19 +37,25 @@ from pixscale.core.layouts import output_shape
 from pixscale.core.params import Params, dumps
 from pixscale.core.spec import Spec, build_params
 from pixscale.core.stats import PixelSums
-from pixscale.engine.fitting import geometry_of, merge_image_params, prepare_params
+from pixscale.engine.fitting import (
+    geometry_of,
+    merge_image_params,
+    prepare_params,
+    warn_if_test_split,
+)
 from pixscale.engine.local import check_reuse, hash_quietly, write_images
 from pixscale.engine.record import build_record
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, Progress, dataset_sums
-from pixscale.errors import OutputError
+from pixscale.errors import OutputError, PixscaleError
 from pixscale.sources import ConcatSource, Source
 from pixscale.sources.base import Labels, UInt8Array, WindowSource, window_of
 from pixscale.store.base import Float32Array, Writer
 from pixscale.store.hdf5 import Hdf5Writer, is_contiguous
 from pixscale.store.io.atomic import StagedOutputs, staged_outputs
 from pixscale.store.io.direct import ALIGN, DirectFile, use_direct
+from pixscale.store.io.space import check_room
 from pixscale.store.npy import NpyWriter, padded_npy_header
-from pixscale.store.output import Output, open_writer
+from pixscale.store.output import Output, check_targets, open_writer, room_needed, write_mode
 
 #: Input megabytes per task: large enough to amortise scheduling (about 1 ms a task) and
 #: the start of each task's read, small enough to balance two workers to within a few %.
@@ -234,9 +240,9 @@ def open_parallel(
     if kind == "zarr":
         from pixscale.store.zarr import ZarrWriter
 
-        if output.params_out is not None:
-            staged.check(output.params_out)
-        direct = output.compression == "none" and use_direct(output.io, nbytes)
+        direct = write_mode(output, nbytes) == "direct"
+        check_targets(output, staged)
+        check_room(output.path, room_needed(output, nbytes))
         zarr_writer = ZarrWriter(
             output.path.absolute(),
             shape,
@@ -274,6 +280,7 @@ def convert_on_dask(
     chunk_mb: float = DEFAULT_CHUNK_MB,
     partition_mb: float = DEFAULT_PARTITION_MB,
     progress: Progress | None = None,
+    extra_inputs: tuple[Path, ...] = (),
 ) -> dict[str, Any]:
     """Convert ``source`` on the cluster behind ``client``; the workers write the output.
 
@@ -289,6 +296,8 @@ def convert_on_dask(
         A ``distributed.Client``.
     partition_mb
         Input megabytes per task (rounded to whole output chunks).
+    extra_inputs
+        Other files the run reads (a ``--labels`` file): never replaced by an output.
 
     Returns
     -------
@@ -298,11 +307,13 @@ def convert_on_dask(
     spec = check_reuse(spec, params_from)
     if output.to_stdout:
         raise OutputError("the dask engine writes files; it cannot stream to standard output")
+    if spec.needs_dataset_stats and params_from is None:
+        warn_if_test_split(source.files)
     layout = output.layout or source.layout
     shape = output_shape(source.shape, source.layout, layout)
     with (
         ThreadPoolExecutor(max_workers=1) as pool,
-        staged_outputs(output.overwrite, source.files) as staged,
+        staged_outputs(output.overwrite, [*source.files, *extra_inputs]) as staged,
     ):
         writer, sink, step = open_parallel(output, shape, staged)
         futures: list[Any] = []
@@ -361,20 +372,33 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         raise OutputError(
             "the dask engine needs dask and distributed: pip install 'pixscale[dask]'"
         ) from exc
-    if scheduler:
-        with Client(scheduler) as client:  # type: ignore[no-untyped-call]
+    with dask_errors(scheduler):
+        if scheduler:
+            with Client(scheduler) as client:  # type: ignore[no-untyped-call]
+                yield client
+            return
+        with (
+            LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=workers or os.cpu_count() or 1,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",  # any free port: never collides with another cluster
+            ) as cluster,
+            Client(cluster) as client,  # type: ignore[no-untyped-call]
+        ):
             yield client
-        return
-    with (
-        LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=workers or os.cpu_count() or 1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",  # any free port: never collides with another cluster
-        ) as cluster,
-        Client(cluster) as client,  # type: ignore[no-untyped-call]
-    ):
-        yield client
+
+
+@contextmanager
+def dask_errors(scheduler: str | None) -> Iterator[None]:
+    """Dask's own failures (a worker killed, a scheduler out of reach) as one-line errors."""
+    try:
+        yield
+    except (PixscaleError, KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except Exception as exc:
+        where = f"dask scheduler {scheduler}" if scheduler else "dask"
+        raise OutputError(f"{where}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
 
 
 def convert_with_dask(

@@ -14,6 +14,7 @@ import fnmatch
 import io
 import pickle
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,13 +108,16 @@ class Batch:
             if self.path.stat().st_size > MAX_BATCH_BYTES:
                 raise InputError(f"{self.path}: larger than any CIFAR batch; refusing to load it")
             return self.path.read_bytes()
-        with tarfile.open(self.path, "r:*") as archive:
-            info = archive.getmember(self.member)
-            if not info.isfile() or info.size > MAX_BATCH_BYTES:
-                raise InputError(f"{self.origin}: not a CIFAR batch of plausible size")
-            handle = archive.extractfile(info)
-            assert handle is not None
-            return handle.read()
+        try:
+            with tarfile.open(self.path, "r:*") as archive:
+                info = archive.getmember(self.member)
+                if not info.isfile() or info.size > MAX_BATCH_BYTES:
+                    raise InputError(f"{self.origin}: not a CIFAR batch of plausible size")
+                handle = archive.extractfile(info)
+                assert handle is not None
+                return handle.read()
+        except (tarfile.TarError, OSError, EOFError, KeyError, zlib.error) as exc:
+            raise InputError(f"{self.origin}: damaged archive ({exc})") from exc
 
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.formats import HDF5_SIGNATURE, NPY_MAGIC
 from pixscale.errors import InputError
 from pixscale.sources.base import Source, check_images
 from pixscale.sources.cifar import looks_like_pickle, open_cifar
@@ -25,7 +26,6 @@ from pixscale.sources.rawio import (
     read_images,
 )
 from pixscale.sources.zarr import looks_like_zarr, open_zarr
-from pixscale.store.naming import HDF5_SIGNATURE, NPY_MAGIC
 
 FORMAT_NAMES = (
     "IDX, .npy, .npz, HDF5, Zarr v3, CIFAR (.bin, pickled batches or their .tar.gz) "

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pixscale.core.formats import RECORD_ATTRIBUTE
 from pixscale.core.layouts import default_layout
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, check_labels_size
-from pixscale.store.naming import RECORD_ATTRIBUTE
 
 LABEL_NAMES = ("labels", "label", "y", "targets")
 #: Soft links followed while checking one name (HDF5 allows cycles; its own limit is 16).

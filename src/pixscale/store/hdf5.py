@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.formats import RECORD_ATTRIBUTE
 from pixscale.core.params import dumps
 from pixscale.sources.base import Labels
 from pixscale.store.base import (
@@ -21,7 +22,7 @@ from pixscale.store.base import (
 from pixscale.store.io.atomic import StagedOutputs
 from pixscale.store.io.checksum import StreamChecksum
 from pixscale.store.io.direct import ALIGN, DirectFile
-from pixscale.store.naming import PARAMS_GROUP, RECORD_ATTRIBUTE
+from pixscale.store.naming import PARAMS_GROUP
 
 if TYPE_CHECKING:
     import h5py

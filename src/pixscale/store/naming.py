@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pixscale.core.formats import HDF5_SIGNATURE, NPY_MAGIC, RECORD_ATTRIBUTE
 from pixscale.errors import OutputError
 
 #: Output format by file extension.
@@ -14,13 +15,8 @@ IMAGES_DATASET = "images"
 LABELS_DATASET = "labels"
 #: Group holding parameter arrays too large for attributes (64 KiB limit).
 PARAMS_GROUP = "params"
-#: HDF5 attribute holding the whole record as JSON.
-RECORD_ATTRIBUTE = "pixscale_params"
 #: Standing for standard input or output on the command line.
 STREAM = "-"
-
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-NPY_MAGIC = b"\x93NUMPY"
 
 
 def sidecar_path(target: Path) -> Path:

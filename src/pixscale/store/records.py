@@ -17,10 +17,11 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.formats import RECORD_ATTRIBUTE
 from pixscale.core.params import Params
 from pixscale.errors import ParamsError, PixscaleError
 from pixscale.sources.npy import read_npy_header
-from pixscale.store.naming import PARAMS_GROUP, RECORD_ATTRIBUTE, is_hdf5, sidecar_path
+from pixscale.store.naming import PARAMS_GROUP, is_hdf5, sidecar_path
 
 Arrays = dict[str, npt.NDArray[Any]]
 

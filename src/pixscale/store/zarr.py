@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.formats import RECORD_ATTRIBUTE
 from pixscale.core.params import dumps
 from pixscale.errors import InputError, OutputError, ParamsError, PixscaleError
 from pixscale.sources.base import Labels
@@ -43,7 +44,6 @@ from pixscale.store.naming import (
     IMAGES_DATASET,
     LABELS_DATASET,
     PARAMS_GROUP,
-    RECORD_ATTRIBUTE,
 )
 
 INSTALL_HINT = "pip install 'pixscale[zarr]'"
@@ -162,7 +162,12 @@ def commit_store(temp: Path, target: Path, overwrite: bool) -> None:
         refuse_unreplaceable(target)
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
         os.replace(target, old / "store")
-        os.rename(temp, target)
+        try:
+            os.rename(temp, target)
+        except BaseException:
+            os.replace(old / "store", target)  # the older store back where it was
+            shutil.rmtree(old, ignore_errors=True)
+            raise
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -387,6 +392,7 @@ class ZarrWriter(Writer):
     ) -> None:
         self.target, self.shape = target, shape
         self.overwrite = staged.overwrite
+        self.staged = staged
         self.compression = compression
         check_store_target(target, staged.overwrite, staged.inputs)
         rows = chunk_images or chunk_images_for(shape[1:])
@@ -429,8 +435,11 @@ class ZarrWriter(Writer):
         }
         full = dict(record, output=output)
         store_zarr_record(self.temp, full, arrays, labels)
-        commit_store(self.temp, self.target, self.overwrite)
-        self.temp = None
+        temp, self.temp = self.temp, None  # the run's commit places it, or its discard removes it
+        self.staged.stage_folder(
+            lambda: commit_store(temp, self.target, self.overwrite),
+            lambda: shutil.rmtree(temp, ignore_errors=True),
+        )
         return output
 
     def discard(self) -> None:
@@ -491,13 +500,6 @@ def open_zarr_output(path: Path) -> ZarrOutput:
     return ZarrOutput(images, tuple(images.shape), np.dtype(images.dtype), labels)
 
 
-def zarr_chunks(path: Path, max_images: int) -> Any:
-    """The stored float32 values of a Zarr output, ``max_images`` images at a time."""
-    images = open_zarr_output(path).images
-    for start in range(0, images.shape[0], max_images):
-        yield np.asarray(images[start : start + max_images])
-
-
 __all__ = [
     "ZarrImages",
     "ZarrWriter",
@@ -510,5 +512,4 @@ __all__ = [
     "read_zarr_record",
     "require_zarr",
     "store_zarr_record",
-    "zarr_chunks",
 ]

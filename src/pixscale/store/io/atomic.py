@@ -25,7 +25,7 @@ import os
 import stat
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -109,6 +109,9 @@ class StagedOutputs:
         self.overwrite = overwrite
         self.inputs = [Path(os.path.realpath(p)) for p in inputs]
         self.staged: dict[Path, Path] = {}
+        #: Outputs that are whole folders (Zarr stores): (commit, discard) callables run
+        #: after the files, so such a store, the main output, appears last.
+        self.folders: list[tuple[Callable[[], None], Callable[[], None]]] = []
         self.main: Path | None = None
         self.owned: dict[Path, None] = {}
 
@@ -159,10 +162,22 @@ class StagedOutputs:
     def commit(self) -> None:
         """Place every staged file (see the module notes); all or, on failure, none of the
         files this run linked."""
-        if not self.staged:
+        if not self.staged and not self.folders:
             return
         if INTERRUPTED.is_set():
             raise KeyboardInterrupt
+        if self.staged:
+            self.commit_files()
+        for place_folder, _ in self.folders:
+            place_folder()
+        self.folders.clear()
+
+    def stage_folder(self, commit: Callable[[], None], discard: Callable[[], None]) -> None:
+        """A folder output built elsewhere: ``commit`` puts it in place (taking its own
+        lock) after the files; ``discard`` removes it if the run fails."""
+        self.folders.append((commit, discard))
+
+    def commit_files(self) -> None:
         mode = 0o666 & ~current_umask()
         folders = [folder_of(t) for t in [*self.staged, *self.owned]]
         with folder_lock(folders):
@@ -213,10 +228,13 @@ class StagedOutputs:
             os.unlink(target)
 
     def discard(self) -> None:
-        """Remove every temporary file not committed."""
+        """Remove every temporary file and folder not committed."""
         for temp in self.staged.values():
             temp.unlink(missing_ok=True)
         self.staged.clear()
+        for _, discard_folder in self.folders:
+            discard_folder()
+        self.folders.clear()
 
 
 def place_exclusively(temp: Path, target: Path) -> None:
