@@ -336,3 +336,20 @@ def test_a_store_appears_only_at_the_runs_commit(tmp_path: Path) -> None:
     assert list(out.iterdir()) == []
     convert(SAMPLE_IMAGES, Output(out / "x.zarr", params_out=out / "p.json"))
     assert sorted(p.name for p in out.iterdir()) == ["p.json", "x.zarr"]
+
+
+def test_a_zarr_input_with_chunks_not_stored_is_refused(tmp_path: Path) -> None:
+    """A header alone could declare any number of images that read as fill values."""
+    zarr = pytest.importorskip("zarr")
+    from pixscale.errors import InputError
+    from pixscale.sources import open_source
+
+    path = tmp_path / "hollow.zarr"
+    array = zarr.create_array(str(path), shape=(10, 8, 8), chunks=(2, 8, 8), dtype="uint8")
+    array[:4] = 7  # two of five chunks written
+    with pytest.raises(InputError, match="3 of 5 chunks not stored"):
+        open_source(path)
+    huge = tmp_path / "huge.zarr"
+    zarr.create_array(str(huge), shape=(10**11, 28, 28), chunks=(1, 28, 28), dtype="uint8")
+    with pytest.raises(InputError, match="declares 100,000,000,000 chunks"):
+        open_source(huge)

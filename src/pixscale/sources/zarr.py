@@ -120,6 +120,28 @@ def find_labels(group: Any, path: Path, key: str, count: int) -> Labels | None:
     return None
 
 
+#: Chunks an input array may have: counting the stored ones costs memory per chunk.
+MAX_CHUNKS = 1 << 24
+
+
+def check_stored(array: Any, path: Path, key: str) -> None:
+    """Every chunk must be stored: a missing one would read as fill values, and a header
+    alone could declare any number of images."""
+    expected = int(array.nchunks)
+    if expected > MAX_CHUNKS:
+        raise InputError(f"{path}: declares {expected:,} chunks; at most {MAX_CHUNKS:,} are read")
+    try:
+        stored = int(array.nchunks_initialized)
+    except Exception as exc:  # zarr raises many kinds on a damaged store
+        raise InputError(f"{path}: damaged Zarr store ({type(exc).__name__}: {exc})") from exc
+    if stored < expected:
+        name = f" {key!r}" if key else ""
+        raise InputError(
+            f"{path}: array{name} has {expected - stored:,} of {expected:,} chunks not stored "
+            "(they would read as fill values)"
+        )
+
+
 def node_type(path: Path) -> str:
     try:
         meta = json.loads((path / ZARR_JSON).read_text())
@@ -161,6 +183,7 @@ def open_zarr(path: Path, key: str | None = None) -> ZarrSource:
         raise InputError(f"{path}: damaged Zarr store ({exc})") from exc
     if np.dtype(array.dtype) != np.uint8:
         raise InputError(f"{path}: array {key!r} dtype is {array.dtype}, expected uint8")
+    check_stored(array, path, key)
     shape = tuple(int(n) for n in array.shape)
     if len(shape) < 2:
         raise InputError(f"{path}: array {key!r} has shape {shape}; expected images")
