@@ -353,3 +353,20 @@ def test_a_zarr_input_with_chunks_not_stored_is_refused(tmp_path: Path) -> None:
     zarr.create_array(str(huge), shape=(10**11, 28, 28), chunks=(1, 28, 28), dtype="uint8")
     with pytest.raises(InputError, match="declares 100,000,000,000 chunks"):
         open_source(huge)
+
+
+def test_hdf5_only_compression_for_zarr_names_the_output(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from conftest import SAMPLE_IMAGES
+    from pixscale.cli import main
+
+    out = tmp_path / "x.zarr"
+    args = ["convert", str(SAMPLE_IMAGES), "-o", str(out), "--compression", "lzf"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == f"Error: {out}: lzf is HDF5's own filter; Zarr outputs take --compression none or gzip\n"
+    )
+    assert list(tmp_path.iterdir()) == []

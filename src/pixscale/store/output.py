@@ -83,6 +83,11 @@ class Output:
 def write_mode(output: Output, nbytes: int) -> str:
     """How the output's bytes reach the disk: stream, direct or buffered (page cache)."""
     fmt = output.resolved_format()
+    if fmt == "zarr" and output.compression not in ("none", "gzip"):
+        raise OutputError(
+            f"{output.path}: {output.compression} is HDF5's own filter; "
+            "Zarr outputs take --compression none or gzip"
+        )
     raw = (
         fmt == "npy"
         or (fmt == "zarr" and output.compression == "none")
