@@ -24,6 +24,7 @@ from pixscale.cli.options import (
 from pixscale.cli.progress import progress_bar
 from pixscale.core.layouts import OUTPUT_LAYOUTS
 from pixscale.core.spec import Spec
+from pixscale.core.storage import DTYPES, STORES
 from pixscale.engine.plan import plan
 from pixscale.sources import open_source
 from pixscale.sources.stdin import STDIN, spooled
@@ -114,6 +115,22 @@ def check_stdout(spec: Spec, params_from: Path | None, params_out: Path | None) 
     help=".npy and uncompressed HDF5 writes: direct bypasses the page cache, buffered goes "
     "through it; auto is direct for outputs larger than the kernel's write-back threshold.",
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(DTYPES),
+    default="float32",
+    show_default=True,
+    help="float16: half the bytes, each value the float16 nearest the exact result "
+    "(outputs beyond ±65504 are refused).",
+)
+@click.option(
+    "--store",
+    type=click.Choice(STORES),
+    default="float",
+    show_default=True,
+    help="uint8: keep the pixels (¼ the bytes of float32) with CF scale_factor/add_offset "
+    "that decode them exactly to the float32 values (pixscale.open, xarray).",
+)
 @chunk_mb_option
 @overwrite_option
 @click.option(
@@ -140,6 +157,8 @@ def convert(
     compression: str,
     chunk_images: int | None,
     io: str,
+    dtype: str,
+    store: str,
     chunk_mb: float,
     overwrite: bool,
     dry_run: bool,
@@ -161,6 +180,8 @@ def convert(
       pixscale convert x.npy -o y.h5 -s range --from 0 255 --to -2 3
       pixscale convert train.npy -o train.h5 -s standardize --scope channel
       pixscale convert mnist.npz --key x_train -o train.h5 --layout nchw
+      pixscale convert train.npy -o train16.h5 --dtype float16
+      pixscale convert train.npy -o packed.h5 --store uint8 -s standardize --scope channel
       gunzip -c t10k-images-idx3-ubyte.gz | pixscale convert - -o - --params-out p.json > t.npy
     """
     from pixscale.engine.local import check_reuse
@@ -179,10 +200,14 @@ def convert(
         source = open_source(paths, **reading)
         if STDIN in map(str, inputs):
             source.name = "<stdin>" if len(inputs) == 1 else source.name
-        target = Output(output, fmt, overwrite, compression, chunk_images, layout, params_out, io)
+        target = Output(
+            output, fmt, overwrite, compression, chunk_images, layout, params_out, io, dtype, store
+        )
         if dry_run:
             show_plan(plan(source, target, spec, chunk_mb, params_from is not None))
             return
+        if engine == "dask" and (dtype, store) != ("float32", "float"):
+            raise click.UsageError("--dtype float16 and --store uint8 need --engine local")
         if engine == "dask":
             from pixscale.engine.distributed import convert_on_dask, dask_client
 
@@ -223,7 +248,7 @@ def show_plan(details: dict[str, Any]) -> None:
     )
     click.echo(
         f"write   {details['output']}: {details['output_bytes']:,} bytes "
-        f"float32 {details['output_shape']}"
+        f"{details.get('output_dtype', 'float32')} {details['output_shape']}"
     )
     click.echo(f"passes  {details['passes']} (chunks of {details['chunk_images']:,} images)")
     click.echo(f"writes  {details['writes']}")
@@ -240,7 +265,10 @@ def report(record: dict[str, Any]) -> None:
     out = record["output"]
     shape = "×".join(str(n) for n in out["shape"])
     labels = f", labels in {out['labels']}" if "labels" in out else ""
-    click.echo(f"{out['file']}: float32 {shape}, strategy {record['strategy']}{labels}", err=True)
+    kind = out.get("dtype", "float32")
+    if out.get("store") == "uint8":
+        kind = "uint8 packed (decodes exactly to float32)"
+    click.echo(f"{out['file']}: {kind} {shape}, strategy {record['strategy']}{labels}", err=True)
     zero = record.get("zero_std")
     if zero:
         click.echo(

@@ -42,7 +42,8 @@ def info_lines(details: dict[str, Any]) -> list[str]:
     shape = "×".join(str(n) for n in details["shape"])
     lines = [
         f"{details['file']}: {details['kind']}, {details['format']}",
-        f"  shape      {shape} {details['dtype']}, layout {details['layout']}",
+        f"  shape      {shape} {details['dtype']}{packed_note(details)}, "
+        f"layout {details['layout']}",
     ]
     if details.get("labels"):
         names = details.get("class_names")
@@ -70,3 +71,8 @@ def info_lines(details: dict[str, Any]) -> list[str]:
         if fitted:
             lines.append(f"  fitted on  {fitted.get('name')} sha256 {fitted.get('sha256')}")
     return lines
+
+
+def packed_note(details: dict[str, Any]) -> str:
+    """`` (packed: read as float32)`` for --store uint8 outputs."""
+    return " (packed: read as float32)" if details.get("store") == "uint8" else ""

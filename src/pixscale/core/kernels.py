@@ -60,14 +60,19 @@ class Affine:
         )
 
 
-def reference(x: npt.NDArray[np.generic], affine: Affine) -> Float32Array:
-    """The definition: float64 arithmetic, one rounding to float32."""
-    exact = (np.asarray(x, np.float64) - affine.low) * affine.span_out / affine.span_in
-    exact += affine.out_low
+def exact(x: npt.NDArray[np.generic], affine: Affine) -> Float64Array:
+    """The formula in float64 (clipped when asked), before any rounding to the output dtype."""
+    values = (np.asarray(x, np.float64) - affine.low) * affine.span_out / affine.span_in
+    values += affine.out_low
     if affine.clip:
         lo, hi = affine.clip_bounds()
-        np.clip(exact, lo, hi, out=exact)
-    return exact.astype(np.float32)
+        np.clip(values, lo, hi, out=values)
+    return values
+
+
+def reference(x: npt.NDArray[np.generic], affine: Affine) -> Float32Array:
+    """The definition: float64 arithmetic, one rounding to float32."""
+    return exact(x, affine).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -79,16 +84,18 @@ class Kernel:
     bounds: tuple[Array, Array] | None
     affine: Affine
 
-    def __call__(self, x: UInt8Array, out: Float32Array) -> None:
-        """Write the map of ``x`` (images × pixels) into ``out`` (same shape)."""
+    def __call__(self, x: UInt8Array, out: Array) -> None:
+        """Write the map of ``x`` (images × pixels) into ``out`` (same shape; float32, or
+        float16 for the float64 kernels, whose blocks are then rounded once to float16)."""
         if self.name in FLOAT64_KERNELS:
             self._blocked_float64(x, out)
         else:
-            self._float32(x, out, self.constants)
+            self.float32_form(x, out, self.constants)
         if self.bounds is not None:
             np.clip(out, self.bounds[0], self.bounds[1], out=out)
 
-    def _float32(self, x: UInt8Array, out: Float32Array, c: tuple[Array, ...]) -> None:
+    def float32_form(self, x: UInt8Array, out: Float32Array, c: tuple[Array, ...]) -> None:
+        """The float32 arithmetic of this kernel with constants ``c`` (float32 kernels only)."""
         if self.name == "cast":
             out[...] = x
         elif self.name == "divide":
@@ -100,9 +107,11 @@ class Kernel:
             np.subtract(x, c[0], out=out)
             np.divide(out, c[1], out=out)
 
-    def _blocked_float64(self, x: UInt8Array, out: Float32Array) -> None:
+    def _blocked_float64(self, x: UInt8Array, out: Array) -> None:
         # float64 temporaries stay cache-sized: memory traffic, not arithmetic, is the cost.
+        # Each block is rounded once, to the dtype of ``out`` (float32, or float16).
         rows = max(1, FLOAT64_BLOCK // max(1, x.shape[-1])) if x.ndim > 1 else x.shape[0]
+        rows = min(rows, max(1, x.shape[0]))  # a single sample needs no 2 MiB buffer
         buffer = np.empty((rows, *x.shape[1:]), np.float64)
         for start in range(0, x.shape[0], rows):
             block = x[start : start + rows]
@@ -114,7 +123,7 @@ class Kernel:
                 np.add(temp, offset, out=temp)
                 out[start : start + rows] = temp
             else:
-                out[start : start + rows] = reference(block, self.affine.map(pick))
+                out[start : start + rows] = exact(block, self.affine.map(pick))
 
     def expand(self, fn: Callable[[Array], Array]) -> Kernel:
         """The same kernel with constants reshaped for the chunk layout by ``fn``."""

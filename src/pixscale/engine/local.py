@@ -15,6 +15,7 @@ from pixscale.core.layouts import convert_layout, output_shape
 from pixscale.core.params import Params, dumps
 from pixscale.core.spec import Spec, build_params
 from pixscale.core.stats import image_stats
+from pixscale.core.storage import Packing
 from pixscale.core.transform import Transform
 from pixscale.engine.fitting import (
     fit_params,
@@ -130,18 +131,59 @@ def convert(
         writer = open_writer(output, shape, staged)
         try:
             params = prepare_params(source, spec, reused, chunk_mb, progress)
+            check_storage(params, output)  # float16 range, packed exactness: before writing
             # Hashing releases the GIL and overlaps the transform pass, which waits on the
             # disk; during a statistics pass it would only take CPU from the two threads.
             digest = pool.submit(hash_quietly, source)
-            params = write_images(source, params, spec, writer, chunk_mb, progress, layout)
+            params = write_images(
+                source, params, spec, writer, chunk_mb, progress, layout, output.dtype, output.store
+            )
             fitted_here = spec.needs_stats and reused is None and params.scope != "image"
-            record = build_record(params, source, digest.result(), fitted_here, layout)
-            record["output"] = writer.finish(record, params.external_arrays(), source.labels)
+            record = build_record(
+                params, source, digest.result(), fitted_here, layout, output.dtype
+            )
+            arrays = params.external_arrays()
+            if output.store == "uint8":
+                packing = Transform(params).packing()
+                record["output"].update(store="uint8", packing=packing_record(params, packing))
+                arrays.update(packing_arrays(params, packing))
+            record["output"] = writer.finish(record, arrays, source.labels)
             if output.params_out is not None:
                 staged.stage(output.params_out).write_text(dumps(record))
         finally:
             writer.close()
     return record
+
+
+def check_storage(params: Params, output: Output) -> None:
+    """Refuse, before any data is written, a float16 output that would overflow and a
+    packed output that would not decode exactly (both proven on all 256 inputs)."""
+    if output.store == "uint8" and params.scope != "image":
+        Transform(params).packing()
+    elif output.dtype == "float16":
+        Transform(params, "float16")  # per-image scope: checked on a bound
+
+
+def packing_record(params: Params, packing: Packing) -> dict[str, Any]:
+    """The record's ``output.packing``: the CF pair per scope element, and how it decodes."""
+
+    def encode(name: str, values: Any) -> Any:
+        if params.stored_apart(values):
+            return {"array": name, "shape": list(values.shape)}
+        return values.tolist()
+
+    return {
+        "decode": "float32(float64(x) * scale_factor + add_offset)",
+        "scale_factor": encode("scale_factor", packing.scale_factor),
+        "add_offset": encode("add_offset", packing.add_offset),
+        "nudged": packing.nudged,
+    }
+
+
+def packing_arrays(params: Params, packing: Packing) -> dict[str, Any]:
+    """The CF pairs too large for the record (per pixel, per image), stored beside it."""
+    pairs = {"scale_factor": packing.scale_factor, "add_offset": packing.add_offset}
+    return {name: values for name, values in pairs.items() if params.stored_apart(values)}
 
 
 def scaler_params(scaler: Scaler, source: Source) -> tuple[Spec, Params | None]:
@@ -161,26 +203,40 @@ def write_images(
     chunk_mb: float,
     progress: Progress | None,
     layout: str | None = None,
+    dtype: str = "float32",
+    store: str = "float",
 ) -> Params:
-    """The apply pass; for per-image scope the parameters are fitted per chunk here."""
+    """The apply pass; for per-image scope the parameters are fitted per chunk here.
+
+    ``dtype`` float16 writes each value as the float16 nearest the exact result; ``store``
+    uint8 writes the pixels themselves (packed), once each chunk's parameters are proven
+    to decode them exactly.
+    """
     layout = layout or source.layout
+    packed = store == "uint8"
     rows = min(aligned_chunk_images(source, chunk_mb), source.n_images)
     passes = 2 if spec.needs_dataset_stats and params.fitted_on is None else 1
     total = source.n_images * passes
     per_image = params.scope == "image"
-    transform = None if per_image else Transform(params)
+    transform = None if per_image or packed else Transform(params, dtype)
     geometry = geometry_of(source)
     chunk_params: list[Params] = []
     start = 0
-    with BackgroundWriter(writer, (rows, *source.image_shape)) as background:
+    kind = "u1" if packed else dtype
+    with BackgroundWriter(writer, (rows, *source.image_shape), dtype=kind) as background:
         for chunk in source.chunks(rows):
             out = background.buffer(chunk.shape[0])
-            if transform is not None:
+            if per_image:
+                fitted = build_params(spec, geometry, image_stats(chunk))
+                chunk_params.append(fitted)
+            if packed:
+                if per_image:
+                    Transform(fitted).packing()  # refuse before this chunk is written
+                out[...] = chunk
+            elif transform is not None:
                 transform.apply(chunk, start, out)
             else:
-                fitted = build_params(spec, geometry, image_stats(chunk))
-                Transform(fitted).apply(chunk, 0, out)
-                chunk_params.append(fitted)
+                Transform(fitted, dtype).apply(chunk, 0, out)
             background.write(convert_layout(out, source.layout, layout))
             start += chunk.shape[0]
             if progress:

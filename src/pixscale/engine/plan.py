@@ -35,7 +35,7 @@ def plan(
     chunk_bytes = rows * source.image_bytes
     # uint8 chunk + float32 buffers (queue + one being filled) + uint16 squares for statistics
     working = chunk_bytes * (1 + 4 * (QUEUE_DEPTH + 1) + 2) + 8 * FLOAT64_BLOCK
-    output_bytes = 4 * math.prod(shape)
+    output_bytes = output.item_bytes * math.prod(shape)
     folder = output.path.parent if not output.to_stdout else Path(os.curdir)
     free = shutil.disk_usage(folder if folder.is_dir() else Path(os.curdir)).free
     passes = 2 if spec.needs_dataset_stats and not reuse_params else 1
@@ -48,6 +48,7 @@ def plan(
         "output": str(output.path),
         "output_shape": list(shape),
         "output_bytes": output_bytes,
+        "output_dtype": "uint8 packed" if output.store == "uint8" else output.dtype,
         "passes": passes,
         "chunk_images": rows,
         "peak_memory_bytes": BASE_MEMORY + working,

@@ -18,7 +18,12 @@ def source_record(source: Source, sha256: str) -> dict[str, Any]:
 
 
 def build_record(
-    params: Params, source: Source, sha256: str, fitted_here: bool, layout: str
+    params: Params,
+    source: Source,
+    sha256: str,
+    fitted_here: bool,
+    layout: str,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """The record of a conversion, before the writer adds where it put things.
 
@@ -29,6 +34,6 @@ def build_record(
     record["source"] = source_record(source, sha256)
     if fitted_here:
         record["fitted_on"] = record["source"]
-    record["kernel"] = Transform(params).kernel_name
+    record["kernel"] = Transform(params, dtype).kernel_name
     record["output"] = {"layout": layout}
     return record

@@ -1,4 +1,5 @@
-"""float32 HDF5 output: ``images``, ``labels``, parameter arrays and the record as attributes."""
+"""HDF5 output: ``images`` (float32, float16 or packed uint8), ``labels``, parameter arrays
+and the record as attributes; packed outputs carry CF attributes for netCDF/xarray readers."""
 
 from __future__ import annotations
 
@@ -38,8 +39,10 @@ DEFAULT_GZIP_LEVEL = 4
 COMPRESSIONS = ("none", "gzip", "lzf")
 
 
-def chunk_images_for(image_shape: tuple[int, ...], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
-    per_image = 4 * int(np.prod(image_shape))
+def chunk_images_for(
+    image_shape: tuple[int, ...], chunk_bytes: int = DEFAULT_CHUNK_BYTES, item_bytes: int = 4
+) -> int:
+    per_image = item_bytes * int(np.prod(image_shape))
     return max(1, chunk_bytes // per_image)
 
 
@@ -70,8 +73,10 @@ class Hdf5Writer(Writer):
         compression: str = "none",
         chunk_images: int | None = None,
         direct: bool = False,
+        dtype: str = "<f4",
     ) -> None:
         self.target, self.shape = target, shape
+        self.dtype = np.dtype(dtype)
         self.temp = staged.stage(target, main=True)
         self.compression = compression
         self.position = 0
@@ -83,7 +88,8 @@ class Hdf5Writer(Writer):
             if is_contiguous(compression, chunk_images):
                 self._create_contiguous(direct)
             else:
-                self._create_chunked(chunk_images or chunk_images_for(shape[1:]))
+                items = self.dtype.itemsize
+                self._create_chunked(chunk_images or chunk_images_for(shape[1:], item_bytes=items))
         except (OSError, RuntimeError) as exc:
             self.failed = True
             self.close()
@@ -98,7 +104,7 @@ class Hdf5Writer(Writer):
         plist.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
         plist.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
         self.images = file.create_dataset(
-            "images", shape=self.shape, dtype="<f4", dcpl=plist, track_times=False
+            "images", shape=self.shape, dtype=self.dtype, dcpl=plist, track_times=False
         )
         offset = self.images.id.get_offset()
         self.raw = DirectFile(self.temp, direct, offset=offset, create=False)
@@ -115,7 +121,7 @@ class Hdf5Writer(Writer):
         self.images = file.create_dataset(
             "images",
             shape=self.shape,
-            dtype="<f4",
+            dtype=self.dtype,
             chunks=(min(self.shape[0], rows), *self.shape[1:]),
             track_times=False,
             **options,
@@ -123,7 +129,7 @@ class Hdf5Writer(Writer):
 
     def write(self, chunk: Float32Array) -> None:
         stop = self.position + chunk.shape[0]
-        data = np.ascontiguousarray(chunk, "<f4")
+        data = np.ascontiguousarray(chunk, self.dtype)
         try:
             with self.checksum.during(data):
                 if self.raw is not None:
@@ -150,7 +156,7 @@ class Hdf5Writer(Writer):
             "format": "hdf5",
             "dataset": "images",
             "shape": list(self.shape),
-            "dtype": "float32",
+            "dtype": self.dtype.name,
             "chunks": list(self.images.chunks) if self.images.chunks else None,
             "compression": self.compression,
             **checksum_field(self.checksum, self.position, self.shape),
@@ -158,6 +164,10 @@ class Hdf5Writer(Writer):
         self.close_data()
         assert self.file is not None  # open until close()
         try:
+            if "packing" in output:
+                output["packing"]["cf_variables"] = add_cf_attributes(
+                    self.file, self.images, output, record
+                )
             store_record(self.file, dict(record, output=output), arrays, labels)
         except (OSError, RuntimeError) as exc:
             self.failed = True
@@ -230,6 +240,46 @@ def point_at_devnull(file: h5py.File) -> None:
         os.dup2(null, handle, inheritable=False)
     finally:
         os.close(null)
+
+
+def add_cf_attributes(
+    file: h5py.File, images: h5py.Dataset, output: dict[str, Any], record: dict[str, Any]
+) -> list[str]:
+    """CF ``scale_factor``/``add_offset`` (float64 scalars) where CF readers can use them;
+    returns the variables that carry them.
+
+    CF readers apply one scalar pair per variable (xarray fails to open a variable whose
+    attributes are arrays). So one pair for the whole dataset goes on ``images``; one pair
+    per channel goes on per-channel views ``images_c<k>``: HDF5 virtual datasets selecting
+    channel k of ``images`` in this same file (no second copy of the pixels). Per-pixel
+    and per-image pairs have no CF form: pixscale's reader decodes those, from ``params/``.
+    """
+    import h5py
+
+    packing = output["packing"]
+    scale, offset = packing["scale_factor"], packing["add_offset"]
+    if not isinstance(scale, dict) and np.size(scale) == 1:  # global, or one channel
+        images.attrs["scale_factor"] = np.float64(np.ravel(scale)[0])
+        images.attrs["add_offset"] = np.float64(np.ravel(offset)[0])
+        return [images.name.lstrip("/")]
+    if record["scope"] != "channel" or isinstance(scale, dict):
+        return []
+    shape = tuple(images.shape)
+    axis = {"nhwc": 3, "nchw": 1}.get(str(output.get("layout")))
+    if axis is None or shape[axis] != len(scale):
+        return []
+    names = []
+    for channel in range(shape[axis]):
+        view_shape = shape[:axis] + shape[axis + 1 :]
+        layout = h5py.VirtualLayout(shape=view_shape, dtype=images.dtype)
+        source = h5py.VirtualSource(".", images.name, shape=shape, dtype=images.dtype)
+        layout[...] = source[tuple(channel if i == axis else slice(None) for i in range(4))]
+        name = f"{images.name.lstrip('/')}_c{channel}"
+        view = file.create_virtual_dataset(name, layout)
+        view.attrs["scale_factor"] = np.float64(scale[channel])
+        view.attrs["add_offset"] = np.float64(offset[channel])
+        names.append(name)
+    return names
 
 
 def store_record(

@@ -1,4 +1,4 @@
-"""float32 ``.npy`` output with a JSON sidecar ``<output>.json``."""
+"""``.npy`` output (float32, float16 or packed uint8) with a JSON sidecar ``<output>.json``."""
 
 from __future__ import annotations
 
@@ -42,14 +42,14 @@ def write_npy_header(handle: BinaryIO, shape: tuple[int, ...], descr: str = "<f4
     np.lib.format.write_array_header_2_0(handle, header)
 
 
-def padded_npy_header(shape: tuple[int, ...], size: int = ALIGN) -> bytes:
-    """A version 1.0 float32 .npy header padded with spaces to ``size`` bytes.
+def padded_npy_header(shape: tuple[int, ...], size: int = ALIGN, descr: str = "<f4") -> bytes:
+    """A version 1.0 .npy header (float32 unless ``descr`` says) padded to ``size`` bytes.
 
     The data then starts on a page boundary, which direct writes need and memory-mapped
     readers like; numpy itself pads to 64 bytes the same way.
     """
     buffer = io.BytesIO()
-    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
     np.lib.format.write_array_header_1_0(buffer, header)
     text = buffer.getvalue()[len(NPY_PREAMBLE) + 2 :].rstrip(b" \n")
     total = -(-(len(NPY_PREAMBLE) + 2 + len(text) + 1) // size) * size
@@ -61,14 +61,15 @@ class StreamNpyWriter(Writer):
     """.npy to a stream such as standard output: no sidecar, no temporary file; the
     checksum goes into the record (``--params-out``)."""
 
-    def __init__(self, stream: BinaryIO, shape: tuple[int, ...]) -> None:
+    def __init__(self, stream: BinaryIO, shape: tuple[int, ...], dtype: str = "<f4") -> None:
         self.target, self.shape, self.stream = Path("-"), shape, stream
+        self.dtype = np.dtype(dtype)
         self.checksum = Checksum()
         self.written = 0
-        stream.write(padded_npy_header(shape))
+        stream.write(padded_npy_header(shape, descr=self.dtype.str))
 
     def write(self, chunk: Float32Array) -> None:
-        data = np.ascontiguousarray(chunk, "<f4").data.cast("B")
+        data = np.ascontiguousarray(chunk, self.dtype).data.cast("B")
         self.checksum.update(data)
         self.stream.write(data)
         self.written += chunk.shape[0]
@@ -81,7 +82,7 @@ class StreamNpyWriter(Writer):
             "file": "-",
             "format": "npy",
             "shape": list(self.shape),
-            "dtype": "float32",
+            "dtype": self.dtype.name,
             **checksum_field(self.checksum, self.written, self.shape),
         }
         return {**record.get("output", {}), **fields}
@@ -98,18 +99,24 @@ class NpyWriter(Writer):
     """
 
     def __init__(
-        self, target: Path, shape: tuple[int, ...], staged: StagedOutputs, direct: bool = False
+        self,
+        target: Path,
+        shape: tuple[int, ...],
+        staged: StagedOutputs,
+        direct: bool = False,
+        dtype: str = "<f4",
     ) -> None:
         self.target, self.shape, self.staged = target, shape, staged
+        self.dtype = np.dtype(dtype)
         self.temp = staged.stage(target, main=True)
         staged.own(companions(target, "npy"))
         self.checksum = StreamChecksum()
         self.handle = DirectFile(self.temp, direct)
-        self.handle.write(padded_npy_header(shape))
+        self.handle.write(padded_npy_header(shape, descr=self.dtype.str))
         self.written = 0
 
     def write(self, chunk: Float32Array) -> None:
-        data = np.ascontiguousarray(chunk, "<f4")
+        data = np.ascontiguousarray(chunk, self.dtype)
         try:
             with self.checksum.during(data):
                 self.handle.write(data)
@@ -132,7 +139,7 @@ class NpyWriter(Writer):
             "file": self.target.name,
             "format": "npy",
             "shape": list(self.shape),
-            "dtype": "float32",
+            "dtype": self.dtype.name,
             **checksum_field(self.checksum, self.written, self.shape),
         }
         if labels is not None:

@@ -1,4 +1,5 @@
-"""Where and how a float32 output is written, and the one place that picks its writer."""
+"""Where and how an output is written (float32, float16 or packed uint8), and the one
+place that picks its writer."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from pixscale.core.storage import DTYPES, STORES
 from pixscale.errors import OutputError
 from pixscale.store.base import Writer
 from pixscale.store.hdf5 import COMPRESSIONS, Hdf5Writer, is_contiguous
@@ -42,6 +46,12 @@ class Output:
         How .npy and contiguous HDF5 data reach the disk: ``"direct"`` (bypassing the
         page cache), ``"buffered"``, or ``"auto"`` (direct for outputs too large to stay
         in the cache).
+    dtype
+        ``"float32"`` (default) or ``"float16"``: each value the nearest of that dtype to
+        the exact result.
+    store
+        ``"float"`` (default): the scaled values; ``"uint8"``: the original pixels packed
+        with CF ``scale_factor``/``add_offset`` that decode them exactly to float32.
     """
 
     path: Path
@@ -52,6 +62,8 @@ class Output:
     layout: str | None = None
     params_out: Path | None = None
     io: str = "auto"
+    dtype: str = "float32"
+    store: str = "float"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -61,6 +73,30 @@ class Output:
             raise OutputError(f"unknown compression {self.compression!r}; choose {COMPRESSIONS}")
         if self.io not in IO_MODES:
             raise OutputError(f"unknown io mode {self.io!r}; choose from {IO_MODES}")
+        if self.dtype not in DTYPES:
+            raise OutputError(f"unknown output dtype {self.dtype!r}; choose from {DTYPES}")
+        if self.store not in STORES:
+            raise OutputError(f"unknown store {self.store!r}; choose from {STORES}")
+        if self.store == "uint8" and self.dtype != "float32":
+            raise OutputError("--store uint8 decodes to float32: --dtype does not apply to it")
+        if self.store == "uint8" and self.to_stdout:
+            raise OutputError("-o -: a packed output needs its record beside it; write a file")
+        if (self.dtype, self.store) != ("float32", "float") and self.resolved_format() == "zarr":
+            raise OutputError(
+                f"{self.path}: --dtype float16 and --store uint8 write .h5 or .npy outputs; "
+                "a .zarr output holds float32"
+            )
+
+    @property
+    def stored_dtype(self) -> str:
+        """The dtype of the data as written: ``<f4``, ``<f2`` or ``|u1`` (packed)."""
+        if self.store == "uint8":
+            return "|u1"
+        return "<f2" if self.dtype == "float16" else "<f4"
+
+    @property
+    def item_bytes(self) -> int:
+        return int(np.dtype(self.stored_dtype).itemsize)
 
     @property
     def to_stdout(self) -> bool:
@@ -139,14 +175,15 @@ def room_needed(output: Output, nbytes: int) -> int:
 
 def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -> Writer:
     """The writer for ``output``, its targets checked and room for the data confirmed."""
-    nbytes = 4 * math.prod(shape)
+    nbytes = output.item_bytes * math.prod(shape)
     mode = write_mode(output, nbytes)
     check_targets(output, staged)
+    dtype = output.stored_dtype
     if output.to_stdout:
-        return StreamNpyWriter(sys.stdout.buffer, shape)
+        return StreamNpyWriter(sys.stdout.buffer, shape, dtype)
     check_room(output.path, room_needed(output, nbytes))
     if output.resolved_format() == "npy":
-        return NpyWriter(output.path, shape, staged, mode == "direct")
+        return NpyWriter(output.path, shape, staged, mode == "direct", dtype)
     if output.resolved_format() == "zarr":
         from pixscale.store.zarr import ZarrWriter  # zarr is an optional extra
 
@@ -154,7 +191,13 @@ def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -
             output.path, shape, staged, output.compression, output.chunk_images, mode == "direct"
         )
     return Hdf5Writer(
-        output.path, shape, staged, output.compression, output.chunk_images, mode == "direct"
+        output.path,
+        shape,
+        staged,
+        output.compression,
+        output.chunk_images,
+        mode == "direct",
+        dtype,
     )
 
 

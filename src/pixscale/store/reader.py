@@ -1,8 +1,14 @@
-"""Read pixscale outputs back: the record, the parameters and the float32 data in chunks."""
+"""Read pixscale outputs back: the record, the parameters and the values in chunks.
+
+float32 and float16 outputs are read as stored; packed uint8 outputs (``--store uint8``)
+are decoded to float32 by the record's proven float32 kernel, so their values are
+bit-identical to what a float32 convert writes.
+"""
 
 from __future__ import annotations
 
 import math
+import operator
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,8 +19,9 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from pixscale.core.layouts import restore_layout
+from pixscale.core.layouts import convert_layout, restore_layout
 from pixscale.core.params import Params
+from pixscale.core.transform import Transform
 from pixscale.errors import InputError
 from pixscale.sources.npy import read_npy_header
 from pixscale.sources.rawio import read_images
@@ -53,6 +60,34 @@ class ConvertedFile:
         return found if isinstance(found, dict) else {}
 
     @property
+    def packed(self) -> bool:
+        """True for ``--store uint8`` outputs: uint8 pixels decoded on reading."""
+        return self.output.get("store") == "uint8"
+
+    @property
+    def value_dtype(self) -> str:
+        """The dtype of the values this file gives: float16 as stored, else float32."""
+        return "float16" if self.dtype == np.float16 else "float32"
+
+    def transform(self) -> Transform:
+        """The record's transform, in the dtype of the values (the packed file's decoder)."""
+        found = self.__dict__.get("_transform")
+        if found is None:
+            found = self.__dict__["_transform"] = Transform(self.params, self.value_dtype)
+        return found
+
+    def decode(self, stored: npt.NDArray[Any], positions: npt.NDArray[np.intp]) -> Any:
+        """Stored rows (output layout) at image ``positions`` as values: packed pixels
+        through the float32 kernel, anything else unchanged."""
+        if not self.packed:
+            return stored
+        if self.params.layout == self.layout:  # no layout change: decode as stored
+            return self.transform().decode(np.ascontiguousarray(stored), positions)
+        pixels = restore_layout(stored, self.params.layout, self.layout)
+        values = self.transform().decode(np.ascontiguousarray(pixels), positions)
+        return convert_layout(values, self.params.layout, self.layout)
+
+    @property
     def chunk_rows(self) -> int:
         """Images per chunk of about ``CHUNK_BYTES`` of float32 values."""
         return max(1, CHUNK_BYTES // (4 * max(1, math.prod(self.stored_shape[1:]))))
@@ -63,9 +98,17 @@ class ConvertedFile:
         return (self.stored_shape[0], *self.params.image_shape)
 
     def chunks(self, max_images: int) -> Iterator[Float32Array]:
-        """The stored values in the source's layout, ``max_images`` images at a time."""
+        """The values in the source's layout, ``max_images`` images at a time (packed
+        outputs decoded to float32)."""
+        start = 0
         for chunk in self.stored_chunks(max_images):
-            yield restore_layout(chunk, self.params.layout, self.layout)
+            values = restore_layout(chunk, self.params.layout, self.layout)
+            if self.packed:
+                values = self.transform().decode(
+                    np.ascontiguousarray(values), np.arange(start, start + len(values))
+                )
+            start += chunk.shape[0]
+            yield values
 
     def stored_chunks(self, max_images: int) -> Iterator[Float32Array]:
         """The stored values as stored (output layout), ``max_images`` images at a time."""
@@ -230,6 +273,10 @@ def check_consistent(converted: ConvertedFile) -> None:
             f"{path}: images of shape {tuple(stored[1:])} do not match the record's "
             f"image_shape {list(params.image_shape)} in layout {layout}"
         )
+    stored_kind = converted.dtype
+    wanted = "uint8" if converted.packed else converted.output.get("dtype", "float32")
+    if wanted not in ("float32", "float16", "uint8") or stored_kind != np.dtype(wanted):
+        raise InputError(f"{path}: images are {stored_kind}, the record says {wanted}")
     count = stored[0]
     labels = converted.labels
     if labels is not None and (labels.ndim == 0 or labels.shape[0] != count):
@@ -262,10 +309,12 @@ def stored_image_shape(
 class Dataset:
     """A pixscale output opened for reading, as a training loop wants it.
 
-    ``len(d)``, ``d[i]``, ``d[a:b]`` and ``d[[i, j, …]]`` give the stored float32 values
-    (in the output's layout); ``labels``, ``record`` and ``params`` come from the record.
-    The data file is opened on first use in each process, so a ``Dataset`` made in a
-    parent survives ``fork`` and ``DataLoader`` workers; .npy data is memory-mapped.
+    ``len(d)``, ``d[i]``, ``d[a:b]`` and ``d[[i, j, …]]`` (any order, repeats allowed) give
+    the values in the output's layout: float32, float16 as stored, and packed outputs
+    decoded to float32 bit-identical to a float32 convert's. ``labels``, ``record`` and
+    ``params`` come from the record. The data file is opened on first use in each process,
+    so a ``Dataset`` made in a parent survives ``fork``, pickling (spawn) and
+    ``DataLoader`` workers; .npy data is memory-mapped.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -274,6 +323,20 @@ class Dataset:
         self._images: Any = None
         self._handle: Any = None
         self._pid = -1
+        self._lookup = self._packed_lookup()
+
+    def _packed_lookup(self) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp] | None] | None:
+        """For a packed file stored in its parameters' layout with a table of the 256
+        values per scope element: that table and each pixel's offset into it, so that a
+        read is one ``take``. None otherwise (the transform's own decode is used)."""
+        converted = self._converted
+        if not converted.packed or converted.params.layout != converted.layout:
+            return None
+        table = converted.transform().lookup_table()
+        if table is None:
+            return None
+        values, offsets = table
+        return values, (None if offsets is None else offsets.reshape(self.shape[1:]))
 
     @property
     def record(self) -> dict[str, Any]:
@@ -302,11 +365,73 @@ class Dataset:
 
         return Scaler.from_params(self.params)
 
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The dtype of the values given (float32, or float16 as stored)."""
+        return np.dtype(self._converted.value_dtype)
+
+    @property
+    def packed(self) -> bool:
+        """True when the file holds uint8 pixels decoded on reading (``--store uint8``)."""
+        return self._converted.packed
+
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, index: Any) -> Any:
-        return self._data()[index]
+        rest: tuple[Any, ...] = ()
+        if isinstance(index, tuple):
+            index, rest = (index[0] if index else slice(None)), index[1:]
+        data = self._data()
+        scalar = isinstance(index, int | np.integer)
+        if not self.packed and (scalar or isinstance(index, slice)):
+            return data[(index, *rest)] if rest else data[index]
+        if scalar and self._lookup is not None:
+            values, offsets = self._lookup
+            pixels = np.asarray(data[index])  # numpy and h5py check the bounds
+            found = values.take(pixels if offsets is None else offsets + pixels)
+            return found[rest] if rest else found
+        positions = self._positions(index)
+        if scalar:
+            stored = data[int(positions[0]) : int(positions[0]) + 1]
+        elif isinstance(index, slice) and index.step in (None, 1):
+            stored = data[index]
+        elif isinstance(data, np.ndarray):
+            stored = data[positions]
+        else:  # h5py reads increasing, unique positions only
+            unique, back = np.unique(positions, return_inverse=True)
+            stored = data[unique] if len(unique) else data[0:0]
+            stored = stored[back.reshape(-1)]
+        values = self._converted.decode(np.asarray(stored), positions)
+        values = values[0] if scalar else values
+        return values[rest] if rest else values
+
+    def _positions(self, index: Any) -> npt.NDArray[np.intp]:
+        """Image positions selected by an integer, slice, boolean mask or integer array."""
+        count = len(self)
+        if isinstance(index, slice):
+            return np.arange(count, dtype=np.intp)[index]
+        if isinstance(index, int | np.integer):
+            position = operator.index(index)
+            if not -count <= position < count:
+                raise IndexError(f"index {position} is out of range for {count} images")
+            return np.asarray([position % count], np.intp)
+        picked = np.asarray(index)
+        if picked.dtype == bool:
+            if picked.shape != (count,):
+                raise IndexError(f"a boolean index needs {count} values, got {picked.shape}")
+            return np.flatnonzero(picked).astype(np.intp)
+        if picked.dtype.kind not in "iu" or picked.ndim != 1:
+            raise IndexError(f"cannot index images with {index!r}")
+        if picked.size and (picked.min() < -count or picked.max() >= count):
+            raise IndexError(f"an index is out of range for {count} images")
+        return (picked % max(count, 1)).astype(np.intp)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (spawned workers): the path and record travel, never an open file.
+        state = dict(self.__dict__)
+        state.update(_images=None, _handle=None, _pid=-1)
+        return state
 
     def _data(self) -> Any:
         if self._images is None or self._pid != os.getpid():

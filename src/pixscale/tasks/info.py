@@ -34,6 +34,7 @@ def source_info(source: Source, chunk_mb: float = DEFAULT_CHUNK_MB) -> dict[str,
             "exact": True,
         },
     }
+    info.update(source.details())
     info.update(
         labels_info(
             source.labels.values if source.labels else None,
@@ -76,6 +77,8 @@ def output_info(converted: ConvertedFile) -> dict[str, Any]:
         "format": str((record.get("output") or {}).get("format", "npy")),
         "shape": list(converted.stored_shape),
         "dtype": str(converted.dtype),
+        "values": converted.value_dtype,
+        "store": "uint8" if converted.packed else "float",
         "layout": converted.layout,
         "stats": {
             "min": np.atleast_1d(low).tolist(),

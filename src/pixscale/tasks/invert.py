@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pixscale.core.transform import Transform
+from pixscale.core.layouts import restore_layout
+from pixscale.core.transform import BITS, Transform
 from pixscale.errors import InputError
 from pixscale.sources import open_recorded_source
 from pixscale.store.io.atomic import staged_outputs
@@ -43,9 +44,15 @@ def pixels_of(
 ) -> Iterator[tuple[int, npt.NDArray[np.float32], npt.NDArray[np.uint8], int, int]]:
     """(start, stored values, uint8 images, values that do not round-trip, values at clip
     bounds), chunk by chunk in the source's layout."""
-    transform = transform or Transform(converted.params)
+    transform = transform or converted.transform()
     bounds = clip_bounds(converted)
     start = 0
+    if converted.packed:  # the pixels themselves: inverting is reading them
+        for stored in converted.stored_chunks(converted.chunk_rows):
+            pixels = restore_layout(stored, converted.params.layout, converted.layout)
+            yield start, transform.apply(pixels, start), pixels, 0, 0
+            start += pixels.shape[0]
+        return
     for values in converted.chunks(converted.chunk_rows):
         pixels, mismatches = transform.invert(values, start)
         clipped = 0
@@ -115,7 +122,7 @@ def invert(
     with staged_outputs(overwrite, inputs) as staged:
         writer = Uint8Writer(output, converted.shape, staged)
         try:
-            transform = Transform(converted.params)
+            transform = converted.transform()
             for start, values, pixels, mismatches, clipped in pixels_of(converted, transform):
                 writer.write(pixels)
                 report.not_round_trip += mismatches
@@ -151,8 +158,9 @@ class Comparison:
         differ = original != pixels
         count = int(np.count_nonzero(differ))
         if count:
-            again = transform.apply(original, start).view(np.uint32)
-            wrong = again != np.ascontiguousarray(values, np.float32).view(np.uint32)
+            again = transform.apply(original, start)
+            bits = BITS[transform.dtype]
+            wrong = again.view(bits) != np.ascontiguousarray(values, transform.dtype).view(bits)
             self.unfaithful += int(np.count_nonzero(differ & wrong))
         self.differing += count
 

@@ -42,7 +42,7 @@ class PreviewData:
 def output_preview(path: Path, count: int) -> PreviewData:
     """Images mapped back to pixels through the record; histograms streamed in two passes."""
     converted = open_converted(path)
-    transform = Transform(converted.params)
+    transform = converted.transform()  # float16 outputs invert in float16
     rows = converted.chunk_rows
     low, high = np.inf, -np.inf
     for chunk in converted.chunks(rows):

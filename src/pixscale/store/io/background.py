@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,15 +25,21 @@ QUEUE_DEPTH = 2
 class BackgroundWriter:
     """Hands chunks to ``writer`` on a worker thread, at most ``depth`` pending."""
 
-    def __init__(self, writer: Writer, chunk_shape: tuple[int, ...], depth: int = QUEUE_DEPTH):
+    def __init__(
+        self,
+        writer: Writer,
+        chunk_shape: tuple[int, ...],
+        depth: int = QUEUE_DEPTH,
+        dtype: npt.DTypeLike = np.float32,
+    ):
         self.writer = writer
         self.depth = depth
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixscale-writer")
         self.pending: deque[Future[None]] = deque()
-        self.buffers = [aligned_empty(chunk_shape, np.float32) for _ in range(depth + 1)]
+        self.buffers = [aligned_empty(chunk_shape, dtype) for _ in range(depth + 1)]
         self.turn = 0
 
-    def buffer(self, images: int) -> npt.NDArray[np.float32]:
+    def buffer(self, images: int) -> npt.NDArray[Any]:
         """A free output buffer for ``images`` images (not queued for writing)."""
         while len(self.pending) >= self.depth:
             self.pending.popleft().result()
@@ -40,7 +47,7 @@ class BackgroundWriter:
         self.turn += 1
         return buffer[:images]
 
-    def write(self, chunk: npt.NDArray[np.float32]) -> None:
+    def write(self, chunk: npt.NDArray[Any]) -> None:
         self.pending.append(self.pool.submit(self.writer.write, chunk))
 
     def flush(self) -> None:
