@@ -295,7 +295,9 @@ def test_hdf5_key_choice_and_errors(tmp_path: Path, sample) -> None:  # type: ig
         handle["a"] = images
         handle["b"] = images
         handle["f"] = images.astype(np.float32)
-    with pytest.raises(InputError, match="uint8 image datasets: a, b; choose one with --key"):
+    with pytest.raises(
+        InputError, match="uint8/uint16 image datasets: a, b; choose one with --key"
+    ):
         open_source(several)
     with pytest.raises(InputError, match="dataset 'f' dtype is float32"):
         open_source(several, key="f")

@@ -264,7 +264,6 @@ def colour(seed: int = 0) -> object:
 @pytest.mark.parametrize(
     ("name", "array", "message"),
     [
-        ("b.png", pixels((8, 8)).astype(np.uint16) * 257, r"16-bit image \(mode I;16\)"),
         ("b.tif", pixels((8, 8)).astype(np.int32) * 65537, r"32-bit integer image \(mode I\)"),
         ("b.tif", pixels((8, 8)).astype(np.float32) / 255, r"32-bit float image \(mode F\)"),
     ],
@@ -274,7 +273,23 @@ def test_wide_images_are_refused(
     tmp_path: Path, name: str, array: np.ndarray, message: str, mode: str | None
 ) -> None:
     folder = folder_of(tmp_path, ("a.png", grey()), (name, Image.fromarray(array)))
-    with pytest.raises(InputError, match=f"{name}: {message}: only 8-bit images are read"):
+    wanted = f"{name}: {message}: only 8-bit images and 16-bit greyscale images are read"
+    with pytest.raises(InputError, match=wanted):
+        open_source(folder, mode=mode)
+
+
+@pytest.mark.parametrize("mode", [None, "L", "RGB"])
+def test_16_bit_images_beside_8_bit_ones_or_with_a_mode_are_refused(
+    tmp_path: Path, mode: str | None
+) -> None:
+    wide = Image.fromarray(pixels((8, 8)).astype(np.uint16) * 257)
+    folder = folder_of(tmp_path, ("a.png", grey()), ("b.png", wide))
+    wanted = (
+        r"mixes 16-bit \(b.png\) and 8-bit \(a.png\) images"
+        if mode is None
+        else "b.png: 16-bit greyscale images are read as they are; --mode would convert them"
+    )
+    with pytest.raises(InputError, match=wanted):
         open_source(folder, mode=mode)
 
 

@@ -18,6 +18,7 @@ from pixscale.core.spec import Spec
 from pixscale.engine.scan import DEFAULT_CHUNK_MB
 from pixscale.errors import PixscaleError
 from pixscale.sources.folder import MODES
+from pixscale.sources.resize import FILTERS, FITS, Resize, parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,12 +32,29 @@ def apply(command: F, options: Sequence[Callable[[F], F]]) -> F:
     return command
 
 
+def resize_of(size: str | None, fit: str | None, filter_name: str | None, draft: bool) -> Any:
+    """The ``Resize`` that --resize, --fit, --filter and --no-jpeg-draft describe, or None."""
+    if size is None:
+        if fit is not None or filter_name is not None or not draft:
+            raise click.UsageError("--fit, --filter and --no-jpeg-draft need --resize WxH")
+        return None
+    try:
+        width, height = parse_size(size)
+        return Resize(width, height, fit or "stretch", filter_name or "bilinear", draft)
+    except PixscaleError as exc:
+        raise click.BadParameter(str(exc), param_hint="--resize") from exc
+
+
 def input_options(command: F) -> F:
-    """--key, --mode, --input-layout and --labels, handed to the command as ``reading``."""
+    """--key, --mode, --input-layout, --labels and --resize (with --fit, --filter,
+    --no-jpeg-draft), handed to the command as ``reading``."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         reading = {name: kwargs.pop(option) for option, name in READING.items()}
+        reading["resize"] = resize_of(
+            kwargs.pop("resize"), kwargs.pop("fit"), kwargs.pop("filter"), kwargs.pop("jpeg_draft")
+        )
         return command(*args, reading={k: v for k, v in reading.items() if v is not None}, **kwargs)
 
     return apply(
@@ -44,12 +62,15 @@ def input_options(command: F) -> F:
         [
             click.option(
                 "--key",
-                help="Array of an .npz (x_train) or dataset of an HDF5 input (images/train).",
+                help="Array of an .npz (x_train), dataset of an HDF5 input (images/train), "
+                "image column of a Parquet file, members of an archive (a folder or pattern), "
+                "image extension of WebDataset samples (png).",
             ),
             click.option(
                 "--mode",
                 type=click.Choice(MODES),
-                help="Image folders: convert to greyscale (L) or RGB (default: as found).",
+                help="Images (folders, archives, Parquet): convert to greyscale (L) or RGB "
+                "(default: as found).",
             ),
             click.option(
                 "--input-layout",
@@ -60,6 +81,28 @@ def input_options(command: F) -> F:
                 "--labels",
                 type=click.Path(path_type=Path),
                 help="Labels file (IDX or .npy); default: found beside the images.",
+            ),
+            click.option(
+                "--resize",
+                metavar="WxH",
+                help="Images (folders, archives, Parquet): bring every image to this size.",
+            ),
+            click.option(
+                "--fit",
+                type=click.Choice(FITS),
+                help="With --resize: stretch (default), crop (centre, keeps the aspect) or "
+                "pad (black borders, keeps the aspect).",
+            ),
+            click.option(
+                "--filter",
+                type=click.Choice(FILTERS),
+                help="With --resize: the resampling filter (default: bilinear).",
+            ),
+            click.option(
+                "--jpeg-draft/--no-jpeg-draft",
+                default=True,
+                help="With --resize: decode JPEGs at reduced size where the resize allows it "
+                "(default: on).",
             ),
         ],
     )
@@ -85,6 +128,7 @@ STRATEGY_NAMES = (
     "mean",
     "std",
     "zero_std",
+    "bits",
 )
 
 
@@ -100,6 +144,7 @@ def make_spec(options: dict[str, Any]) -> Spec:
         std=floats(options["std"]),
         clip=options["clip"],
         zero_std=options["zero_std"],
+        bits=options["bits"],
     )
 
 
@@ -172,6 +217,13 @@ def strategy_options(command: F) -> F:
                 default="unit",
                 show_default=True,
                 help="Constant channels/pixels: centre only (std taken as 1), or fail.",
+            ),
+            click.option(
+                "--bits",
+                type=click.IntRange(1, 16),
+                metavar="N",
+                help="Bits the pixels use (default: the dtype's, 8 or 16), e.g. 12 for 0..4095: "
+                "unit, symmetric and range map from 0..2^N-1; larger values are an error.",
             ),
         ],
     )

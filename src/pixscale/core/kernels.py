@@ -1,11 +1,19 @@
-"""Exact and fast application of the affine map to uint8 chunks.
+"""Exact and fast application of the affine map to uint8 and uint16 chunks.
 
 The reference value of every output is the float64 formula rounded once to float32
-(``reference``). Because inputs are uint8, a scope element has only 256 possible
-outputs, so a fast kernel can be *proved* exact by running it on all 256 inputs and
-comparing bits with the reference. ``choose_kernel`` tries the cheap forms in order
-of measured speed and keeps the first that is exact for every scope element; the
-float64 formula itself is the fallback, so the output never depends on the choice.
+(``reference``). Because inputs are uint8 (or uint16), a scope element has only 256 (or
+65,536) possible outputs, so a fast kernel can be *proved* exact by running it on every
+input the dtype holds and comparing bits with the reference. ``choose_kernel`` tries the
+cheap forms in order of measured speed and keeps the first that is exact for every scope
+element; the float64 formula itself is the fallback, so the output never depends on the
+choice.
+
+Proofs run on the distinct parameter values only (many pixel positions share theirs), in
+blocks of ``PROOF_BLOCK_VALUES`` inputs × elements so that their memory stays near 40 MiB
+whatever the number of elements. A proof costs as much as the reference formula on as
+many values; where it would cost more than ``budget`` values (uint16 per-image scope: 65,536
+inputs per image against a few thousand pixels), the reference kernel is used unproven:
+it *is* the definition.
 
 Measured on 3 MiB chunks (2-core machine): float32 division ≈ 1.1 ms, float32
 multiply-add ≈ 0.9 ms, float64 multiply-add in cache-sized blocks ≈ 2.1 ms, ``np.take``
@@ -27,10 +35,20 @@ import numpy.typing as npt
 Float32Array = npt.NDArray[np.float32]
 Float64Array = npt.NDArray[np.float64]
 UInt8Array = npt.NDArray[np.uint8]
+#: Source pixels: uint8 or uint16.
+PixelArray = npt.NDArray[np.unsignedinteger[Any]]
 #: Constants of any float dtype and shape (0-d, per element, per image column).
 Array = npt.NDArray[Any]
 
 _PROBE = np.arange(256, dtype=np.uint8)
+_PROBE16 = np.arange(1 << 16, dtype=np.uint16)
+#: Inputs × elements per proof block: about 18 bytes each (the inputs, the kernel's
+#: float32, the reference's float64 and float32), so 2 Mi of them take about 40 MiB.
+PROOF_BLOCK_VALUES = 1 << 21
+#: Largest proof (inputs × distinct elements) of dataset-wide parameters: about 2 s of
+#: reference arithmetic. Beyond it (uint16 per-pixel parameters of large images) the
+#: reference kernel is used without a search.
+PROOF_MAX_VALUES = 1 << 28
 
 #: Elements per float64 block: 256 Ki × 8 bytes = 2 MiB, about the size of L2/L3 share.
 FLOAT64_BLOCK = 1 << 18
@@ -48,6 +66,10 @@ class Affine:
     out_low: Array
     span_out: Array
     clip: bool = False
+    #: The largest value of the source dtype: kernels are proven on 0..dtype_max.
+    dtype_max: int = 255
+    #: The largest value the data may hold (``--bits``): ranges are checked on 0..value_max.
+    value_max: int = 255
 
     def clip_bounds(self) -> tuple[Array, Array]:
         end = self.out_low + self.span_out
@@ -56,8 +78,34 @@ class Affine:
     def map(self, fn: Callable[[Array], Array]) -> Affine:
         """The same map with every parameter array transformed by ``fn``."""
         return Affine(
-            fn(self.low), fn(self.span_in), fn(self.out_low), fn(self.span_out), self.clip
+            fn(self.low),
+            fn(self.span_in),
+            fn(self.out_low),
+            fn(self.span_out),
+            self.clip,
+            self.dtype_max,
+            self.value_max,
         )
+
+    @property
+    def n_elements(self) -> int:
+        return int(np.broadcast(self.low, self.span_in).size)
+
+    def inputs(self, top: int | None = None) -> PixelArray:
+        """Every input 0..``top`` (default: every value of the source dtype)."""
+        top = self.dtype_max if top is None else top
+        return (_PROBE if self.dtype_max <= 255 else _PROBE16)[: top + 1]
+
+    def distinct(self) -> Affine:
+        """The same map on the distinct (low, span_in, out_low, span_out) tuples only, flat."""
+        n = self.n_elements
+        if n <= 1:
+            return self
+        parts = (self.low, self.span_in, self.out_low, self.span_out)
+        columns = [np.broadcast_to(np.asarray(a, np.float64).reshape(-1), (n,)) for a in parts]
+        unique = np.unique(np.stack(columns, axis=1), axis=0)
+        low, span_in, out_low, span_out = (np.ascontiguousarray(unique[:, i]) for i in range(4))
+        return Affine(low, span_in, out_low, span_out, self.clip, self.dtype_max, self.value_max)
 
 
 def exact(x: npt.NDArray[np.generic], affine: Affine) -> Float64Array:
@@ -84,7 +132,7 @@ class Kernel:
     bounds: tuple[Array, Array] | None
     affine: Affine
 
-    def __call__(self, x: UInt8Array, out: Array) -> None:
+    def __call__(self, x: PixelArray, out: Array) -> None:
         """Write the map of ``x`` (images × pixels) into ``out`` (same shape; float32, or
         float16 for the float64 kernels, whose blocks are then rounded once to float16)."""
         if self.name in FLOAT64_KERNELS:
@@ -94,7 +142,7 @@ class Kernel:
         if self.bounds is not None:
             np.clip(out, self.bounds[0], self.bounds[1], out=out)
 
-    def float32_form(self, x: UInt8Array, out: Float32Array, c: tuple[Array, ...]) -> None:
+    def float32_form(self, x: PixelArray, out: Float32Array, c: tuple[Array, ...]) -> None:
         """The float32 arithmetic of this kernel with constants ``c`` (float32 kernels only)."""
         if self.name == "cast":
             out[...] = x
@@ -107,7 +155,7 @@ class Kernel:
             np.subtract(x, c[0], out=out)
             np.divide(out, c[1], out=out)
 
-    def _blocked_float64(self, x: UInt8Array, out: Array) -> None:
+    def _blocked_float64(self, x: PixelArray, out: Array) -> None:
         # float64 temporaries stay cache-sized: memory traffic, not arithmetic, is the cost.
         # Each block is rounded once, to the dtype of ``out`` (float32, or float16).
         rows = max(1, FLOAT64_BLOCK // max(1, x.shape[-1])) if x.ndim > 1 else x.shape[0]
@@ -165,20 +213,58 @@ def candidates(affine: Affine) -> list[Kernel]:
     return [k.expand(np.asarray) for k in found]
 
 
-def is_exact(kernel: Kernel, affine: Affine, n_elements: int) -> bool:
-    """Compare the kernel with the reference on all 256 inputs of every scope element."""
-    probe = np.ascontiguousarray(np.broadcast_to(_PROBE[:, None], (256, n_elements)))
-    got = np.empty((256, n_elements), np.float32)
-    kernel(probe, got)
-    want = reference(probe, affine)
+def probe(affine: Affine, n_elements: int) -> PixelArray:
+    """Every input of the source dtype (rows) for each of ``n_elements`` (columns)."""
+    inputs = affine.inputs()
+    return np.ascontiguousarray(np.broadcast_to(inputs[:, None], (inputs.size, n_elements)))
+
+
+def is_exact(kernel: Kernel, affine: Affine, n_elements: int | None = None) -> bool:
+    """Compare the kernel with the reference on every input of every scope element
+    (256 for uint8, 65,536 for uint16), a block of elements at a time."""
+    n_elements = affine.n_elements if n_elements is None else n_elements
+    step = max(1, PROOF_BLOCK_VALUES // (affine.dtype_max + 1))
+    if n_elements <= step:
+        return _is_exact_block(kernel, affine, n_elements)
+    for first in range(0, n_elements, step):
+        pick = functools.partial(_element_block, first=first, step=step, n=n_elements)
+        part = kernel.expand(pick)
+        if not _is_exact_block(part, affine.map(pick), min(step, n_elements - first)):
+            return False
+    return True
+
+
+def _element_block(values: Array, first: int, step: int, n: int) -> Array:
+    values = np.asarray(values)
+    if values.ndim == 0 or values.size == 1:
+        return values.reshape(())
+    return np.broadcast_to(values.reshape(-1), (n,))[first : first + step]
+
+
+def _is_exact_block(kernel: Kernel, affine: Affine, n_elements: int) -> bool:
+    inputs = probe(affine, n_elements)
+    got = np.empty(inputs.shape, np.float32)
+    kernel(inputs, got)
+    want = reference(inputs, affine)
     return bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
 
 
-def choose_kernel(affine: Affine) -> Kernel:
-    """The fastest kernel that is exact for ``affine`` (flat, 0-d or 1-d params)."""
-    n_elements = int(np.broadcast(affine.low, affine.span_in).size)
+def proof_fits(affine: Affine, budget: int | None) -> bool:
+    """Whether proving kernels for ``affine`` (already distinct) costs at most ``budget``
+    values (default ``PROOF_MAX_VALUES``)."""
+    limit = PROOF_MAX_VALUES if budget is None else budget
+    return affine.n_elements * (affine.dtype_max + 1) <= limit
+
+
+def choose_kernel(affine: Affine, budget: int | None = None) -> Kernel:
+    """The fastest kernel that is exact for ``affine`` (flat, 0-d or 1-d params), proven on
+    its distinct parameter values; the reference kernel when the proof would cost more
+    than ``budget`` values (see the module docstring)."""
     *fast, fallback = candidates(affine)
-    for kernel in fast:
-        if is_exact(kernel, affine, n_elements):
-            return kernel
+    distinct = affine.distinct()
+    if not proof_fits(distinct, budget):
+        return fallback
+    for index, kernel in enumerate(candidates(distinct)[:-1]):
+        if is_exact(kernel, distinct):
+            return fast[index]
     return fallback

@@ -5,7 +5,9 @@ Every strategy is the affine map, per scope element,
     y = (x - source_low) * target_span / source_span + target_low  (= x * scale + offset)
 
 evaluated in float64 and rounded once to float32. The record stores the four
-defining numbers; ``scale`` and ``offset`` are derived and stored for readers.
+defining numbers; ``scale`` and ``offset`` are derived and stored for readers. Sources
+other than full-range uint8 add ``source_dtype`` (``"uint16"``) and ``bits`` (the bit depth
+the data may use), which fix the inputs kernels are proven on and ``invert`` gives back.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pixscale._version import __version__
+from pixscale.core.pixels import SOURCE_DTYPES, check_bits, dtype_bits, max_value
 from pixscale.errors import ParamsError
 
 FORMAT = "pixscale.params/1"
@@ -57,9 +60,23 @@ class Params:
     stats: dict[str, Any] | None = None
     zero_std: dict[str, Any] | None = None
     fitted_on: dict[str, Any] | None = None
+    #: The source pixels' dtype, ``"uint8"`` or ``"uint16"``.
+    source_dtype: str = "uint8"
+    #: Bits the source pixels may use (``--bits``; the dtype's width by default).
+    bits: int = 8
 
     def __post_init__(self) -> None:
         validate(self)
+
+    @property
+    def value_max(self) -> int:
+        """The largest source pixel value the data may hold."""
+        return max_value(self.bits)
+
+    @property
+    def dtype_max(self) -> int:
+        """The largest value of the source dtype."""
+        return max_value(dtype_bits(self.source_dtype))
 
     @property
     def scale(self) -> Float64Array:
@@ -100,6 +117,9 @@ class Params:
         }
         if self.strategy != "standardize":  # standardize has no target range, only 0 and 1
             record["target_range"] = list(self.target_range)
+        if (self.source_dtype, self.bits) != ("uint8", 8):  # uint8 records stay as they were
+            record["source_dtype"] = self.source_dtype
+            record["bits"] = self.bits
         if self.stats is not None:
             record["stats"] = self.stats
         if self.zero_std is not None:
@@ -146,11 +166,21 @@ class Params:
                 stats=record.get("stats"),
                 zero_std=record.get("zero_std"),
                 fitted_on=record.get("fitted_on"),
+                **pixel_fields(record),
             )
         except KeyError as exc:
             raise ParamsError(f"parameter record lacks the field {exc.args[0]!r}") from exc
         except (TypeError, ValueError, OverflowError) as exc:
             raise ParamsError(f"parameter record is malformed: {exc}") from exc
+
+
+def pixel_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """``source_dtype`` and ``bits`` of a record (uint8, 8 bits when absent)."""
+    dtype = _text(record.get("source_dtype", "uint8"), "source_dtype")
+    if dtype not in SOURCE_DTYPES:
+        raise ParamsError(f"source_dtype {dtype!r} is not one of {SOURCE_DTYPES}")
+    bits = _integer(record.get("bits", dtype_bits(dtype)), "bits")
+    return {"source_dtype": dtype, "bits": bits}
 
 
 def _text(value: Any, name: str) -> str:
@@ -187,6 +217,9 @@ def validate(params: Params) -> None:
         raise ParamsError(f"unknown scope {params.scope!r}; choose from {SCOPES}")
     if not isinstance(params.clip, bool):
         raise ParamsError(f"clip must be true or false, not {params.clip!r}")
+    if params.source_dtype not in SOURCE_DTYPES:
+        raise ParamsError(f"source_dtype {params.source_dtype!r} is not one of {SOURCE_DTYPES}")
+    check_bits(params.bits, params.source_dtype)
     _check_geometry(params)
     for name in ("target_low", "target_span"):
         value = getattr(params, name)
@@ -198,7 +231,7 @@ def validate(params: Params) -> None:
         _check_array(params, name)
     with np.errstate(all="ignore"):
         scale, offset = params.scale, params.offset
-        reach = np.maximum(np.abs(offset), np.abs(offset + 255 * scale))
+        reach = np.maximum(np.abs(offset), np.abs(offset + params.value_max * scale))
     if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(offset))):
         raise ParamsError("scale or offset is not finite (a source_span too small?)")
     largest = max((abs(v) for v in params.target_range), default=0.0)

@@ -9,13 +9,15 @@ from typing import Any
 import numpy as np
 
 from pixscale.core.params import SCOPES, STRATEGIES, ZERO_STD_POLICIES, Params
+from pixscale.core.pixels import SOURCE_DTYPES, check_bits, dtype_bits, max_value
 from pixscale.core.stats import ScopeStats
 from pixscale.errors import ParamsError
 
-#: (source_low, source_span, target_low, target_span) of the fixed strategies.
-FIXED = {
-    "unit": (0.0, 255.0, 0.0, 1.0),
-    "symmetric": (0.0, 255.0, -1.0, 2.0),
+#: (source_low, source_span, target_low, target_span) of the fixed strategies, for uint8;
+#: a span of ``None`` is the source's largest value (255, 65535, or 2**bits - 1).
+FIXED: dict[str, tuple[float, float | None, float, float]] = {
+    "unit": (0.0, None, 0.0, 1.0),
+    "symmetric": (0.0, None, -1.0, 2.0),
     "none": (0.0, 1.0, 0.0, 1.0),
 }
 
@@ -33,8 +35,13 @@ class Spec:
     std: tuple[float, ...] | None = None
     clip: bool = False
     zero_std: str = "unit"
+    #: Bits the source pixels use (``--bits``, 1..16): the fixed strategies map from
+    #: 0..2**bits - 1 and larger values are an error. None: the dtype's width.
+    bits: int | None = None
 
     def __post_init__(self) -> None:
+        if self.bits is not None:
+            check_bits(self.bits, "uint16")
         if self.strategy not in STRATEGIES:
             raise ParamsError(f"unknown strategy {self.strategy!r}; choose from {STRATEGIES}")
         if self.scope not in SCOPES:
@@ -88,6 +95,12 @@ class Geometry:
     image_shape: tuple[int, ...]
     layout: str
     channel_axis: int | None
+    #: The source pixels' dtype, ``"uint8"`` or ``"uint16"``.
+    dtype: str = "uint8"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in SOURCE_DTYPES:
+            raise ParamsError(f"unknown source dtype {self.dtype!r}; choose from {SOURCE_DTYPES}")
 
     @property
     def n_channels(self) -> int:
@@ -100,15 +113,19 @@ def build_params(spec: Spec, geometry: Geometry, stats: ScopeStats | None = None
     stats_record = None
     lows: np.ndarray
     spans: np.ndarray
+    bits = (
+        dtype_bits(geometry.dtype) if spec.bits is None else check_bits(spec.bits, geometry.dtype)
+    )
+    top = float(max_value(bits))
     if spec.strategy in FIXED:
         low, span, out_low, out_span = FIXED[spec.strategy]
-        lows, spans = np.asarray(low), np.asarray(span)
+        lows, spans = np.asarray(low), np.asarray(top if span is None else span)
     elif spec.strategy == "range" and not spec.from_data:
-        lo, hi = spec.source_range or (0.0, 255.0)
+        lo, hi = spec.source_range or (0.0, top)
         a, b = spec.target_range or (0.0, 1.0)
         lows, spans, out_low, out_span = np.asarray(lo), np.asarray(hi - lo), a, b - a
     elif spec.strategy == "standardize" and spec.mean is not None and spec.std is not None:
-        lows, spans = given_constants(spec, geometry)
+        lows, spans = given_constants(spec, geometry, top)
         out_low, out_span = 0.0, 1.0
     else:
         if stats is None:
@@ -121,7 +138,7 @@ def build_params(spec: Spec, geometry: Geometry, stats: ScopeStats | None = None
             out_low, out_span = a, b - a
         spans, zero_std = guard_zero_spans(spans, spec.zero_std, spec.scope)
         if spec.scope in ("global", "channel"):
-            stats_record = stats_summary(stats)
+            stats_record = stats_summary(stats, top)
     scope = "channel" if spec.mean is not None and len(spec.mean) > 1 else spec.scope
     return Params(
         strategy=spec.strategy,
@@ -136,11 +153,16 @@ def build_params(spec: Spec, geometry: Geometry, stats: ScopeStats | None = None
         clip=spec.clip,
         stats=stats_record,
         zero_std=zero_std,
+        source_dtype=geometry.dtype,
+        bits=bits,
     )
 
 
-def given_constants(spec: Spec, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
-    """--mean/--std in [0, 1] units (as torchvision quotes them) to raw pixel units."""
+def given_constants(
+    spec: Spec, geometry: Geometry, top: float = 255.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """--mean/--std in [0, 1] units (as torchvision quotes them) to raw pixel units (times
+    ``top``, the largest source value)."""
     assert spec.mean is not None and spec.std is not None
     if len(spec.mean) != len(spec.std):
         raise ParamsError(f"{len(spec.mean)} --mean values but {len(spec.std)} --std values")
@@ -148,8 +170,8 @@ def given_constants(spec: Spec, geometry: Geometry) -> tuple[np.ndarray, np.ndar
         raise ParamsError(
             f"{len(spec.mean)} --mean values for data with {geometry.n_channels} channel(s)"
         )
-    mean = np.asarray(spec.mean, np.float64) * 255.0
-    std = np.asarray(spec.std, np.float64) * 255.0
+    mean = np.asarray(spec.mean, np.float64) * top
+    std = np.asarray(spec.std, np.float64) * top
     return (mean[:1].reshape(()), std[:1].reshape(())) if len(mean) == 1 else (mean, std)
 
 
@@ -174,8 +196,9 @@ def guard_zero_spans(
     return spans, record
 
 
-def stats_summary(stats: ScopeStats) -> dict[str, Any]:
-    """Statistics in raw pixel units and in [0, 1] units, for the record."""
+def stats_summary(stats: ScopeStats, top: float = 255.0) -> dict[str, Any]:
+    """Statistics in raw pixel units and in [0, 1] units (divided by ``top``, the largest
+    source value), for the record."""
     return {
         "count": stats.count,
         "ddof": 0,
@@ -183,6 +206,6 @@ def stats_summary(stats: ScopeStats) -> dict[str, Any]:
         "max": stats.maximum.tolist(),
         "mean": stats.mean.tolist(),
         "std": stats.std.tolist(),
-        "mean_unit": (stats.mean / 255.0).tolist(),
-        "std_unit": (stats.std / 255.0).tolist(),
+        "mean_unit": (stats.mean / top).tolist(),
+        "std_unit": (stats.std / top).tolist(),
     }

@@ -1,4 +1,4 @@
-"""Smaller outputs, proven exact the way the float32 kernels are: on all 256 inputs.
+"""Smaller outputs, proven exact the way the float32 kernels are: on every input.
 
 Two ways to store less than float32 without giving up exactness:
 
@@ -6,15 +6,17 @@ Two ways to store less than float32 without giving up exactness:
   formula, rounded *once* from float64 (rounding the float32 output again would round
   twice, which differs at float16 ties). ``choose_half_kernel`` tries cheap forms (a
   proven float32 kernel rounded to float16, the float64 multiply-add rounded to float16)
-  and keeps the first that equals ``reference16`` on all 256 inputs of every scope
-  element; the float64 formula rounded once is the fallback. Outputs that would round to
-  ±inf (magnitude 65520 or more) are refused before anything is written.
+  and keeps the first that equals ``reference16`` on every input (256 for uint8, 65,536
+  for uint16) of every scope element; the float64 formula rounded once is the fallback.
+  Outputs that would round to ±inf (magnitude 65520 or more) are refused before anything
+  is written.
 * **packed uint8** (``--store uint8``): the original pixels plus, per scope element, a
   float64 ``scale_factor`` and ``add_offset`` in the CF convention. CF readers decode
   uint8 data with float64 attributes in float64, as ``x.astype(float64) * scale_factor +
   add_offset`` (two roundings, no fused multiply-add: xarray's ``CFScaleOffsetCoder``,
   netCDF4-python's auto-scaling); ``cf_decode`` is that arithmetic, and ``find_packing``
   proves that the float32 of it is the float32 output for all 256 inputs, or refuses.
+  uint16 pixels do not fit uint8: packing them is refused.
 """
 
 from __future__ import annotations
@@ -29,14 +31,19 @@ import numpy.typing as npt
 from pixscale.core.kernels import (
     FLOAT32_KERNELS,
     FLOAT64_BLOCK,
+    PROOF_BLOCK_VALUES,
     Affine,
     Array,
     Float64Array,
     Kernel,
+    PixelArray,
     UInt8Array,
+    _element_block,
     _rows,
     candidates,
     exact,
+    probe,
+    proof_fits,
     reference,
 )
 from pixscale.errors import ParamsError
@@ -62,7 +69,14 @@ def _probe(n_elements: int) -> UInt8Array:
 
 
 def _elements(affine: Affine) -> int:
-    return int(np.broadcast(affine.low, affine.span_in).size)
+    return affine.n_elements
+
+
+def _allowed(affine: Affine) -> PixelArray:
+    """The inputs the data may hold (0..value_max) for every element (columns)."""
+    inputs = affine.inputs(affine.value_max)
+    n = _elements(affine)
+    return np.ascontiguousarray(np.broadcast_to(inputs[:, None], (inputs.size, n)))
 
 
 # ---------------------------------------------------------------- float16
@@ -74,8 +88,10 @@ def reference16(x: npt.NDArray[np.generic], affine: Affine) -> Float16Array:
 
 
 def float16_reach(affine: Affine) -> float:
-    """The largest magnitude the map reaches on uint8 inputs (float64, before rounding)."""
-    values = exact(_probe(_elements(affine)), affine)
+    """The largest magnitude the map reaches on the inputs the data may hold (float64,
+    before rounding). The map is affine: its extremes are at the ends of the input range."""
+    ends = np.asarray([0, affine.value_max], np.uint16)
+    values = exact(np.broadcast_to(ends[:, None], (2, _elements(affine))), affine)
     return float(np.max(np.abs(values))) if values.size else 0.0
 
 
@@ -96,25 +112,26 @@ def check_float16_range(affine: Affine) -> None:
 
 
 def per_image_float16_bound(
-    strategy: str, target_range: tuple[float, float], values_per_image: int
+    strategy: str, target_range: tuple[float, float], values_per_image: int, value_max: int = 255
 ) -> float:
     """An upper bound on |output| for per-image scope, known before any image is read.
 
     Per-image parameters are fitted chunk by chunk while writing, so the float16 range is
     checked up front on a bound: standardized values are at most ``sqrt(n - 1)`` standard
     deviations from the mean of ``n`` values (Samuelson's inequality, ddof 0), or at most
-    255 for a constant image (centred only); per-image min-max ranges land in the target.
+    ``value_max`` (255 for uint8) for a constant image (centred only); per-image min-max
+    ranges land in the target.
     """
     if strategy == "standardize":
-        return max(255.0, float(np.sqrt(max(values_per_image - 1, 0))))
+        return max(float(value_max), float(np.sqrt(max(values_per_image - 1, 0))))
     return max(abs(target_range[0]), abs(target_range[1]))
 
 
 def check_per_image_float16(
-    strategy: str, target_range: tuple[float, float], values_per_image: int
+    strategy: str, target_range: tuple[float, float], values_per_image: int, value_max: int = 255
 ) -> None:
     """Refuse per-image float16 outputs that could overflow, before anything is written."""
-    bound = per_image_float16_bound(strategy, target_range, values_per_image)
+    bound = per_image_float16_bound(strategy, target_range, values_per_image, value_max)
     if bound >= FLOAT16_OVERFLOW:
         raise ParamsError(
             f"per-image outputs may reach {bound:.6g}, beyond float16's range "
@@ -143,7 +160,7 @@ class HalfKernel:
     def affine(self) -> Affine:
         return self.base.affine
 
-    def __call__(self, x: UInt8Array, out: Float16Array) -> None:
+    def __call__(self, x: PixelArray, out: Float16Array) -> None:
         """Write the map of ``x`` (images × pixels) into ``out`` (float16, same shape)."""
         if self.via == "float64":
             self.base(x, out)  # float64 blocks assigned into float16: one rounding
@@ -152,7 +169,7 @@ class HalfKernel:
         if self.bounds is not None:
             np.clip(out, self.bounds[0], self.bounds[1], out=out)
 
-    def _via_float32(self, x: UInt8Array, out: Float16Array) -> None:
+    def _via_float32(self, x: PixelArray, out: Float16Array) -> None:
         rows = max(1, FLOAT64_BLOCK // max(1, x.shape[-1])) if x.ndim > 1 else x.shape[0]
         rows = min(rows, max(1, x.shape[0]))
         buffer = np.empty((rows, *x.shape[1:]), np.float32)
@@ -187,34 +204,55 @@ def half_candidates(affine: Affine) -> list[HalfKernel]:
     return found
 
 
-def is_exact16(kernel: HalfKernel, affine: Affine, n_elements: int) -> bool:
-    """Compare with ``reference16`` on all 256 inputs of every scope element (bits)."""
-    probe = _probe(n_elements)
-    got = np.empty((256, n_elements), np.float16)
-    kernel(probe, got)
-    want = reference16(probe, affine)
-    return bool(np.array_equal(got.view(np.uint16), want.view(np.uint16)))
+def is_exact16(kernel: HalfKernel, affine: Affine, n_elements: int | None = None) -> bool:
+    """Compare with ``reference16`` on every input of every scope element (bits), a block
+    of elements at a time (as ``kernels.is_exact``)."""
+    n_elements = _elements(affine) if n_elements is None else n_elements
+    step = max(1, PROOF_BLOCK_VALUES // (affine.dtype_max + 1))
+    for first in range(0, n_elements, step):
+        pick = functools.partial(_element_block, first=first, step=step, n=n_elements)
+        part, part_affine = kernel, affine
+        if n_elements > step:
+            part, part_affine = kernel.expand(pick), affine.map(pick)
+        inputs = probe(part_affine, min(step, n_elements - first))
+        got = np.empty(inputs.shape, np.float16)
+        part(inputs, got)
+        want = reference16(inputs, part_affine)
+        if not np.array_equal(got.view(np.uint16), want.view(np.uint16)):
+            return False
+    return True
 
 
-def choose_half_kernel(affine: Affine) -> HalfKernel:
-    """The fastest float16 kernel exact for ``affine``; refuses float16 overflow."""
+def choose_half_kernel(affine: Affine, budget: int | None = None) -> HalfKernel:
+    """The fastest float16 kernel exact for ``affine``, proven on its distinct parameter
+    values (the reference past ``budget``, as ``choose_kernel``); refuses float16 overflow."""
     check_float16_range(affine)
-    n_elements = _elements(affine)
     *fast, fallback = half_candidates(affine)
-    for kernel in fast:
-        if is_exact16(kernel, affine, n_elements):
-            return kernel
+    distinct = affine.distinct()
+    if not proof_fits(distinct, budget):
+        return fallback
+    for index, kernel in enumerate(half_candidates(distinct)[:-1]):
+        if is_exact16(kernel, distinct):
+            return fast[index]
     return fallback
 
 
 def float16_collisions(affine: Affine) -> int:
     """Inputs per scope element that share a float16 value with a neighbour (summed).
 
-    Non-zero means the float16 output cannot be inverted to the exact uint8 (the steps of
+    Non-zero means the float16 output cannot be inverted to the exact pixel (the steps of
     the map are finer than float16's spacing there); ``invert`` then reports it lossy.
     """
-    values = reference16(_probe(_elements(affine)), affine).astype(np.float64)
-    return int(np.count_nonzero(np.diff(values, axis=0) == 0))
+    n = _elements(affine)
+    step = max(1, PROOF_BLOCK_VALUES // (affine.value_max + 1))
+    shared = 0
+    for first in range(0, n, step):  # blocks of elements keep the float64 values bounded
+        part = affine
+        if n > step:
+            part = affine.map(functools.partial(_element_block, first=first, step=step, n=n))
+        values = reference16(_allowed(part), part)
+        shared += int(np.count_nonzero(values[1:] == values[:-1]))
+    return shared
 
 
 # ---------------------------------------------------------------- packed uint8
@@ -253,6 +291,11 @@ class Packing:
         return cf_decode(x, self.scale_factor, self.add_offset)
 
 
+#: Why ``--store uint8`` refuses uint16 sources.
+PACKED_UINT16 = (
+    "--store uint8 keeps the source pixels, and uint16 pixels do not fit uint8; "
+    "store float32 or float16 instead"
+)
 #: float64 ulps tried either side of scale and offset when the plain pair is not exact.
 NUDGE_ULPS = 3
 
@@ -308,6 +351,8 @@ def find_packing(affine: Affine) -> Packing:
         When some scope element has no exact pair (for example, ``--clip`` merging inputs:
         a packed file holds the original pixels, and CF readers do not clip).
     """
+    if affine.dtype_max > 255:
+        raise ParamsError(PACKED_UINT16)
     n = _elements(affine)
     shape = np.broadcast(affine.low, affine.span_in).shape
     low = np.broadcast_to(np.asarray(affine.low, np.float64), shape).reshape(-1)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
 
-from pixscale.core.kernels import Affine, Array, Kernel, UInt8Array, choose_kernel, exact
+from pixscale.core.kernels import Affine, Array, Kernel, PixelArray, choose_kernel, exact
 from pixscale.core.params import Params
 from pixscale.core.storage import (
     DTYPES,
+    PACKED_UINT16,
     HalfKernel,
     Packing,
     check_per_image_float16,
@@ -25,7 +27,9 @@ AnyKernel = Kernel | HalfKernel
 #: Largest lookup table ``Transform.decode`` builds (per-pixel tables of large images
 #: fall back to the kernel).
 TABLE_BYTES = 16 << 20
-_ALL = np.arange(256, dtype=np.uint8)
+#: Smallest proof budget for per-image kernels (values): above it a chunk's kernels are
+#: proven only when the proof costs less than applying the reference to the chunk itself.
+IMAGE_PROOF_MIN = 1 << 22
 #: Chunks up to this many values decode through the table; larger ones through the
 #: kernel (measured on MNIST: a table lookup is 6× faster for one image, the float64
 #: multiply-add 2× faster for a batch of 256, since ``np.take`` first widens every
@@ -59,6 +63,11 @@ def scope_expander(params: Params) -> Expand:
     return lambda values: values.reshape(()) if values.size == 1 else values
 
 
+def _at(element: int, values: Array) -> Array:
+    """Element ``element`` of a flat parameter array (0-d ones hold for every element)."""
+    return values if values.ndim == 0 else values[element]
+
+
 def per_image_column(values: Array) -> Array:
     return values if values.ndim == 0 else values[:, None]
 
@@ -75,11 +84,15 @@ def flat_affine(params: Params, images: slice | npt.NDArray[np.intp] | None = No
         np.asarray(params.target_low, np.float64),
         np.asarray(params.target_span, np.float64),
         params.clip,
+        params.dtype_max,
+        params.value_max,
     )
 
 
-def _choose(affine: Affine, dtype: str) -> AnyKernel:
-    return choose_half_kernel(affine) if dtype == "float16" else choose_kernel(affine)
+def _choose(affine: Affine, dtype: str, budget: int | None = None) -> AnyKernel:
+    if dtype == "float16":
+        return choose_half_kernel(affine, budget)
+    return choose_kernel(affine, budget)
 
 
 #: Values per block of a table lookup: its intp indices stay cache-sized.
@@ -88,7 +101,7 @@ GATHER_BLOCK = 1 << 16
 
 def _gather(
     table: tuple[npt.NDArray[np.floating], npt.NDArray[np.intp] | None],
-    flat: UInt8Array,
+    flat: PixelArray,
     out: npt.NDArray[np.floating],
 ) -> None:
     """``out[i, p] = values[offsets[p] + flat[i, p]]``, in blocks of rows."""
@@ -102,16 +115,17 @@ def _gather(
 
 
 class Transform:
-    """float32 (or float16) output for uint8 chunks under one parameter record.
+    """float32 (or float16) output for uint8 or uint16 chunks under one parameter record.
 
     Parameters
     ----------
     params
-        The record's parameters.
+        The record's parameters (their ``source_dtype`` is the chunks' dtype).
     dtype
         ``"float32"`` (the default) or ``"float16"``: each value the nearest of that dtype
-        to the float64 formula, by a kernel proven on all 256 inputs. float16 refuses
-        parameters whose outputs would overflow it (per-image scope: on a bound, here).
+        to the float64 formula, by a kernel proven on every input of the source dtype
+        (256 or 65,536). float16 refuses parameters whose outputs would overflow it
+        (per-image scope: on a bound, here).
     """
 
     def __init__(self, params: Params, dtype: str = "float32") -> None:
@@ -122,7 +136,7 @@ class Transform:
         self.per_image = params.scope == "image"
         if self.per_image and dtype == "float16":
             values = int(np.prod(params.image_shape))
-            check_per_image_float16(params.strategy, params.target_range, values)
+            check_per_image_float16(params.strategy, params.target_range, values, params.value_max)
         if not self.per_image:
             self.kernel = _choose(flat_affine(params), dtype).expand(scope_expander(params))
 
@@ -134,7 +148,11 @@ class Transform:
         if not self.per_image:
             return self.kernel
         affine = flat_affine(self.params, slice(start, start + count))
-        return _choose(affine, self.dtype).expand(per_image_column)
+        return _choose(affine, self.dtype, self._image_budget(count)).expand(per_image_column)
+
+    def _image_budget(self, count: int) -> int:
+        """Per-image kernels are proven when that costs at most the chunk's own values."""
+        return max(IMAGE_PROOF_MIN, count * int(np.prod(self.params.image_shape)))
 
     def packing(self, start: int = 0, count: int | None = None) -> Packing:
         """The CF ``scale_factor``/``add_offset`` per scope element that decode the packed
@@ -143,8 +161,10 @@ class Transform:
         Raises
         ------
         ParamsError
-            Where no float64 pair is exact (see ``find_packing``).
+            Where no float64 pair is exact (see ``find_packing``), and for uint16 sources.
         """
+        if self.params.source_dtype != "uint8":
+            raise ParamsError(PACKED_UINT16)
         if not self.per_image:
             packing = find_packing(flat_affine(self.params))
             shape = self.params.source_low.shape  # 0-d (global), (C,), the image shape
@@ -157,9 +177,10 @@ class Transform:
         return find_packing(flat_affine(self.params, slice(start, stop)))
 
     def apply(
-        self, chunk: UInt8Array, start: int, out: npt.NDArray[np.floating] | None = None
+        self, chunk: PixelArray, start: int, out: npt.NDArray[np.floating] | None = None
     ) -> npt.NDArray[np.floating]:
         """Scale ``chunk`` (images ``start``… of the dataset) to this transform's dtype."""
+        self._check_dtype(chunk)
         count = chunk.shape[0]
         flat = chunk.reshape(count, -1)
         result = np.empty(flat.shape, self.dtype) if out is None else out.reshape(flat.shape)
@@ -172,21 +193,29 @@ class Transform:
             self._kernel_for(start, count)(flat, result)
         return result.reshape(chunk.shape)
 
+    def _check_dtype(self, chunk: PixelArray) -> None:
+        if chunk.dtype != np.dtype(self.params.source_dtype):
+            raise ParamsError(
+                f"parameters for {self.params.source_dtype} pixels applied to {chunk.dtype} data"
+            )
+
     def apply_at(
-        self, chunk: UInt8Array, positions: npt.NDArray[np.intp]
+        self, chunk: PixelArray, positions: npt.NDArray[np.intp]
     ) -> npt.NDArray[np.floating]:
         """Scale ``chunk`` whose rows are the images at ``positions`` of the dataset (any
         order, repeats allowed): what a reader decoding random samples needs."""
         if not self.per_image:
             return self.apply(chunk, 0)
+        self._check_dtype(chunk)
         flat = chunk.reshape(chunk.shape[0], -1)
         result = np.empty(flat.shape, self.dtype)
         affine = flat_affine(self.params, np.asarray(positions, np.intp))
-        _choose(affine, self.dtype).expand(per_image_column)(flat, result)
+        budget = self._image_budget(chunk.shape[0])
+        _choose(affine, self.dtype, budget).expand(per_image_column)(flat, result)
         return result.reshape(chunk.shape)
 
     def decode(
-        self, chunk: UInt8Array, positions: npt.NDArray[np.intp] | None = None
+        self, chunk: PixelArray, positions: npt.NDArray[np.intp] | None = None
     ) -> npt.NDArray[np.floating]:
         """``apply`` for readers of packed files, through a lookup table of the 256 outputs
         per scope element (the reference values themselves, so exact by construction);
@@ -206,8 +235,9 @@ class Transform:
         return result.reshape(chunk.shape)
 
     def lookup_table(self) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.intp] | None] | None:
-        """The 256 output values per scope element, flat, and each image position's offset
-        into them (None for one element); None for per-image scope or oversized tables."""
+        """The output values of every input per scope element (256 for uint8, 65,536 for
+        uint16), flat, and each image position's offset into them (None for one element);
+        None for per-image scope or oversized tables."""
         return self._table()
 
     def _table(self) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.intp] | None] | None:
@@ -219,13 +249,15 @@ class Transform:
         if not self.per_image:
             affine = flat_affine(self.params)
             elements = int(affine.low.size)
-            if elements * 256 * np.dtype(self.dtype).itemsize <= TABLE_BYTES:
-                probe = np.ascontiguousarray(np.broadcast_to(_ALL[:, None], (256, elements)))
-                exact_values = exact(probe, affine)
-                values = np.ascontiguousarray(exact_values.astype(self.dtype).T).reshape(-1)
+            inputs = affine.inputs()
+            if elements * inputs.size * np.dtype(self.dtype).itemsize <= TABLE_BYTES:
+                grid = np.empty((elements, inputs.size), self.dtype)
+                for element in range(elements):  # float64 temporaries of one element each
+                    grid[element] = exact(inputs, affine.map(functools.partial(_at, element)))
+                values = grid.reshape(-1)
                 offsets = None
                 if elements > 1:
-                    starts = np.arange(elements, dtype=np.intp) * 256
+                    starts = np.arange(elements, dtype=np.intp) * inputs.size
                     expand = scope_expander(self.params)
                     offsets = np.asarray(expand(starts.reshape(self.params.source_low.shape)))
                     offsets = offsets.astype(np.intp).reshape(-1)
@@ -233,8 +265,9 @@ class Transform:
         self.__dict__["_lookup"] = table
         return table
 
-    def invert(self, values: npt.NDArray[np.floating], start: int) -> tuple[UInt8Array, int]:
-        """The uint8 images that map to ``values``, and how many values do not round-trip."""
+    def invert(self, values: npt.NDArray[np.floating], start: int) -> tuple[PixelArray, int]:
+        """The source images (uint8 or uint16, values within ``bits``) that map to
+        ``values``, and how many values do not round-trip."""
         count = values.shape[0]
         flat = np.asarray(values, self.dtype).reshape(count, -1)
         affine = self._kernel_for(start, count).affine
@@ -242,8 +275,8 @@ class Transform:
         guess += affine.low
         np.nan_to_num(guess, copy=False, nan=-1.0)
         np.rint(guess, out=guess)
-        np.clip(guess, 0, 255, out=guess)
-        pixels = guess.astype(np.uint8)
+        np.clip(guess, 0, self.params.value_max, out=guess)
+        pixels = guess.astype(self.params.source_dtype)
         again = self.apply(pixels, start)
         bits = BITS[self.dtype]
         mismatches = int(np.count_nonzero(again.view(bits) != flat.view(bits)))

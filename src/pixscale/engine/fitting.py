@@ -11,17 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
+from pixscale.core.kernels import PixelArray
 from pixscale.core.params import Params
+from pixscale.core.pixels import above_message, check_bits, dtype_bits, first_above, max_value
 from pixscale.core.spec import Geometry, Spec, build_params
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, Progress, dataset_sums
-from pixscale.errors import ParamsError, TestSplitWarning
+from pixscale.errors import InputError, ParamsError, TestSplitWarning
 from pixscale.sources.base import Source
 from pixscale.store.records import load_params
 
 
 def geometry_of(source: Source) -> Geometry:
-    """The image shape, layout and channel axis that parameters for ``source`` must fit."""
-    return Geometry(source.image_shape, source.layout, source.channel_axis)
+    """The image shape, layout, channel axis and pixel dtype that parameters for
+    ``source`` must fit."""
+    return Geometry(source.image_shape, source.layout, source.channel_axis, source.dtype)
 
 
 def fit_params(
@@ -34,11 +37,48 @@ def fit_params(
     """Parameters for ``spec`` on ``source``; fitted strategies read the data once."""
     if spec.scope == "image":
         raise ParamsError("per-image parameters belong to one dataset; convert it directly")
+    bits = source_bits(source, spec)
     stats = None
     if spec.needs_dataset_stats:
         sums = dataset_sums(source, chunk_mb, progress, passes)
+        check_range(source, int(sums.maximum.max()), bits)
         stats = sums.reduce(spec.scope, source.channel_axis)
     return build_params(spec, geometry_of(source), stats)
+
+
+def source_bits(source: Source, spec: Spec) -> int:
+    """The bits ``spec`` says ``source``'s pixels use (its dtype's width by default).
+
+    Raises
+    ------
+    ParamsError
+        Naming the input when ``--bits`` is more than its dtype holds.
+    """
+    if spec.bits is None:
+        return dtype_bits(source.dtype)
+    try:
+        return check_bits(spec.bits, source.dtype)
+    except ParamsError as exc:
+        raise ParamsError(f"{source.files[0]}: {exc}") from exc
+
+
+def check_range(source: Source, largest: int, bits: int) -> None:
+    """Refuse data whose ``largest`` value is beyond ``bits`` bits, naming the input."""
+    if largest > max_value(bits):
+        raise InputError(f"{source.files[0]}: {above_message(largest, bits)}")
+
+
+def check_chunk_range(source: Source, chunk: PixelArray, start: int, bits: int) -> None:
+    """Refuse a chunk (images ``start``… of ``source``) holding a value beyond ``bits``
+    bits, naming the input file that holds it and the first such value."""
+    if bits >= dtype_bits(source.dtype):
+        return
+    found = first_above(chunk, max_value(bits))
+    if found is not None:
+        image, value = found
+        path = source.file_at(start + image)
+        where = f" (image {start + image})"
+        raise InputError(f"{path}: {above_message(value, bits, where)}")
 
 
 def reused_params(params_from: str | os.PathLike[str], source: Source) -> Params:
@@ -50,7 +90,16 @@ def reused_params(params_from: str | os.PathLike[str], source: Source) -> Params
 
 
 def check_fits(params: Params, data: Geometry, origin: str) -> None:
-    """Reused parameters must match the data's channels or pixel grid."""
+    """Reused parameters must match the data's pixel dtype, channels or pixel grid.
+
+    Parameters fitted on uint16 data are refused for uint8 data and the reverse: their
+    numbers are in the other dtype's units (a uint16 mean of 30000 means nothing to
+    uint8 pixels), so applying them would silently give wrong values.
+    """
+    if params.source_dtype != data.dtype:
+        raise ParamsError(
+            f"{origin}: parameters for {params.source_dtype} pixels, data is {data.dtype}"
+        )
     if params.scope == "image":
         raise ParamsError(f"{origin}: per-image parameters cannot be applied to other data")
     if params.scope == "pixel" and params.image_shape != data.image_shape:
@@ -106,6 +155,8 @@ def image_placeholder(source: Source, spec: Spec) -> Params:
         source.channel_axis,
         source.image_shape,
         spec.clip,
+        source_dtype=source.dtype,
+        bits=source_bits(source, spec),
     )
 
 

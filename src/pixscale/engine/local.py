@@ -15,9 +15,10 @@ from pixscale.core.layouts import convert_layout, output_shape
 from pixscale.core.params import Params, dumps
 from pixscale.core.spec import Spec, build_params
 from pixscale.core.stats import image_stats
-from pixscale.core.storage import Packing
+from pixscale.core.storage import PACKED_UINT16, Packing
 from pixscale.core.transform import Transform
 from pixscale.engine.fitting import (
+    check_chunk_range,
     fit_params,
     fitted_to,
     geometry_of,
@@ -84,7 +85,7 @@ def convert(
     progress: Progress | None = None,
     **reading: Any,
 ) -> dict[str, Any]:
-    """Convert uint8 images to float32 and record the parameters.
+    """Convert uint8 (or uint16) images to float32 and record the parameters.
 
     Parameters
     ----------
@@ -157,7 +158,10 @@ def convert(
 
 def check_storage(params: Params, output: Output) -> None:
     """Refuse, before any data is written, a float16 output that would overflow and a
-    packed output that would not decode exactly (both proven on all 256 inputs)."""
+    packed output that would not decode exactly (both proven on every input), or whose
+    pixels do not fit uint8."""
+    if output.store == "uint8" and params.source_dtype != "uint8":
+        raise ParamsError(PACKED_UINT16)
     if output.store == "uint8" and params.scope != "image":
         Transform(params).packing()
     elif output.dtype == "float16":
@@ -226,6 +230,7 @@ def write_images(
     with BackgroundWriter(writer, (rows, *source.image_shape), dtype=kind) as background:
         for chunk in source.chunks(rows):
             out = background.buffer(chunk.shape[0])
+            check_chunk_range(source, chunk, start, params.bits)
             if per_image:
                 fitted = build_params(spec, geometry, image_stats(chunk))
                 chunk_params.append(fitted)

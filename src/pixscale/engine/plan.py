@@ -33,8 +33,10 @@ def plan(
     shape = output_shape(source.shape, source.layout, layout)
     rows = min(chunk_images(source, chunk_mb), source.n_images)
     chunk_bytes = rows * source.image_bytes
-    # uint8 chunk + float32 buffers (queue + one being filled) + uint16 squares for statistics
-    working = chunk_bytes * (1 + 4 * (QUEUE_DEPTH + 1) + 2) + 8 * FLOAT64_BLOCK
+    values = rows * source.image_values
+    # the chunk + float32 buffers (queue + one being filled) + squares for statistics
+    squares = 2 if source.dtype == "uint8" else 8
+    working = chunk_bytes + values * (4 * (QUEUE_DEPTH + 1) + squares) + 8 * FLOAT64_BLOCK
     output_bytes = output.item_bytes * math.prod(shape)
     folder = output.path.parent if not output.to_stdout else Path(os.curdir)
     free = shutil.disk_usage(folder if folder.is_dir() else Path(os.curdir)).free

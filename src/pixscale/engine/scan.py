@@ -14,8 +14,9 @@ from pixscale.core.stats import PixelSums
 from pixscale.sources.base import Source, UInt8Array
 from pixscale.store.io.direct import ALIGN
 
-#: Input bytes per chunk. Peak memory is about 7× this (uint8 in, float32 out, uint16
-#: squares for statistics); 4 MiB chunks keep the working set near the CPU caches.
+#: Input bytes per chunk. Peak memory is about 7× this for uint8 (uint8 in, float32 out,
+#: uint16 squares for statistics), 4× for uint16; 4 MiB chunks keep the working set near
+#: the CPU caches.
 DEFAULT_CHUNK_MB = 4.0
 #: Threads sharing the statistics pass.
 STATS_THREADS = 2
@@ -34,7 +35,7 @@ def chunk_images(source: Source, chunk_mb: float) -> int:
 def aligned_chunk_images(source: Source, chunk_mb: float) -> int:
     """``chunk_images`` rounded to whole blocks of float32 output (``ALIGN`` bytes), so
     that direct writes take every chunk as it is, without copying."""
-    step = ALIGN // math.gcd(4 * source.image_bytes, ALIGN)
+    step = ALIGN // math.gcd(4 * source.image_values, ALIGN)
     return max(step, chunk_images(source, chunk_mb) // step * step)
 
 
@@ -50,7 +51,7 @@ def dataset_sums(
     """
     rows = chunk_images(source, chunk_mb)
     report = locked_progress(progress, source.n_images * passes)
-    parts = [PixelSums.empty(source.image_shape) for _ in range(STATS_THREADS)]
+    parts = [PixelSums.empty(source.image_shape, source.dtype) for _ in range(STATS_THREADS)]
     with ThreadPoolExecutor(STATS_THREADS, thread_name_prefix="pixscale-stats") as pool:
         if source.random_access:
             sum_ranges(source, parts, rows, report, pool)

@@ -11,7 +11,8 @@ from pixscale.core.layouts import INPUT_LAYOUTS, LAYOUT_NDIM
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source
 from pixscale.sources.concat import ConcatSource, concat
-from pixscale.sources.detect import open_one, read_labels, sniff
+from pixscale.sources.detect import IMAGE_FORMATS, open_one, read_labels, sniff
+from pixscale.sources.resize import Resize, recorded_resize
 
 __all__ = [
     "ConcatSource",
@@ -34,6 +35,7 @@ def open_source(
     layout: str | None = None,
     key: str | None = None,
     mode: str | None = None,
+    resize: Resize | None = None,
 ) -> Source:
     """Open one or several inputs as one dataset.
 
@@ -46,9 +48,14 @@ def open_source(
     layout
         ``nhw``, ``nhwc`` or ``nchw``: overrides the layout the format implies.
     key
-        The array of an .npz or the dataset of an HDF5 input.
+        The array of an .npz, the dataset of an HDF5 input, the image column of a Parquet
+        file, the members of an archive (a folder or pattern) or the image extension of
+        WebDataset samples.
     mode
-        ``L`` or ``RGB``: what image-folder pictures are converted to.
+        ``L`` or ``RGB``: what images (folders, archives, Parquet) are converted to.
+    resize
+        Bring every image (folders, archives, Parquet) to one size; recorded with the
+        source. Without it, images of different sizes are refused.
 
     Returns
     -------
@@ -60,7 +67,7 @@ def open_source(
     files = [Path(p) for p in paths]
     if not files:
         raise InputError("no input given")
-    parts = [open_one(path, key, mode) for path in files]
+    parts = [open_one(path, key, mode, resize) for path in files]
     source = parts[0] if len(parts) == 1 else concat(parts)
     if layout is not None:
         if LAYOUT_NDIM.get(layout) != len(source.shape):
@@ -81,7 +88,17 @@ def open_source(
 
 
 #: Recorded source formats whose name ends in ``:KEY``.
-KEYED_FORMATS = ("npz", "hdf5", "zarr", "cifar10-python", "cifar100-python")
+KEYED_FORMATS = (
+    "npz",
+    "hdf5",
+    "zarr",
+    "cifar10-python",
+    "cifar100-python",
+    "parquet",
+    "image-zip",
+    "image-tar",
+    "webdataset",
+)
 
 
 def open_recorded_source(
@@ -97,4 +114,10 @@ def open_recorded_source(
         options["key"] = name.rpartition(":")[2]
     if "layout" not in options and described.get("layout") in INPUT_LAYOUTS:
         options["layout"] = described["layout"]
+    grey16 = described.get("dtype") == "uint16"  # read as they are: no mode to give
+    if "mode" not in options and described.get("format") in IMAGE_FORMATS and not grey16:
+        # the mode the images were read in: colour or greyscale, as the layout says
+        options["mode"] = "RGB" if described.get("layout") == "nhwc" else "L"
+    if "resize" not in options and isinstance(described.get("resize"), dict):
+        options["resize"] = recorded_resize(described["resize"])
     return open_source(path, **options)

@@ -1,4 +1,5 @@
-"""The common shape of every reader: uint8 images in chunks along the first axis."""
+"""The common shape of every reader: uint8 (or uint16) images in chunks along the first
+axis."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.layouts import channel_axis_of
 from pixscale.errors import InputError
+
+if TYPE_CHECKING:
+    from pixscale.sources.resize import Resize
 
 UInt8Array = npt.NDArray[np.uint8]
 
@@ -38,7 +42,10 @@ class Labels:
 
 @dataclass
 class Source(ABC):
-    """A uint8 image dataset that can be read in chunks, any number of times."""
+    """A uint8 or uint16 image dataset that can be read in chunks, any number of times.
+
+    Chunks are C-ordered arrays of ``dtype`` in native byte order.
+    """
 
     name: str
     format: str
@@ -46,12 +53,16 @@ class Source(ABC):
     layout: str
     files: tuple[Path, ...]
     labels: Labels | None = field(default=None, kw_only=True)
+    #: The pixels' dtype: ``"uint8"`` or ``"uint16"`` (``core.pixels.SOURCE_DTYPES``).
+    dtype: str = field(default="uint8", kw_only=True)
+    #: How encoded images were brought to one size (``--resize``), or None.
+    resize: Resize | None = field(default=None, kw_only=True)
     #: Whether ``window`` reads only its own images, so that windows can be read in parallel.
     random_access: ClassVar[bool] = False
 
     @abstractmethod
     def chunks(self, max_images: int) -> Iterator[UInt8Array]:
-        """Yield consecutive uint8 arrays of at most ``max_images`` images each."""
+        """Yield consecutive arrays (of ``dtype``) of at most ``max_images`` images each."""
 
     def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         """Images ``start``…``stop - 1`` in chunks; formats that can seek override this."""
@@ -73,8 +84,13 @@ class Source(ABC):
         return self.shape[1:]
 
     @property
-    def image_bytes(self) -> int:
+    def image_values(self) -> int:
+        """Values (pixels × channels) in one image."""
         return math.prod(self.image_shape)
+
+    @property
+    def image_bytes(self) -> int:
+        return self.image_values * np.dtype(self.dtype).itemsize
 
     @property
     def nbytes(self) -> int:
@@ -94,6 +110,14 @@ class Source(ABC):
         """Digest of the source bytes as stored (all files, in order)."""
         return files_sha256(self.files)
 
+    def file_at(self, index: int) -> Path:
+        """The input file holding image ``index`` (sources of several files override it)."""
+        return self.files[0]
+
+    def details(self) -> dict[str, Any]:
+        """What ``info`` shows beyond shape and labels (a table's columns, say)."""
+        return {}
+
     def describe(self, sha256: str | None = None) -> dict[str, object]:
         """Provenance for the parameter record (``sha256`` if already computed)."""
         return {
@@ -102,8 +126,9 @@ class Source(ABC):
             "files": [p.name for p in self.files],
             "sha256": sha256 or self.sha256(),
             "shape": list(self.shape),
-            "dtype": "uint8",
+            "dtype": self.dtype,
             "layout": self.layout,
+            **({"resize": self.resize.record()} if self.resize is not None else {}),
         }
 
 
@@ -173,4 +198,5 @@ def window_of(source: Source, start: int, stop: int) -> WindowSource:
         files=source.files,
         parent=source,
         start=start,
+        dtype=source.dtype,
     )

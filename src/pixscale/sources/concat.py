@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +22,14 @@ class ConcatSource(Source):
         for part in self.parts:
             yield from part.chunks(max_images)
 
+    def file_at(self, index: int) -> Path:
+        """The input file holding image ``index``."""
+        for part in self.parts:
+            if index < part.n_images:
+                return part.file_at(index)
+            index -= part.n_images
+        return self.files[-1]
+
 
 def concat(parts: list[Source]) -> Source:
     first = parts[0]
@@ -29,6 +38,11 @@ def concat(parts: list[Source]) -> Source:
             raise InputError(
                 f"{part.files[0]}: is {part.format}, {first.files[0]} is {first.format}; "
                 "several inputs must share one format"
+            )
+        if part.dtype != first.dtype:
+            raise InputError(
+                f"{part.files[0]}: holds {part.dtype} pixels, {first.files[0]} {first.dtype}; "
+                "several inputs must share one dtype"
             )
         if part.image_shape != first.image_shape or part.layout != first.layout:
             raise InputError(
@@ -51,4 +65,6 @@ def concat(parts: list[Source]) -> Source:
         files=tuple(f for p in parts for f in p.files),
         labels=labels,
         parts=tuple(parts),
+        dtype=first.dtype,
+        resize=first.resize,
     )

@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from pixscale.core.formats import HDF5_SIGNATURE, NPY_MAGIC
 from pixscale.errors import InputError
+from pixscale.sources.archive import open_tar_images, open_zip_images, tar_kind, zip_kind
 from pixscale.sources.base import Source, check_images
 from pixscale.sources.cifar import looks_like_pickle, open_cifar
 from pixscale.sources.cifar_python import open_cifar_archive, open_cifar_batch
@@ -18,6 +19,7 @@ from pixscale.sources.hdf5 import open_hdf5
 from pixscale.sources.idx import looks_like_idx, open_idx, read_idx_array
 from pixscale.sources.npy import open_npy, read_npy_header, require_labels
 from pixscale.sources.npz import ZIP_MAGIC, open_npz
+from pixscale.sources.parquet import looks_like_parquet, open_parquet
 from pixscale.sources.rawio import (
     GZIP_MAGIC,
     check_size,
@@ -25,16 +27,29 @@ from pixscale.sources.rawio import (
     open_maybe_gzip,
     read_images,
 )
+from pixscale.sources.resize import Resize
+from pixscale.sources.webdataset import open_webdataset
 from pixscale.sources.zarr import looks_like_zarr, open_zarr
 
 FORMAT_NAMES = (
-    "IDX, .npy, .npz, HDF5, Zarr v3, CIFAR (.bin, pickled batches or their .tar.gz) "
-    "or an image folder"
+    "IDX, .npy, .npz, HDF5, Zarr v3, CIFAR (.bin, pickled batches or their .tar.gz), "
+    "Parquet, a .zip or .tar of images, WebDataset shards or an image folder"
 )
 #: Where a tar header says "ustar" (POSIX and GNU tar alike).
 TAR_MAGIC_AT = 257
-#: Formats whose ``--key`` picks an array, a dataset or archive members.
-KEYED = ("npz", "hdf5", "zarr", "cifar-archive")
+#: Formats whose ``--key`` picks an array, a dataset, archive members or a column.
+KEYED = (
+    "npz",
+    "hdf5",
+    "zarr",
+    "cifar-archive",
+    "parquet",
+    "image-zip",
+    "image-tar",
+    "webdataset",
+)
+#: Formats of encoded images, which ``--mode`` applies to.
+IMAGE_FORMATS = ("folder", "parquet", "image-zip", "image-tar", "webdataset")
 
 
 def sniff(path: Path) -> str:
@@ -52,7 +67,9 @@ def sniff(path: Path) -> str:
     if head.startswith(HDF5_SIGNATURE):
         return "hdf5"
     if head.startswith(ZIP_MAGIC):
-        return "npz"
+        return zip_kind(path)
+    if looks_like_parquet(head):
+        return "parquet"
     if head.startswith(GZIP_MAGIC):
         with open_maybe_gzip(path) as handle:
             head = handle.read(TAR_MAGIC_AT + 8)
@@ -63,7 +80,7 @@ def sniff(path: Path) -> str:
     if looks_like_idx(head):
         return "idx"
     if head[TAR_MAGIC_AT : TAR_MAGIC_AT + 5] == b"ustar":
-        return "cifar-archive"
+        return tar_kind(path)
     if looks_like_pickle(head):
         return "cifar-python"
     if path.suffix.lower() == ".bin":
@@ -97,21 +114,31 @@ def special_kind(mode: int) -> str:
     return next((name for test, name in kinds.items() if test(mode)), "a special file")
 
 
-def open_one(path: Path, key: str | None = None, mode: str | None = None) -> Source:
+def open_one(
+    path: Path, key: str | None = None, mode: str | None = None, resize: Resize | None = None
+) -> Source:
     """Open one input of any format, refusing images that are empty or over the size limit."""
-    source = open_format(path, key, mode)
+    source = open_format(path, key, mode, resize)
     check_images(path, source.shape)
     return source
 
 
-def open_format(path: Path, key: str | None, mode: str | None) -> Source:
+def open_format(
+    path: Path, key: str | None, mode: str | None, resize: Resize | None = None
+) -> Source:
     fmt = sniff(path)
     if key is not None and fmt not in KEYED:
         raise InputError(
-            f"{path}: --key applies to .npz, HDF5, Zarr and CIFAR archive inputs, this is {fmt}"
+            f"{path}: --key applies to .npz, HDF5, Zarr, Parquet and archive inputs, this is {fmt}"
         )
-    if mode is not None and fmt != "folder":
-        raise InputError(f"{path}: --mode applies to image folders, this is {fmt}")
+    if mode is not None and fmt not in IMAGE_FORMATS:
+        raise InputError(
+            f"{path}: --mode applies to images (folders, archives, Parquet), this is {fmt}"
+        )
+    if resize is not None and fmt not in IMAGE_FORMATS:
+        raise InputError(
+            f"{path}: --resize applies to images (folders, archives, Parquet), this is {fmt}"
+        )
     if fmt == "npy":
         return open_npy(path)
     if fmt == "npz":
@@ -119,7 +146,7 @@ def open_format(path: Path, key: str | None, mode: str | None) -> Source:
     if fmt == "hdf5":
         return open_hdf5(path, key)
     if fmt == "folder":
-        return open_folder(path, mode)
+        return open_folder(path, mode, resize)
     if fmt == "cifar":
         return open_cifar(path)
     if fmt == "zarr":
@@ -128,6 +155,14 @@ def open_format(path: Path, key: str | None, mode: str | None) -> Source:
         return open_cifar_archive(path, key)
     if fmt == "cifar-python":
         return open_cifar_batch(path)
+    if fmt == "parquet":
+        return open_parquet(path, key, mode, resize)
+    if fmt == "image-zip":
+        return open_zip_images(path, key, mode, resize)
+    if fmt == "image-tar":
+        return open_tar_images(path, key, mode, resize)
+    if fmt == "webdataset":
+        return open_webdataset(path, key, mode, resize)
     return open_idx(path)
 
 

@@ -1,4 +1,4 @@
-"""uint8 datasets inside HDF5 files written by other tools.
+"""uint8 and uint16 datasets inside HDF5 files written by other tools.
 
 Only data stored inside the named file is read: external links, datasets whose bytes live
 in raw external files and virtual datasets (mapped from other files) are refused, since a
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pixscale.core.formats import RECORD_ATTRIBUTE
 from pixscale.core.layouts import default_layout
+from pixscale.core.pixels import native, require_source_dtype, source_dtype
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, check_labels_size
 
@@ -148,7 +149,7 @@ def find_labels(handle: h5py.File, path: Path, key: str, count: int) -> Labels |
 
 
 def uint8_datasets(handle: h5py.File) -> tuple[list[str], list[str]]:
-    """Names of the uint8 datasets of two or more dimensions reached through hard links
+    """Names of the uint8/uint16 datasets of two or more dimensions reached through hard links
     (``visititems`` follows no soft or external link), and the external links seen."""
     import h5py
 
@@ -171,7 +172,7 @@ def uint8_datasets(handle: h5py.File) -> tuple[list[str], list[str]]:
 
 def is_images(dataset: h5py.Dataset) -> bool:
     try:
-        return bool(dataset.dtype == "u1" and dataset.ndim >= 2)
+        return source_dtype(dataset.dtype) is not None and dataset.ndim >= 2
     except TypeError:  # a type numpy cannot represent
         return False
 
@@ -182,7 +183,9 @@ def choose_key(handle: h5py.File, path: Path) -> str:
         return found[0]
     listing = ", ".join(found) or "none"
     skipped = f" (external links not followed: {', '.join(external)})" if external else ""
-    raise InputError(f"{path}: uint8 image datasets: {listing}{skipped}; choose one with --key")
+    raise InputError(
+        f"{path}: uint8/uint16 image datasets: {listing}{skipped}; choose one with --key"
+    )
 
 
 @dataclass
@@ -201,7 +204,7 @@ class Hdf5Source(Source):
             with h5py.File(path, "r") as handle:
                 dataset = handle[self.key]
                 for first in range(start, stop, max_images):
-                    yield dataset[first : min(first + max_images, stop)]
+                    yield native(dataset[first : min(first + max_images, stop)], self.dtype)
         except H5_ERRORS as exc:
             raise InputError(f"{path}: cannot read dataset {self.key!r} ({exc})") from exc
 
@@ -221,7 +224,7 @@ def open_hdf5(path: Path, key: str | None) -> Hdf5Source:
 
 
 def describe(handle: h5py.File, path: Path, key: str | None) -> Hdf5Source:
-    """The images dataset ``key`` (or the only uint8 one) and the labels beside it."""
+    """The images dataset ``key`` (or the only uint8/uint16 one) and the labels beside it."""
     import h5py
 
     if RECORD_ATTRIBUTE in handle.attrs:
@@ -233,8 +236,7 @@ def describe(handle: h5py.File, path: Path, key: str | None) -> Hdf5Source:
     if not isinstance(item, h5py.Dataset):
         raise InputError(f"{path}: no dataset {key!r}")
     check_local(path, item, key, "dataset")
-    if item.dtype != "u1":
-        raise InputError(f"{path}: dataset {key!r} dtype is {item.dtype}, expected uint8")
+    pixels = require_source_dtype(path, item.dtype, f"dataset {key!r}")
     if item.ndim < 2:
         raise InputError(f"{path}: dataset {key!r} has shape {item.shape}; expected images")
     check_stored(path, item, key, "dataset")
@@ -247,4 +249,5 @@ def describe(handle: h5py.File, path: Path, key: str | None) -> Hdf5Source:
         files=(path,),
         labels=find_labels(handle, path, key, shape[0]),
         key=key,
+        dtype=pixels,
     )

@@ -1,4 +1,5 @@
-"""uint8 ``.npy`` files, read one window at a time (never loaded or mapped whole)."""
+"""uint8 and uint16 ``.npy`` files, read one window at a time (never loaded or mapped
+whole)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import BinaryIO, ClassVar
 import numpy as np
 
 from pixscale.core.layouts import default_layout
+from pixscale.core.pixels import native, require_source_dtype
 from pixscale.errors import InputError
 from pixscale.sources.base import Source, UInt8Array, check_labels_size
 from pixscale.sources.rawio import read_images
@@ -43,18 +45,20 @@ def require_labels(path: Path, shape: tuple[int, ...], dtype: np.dtype, expected
     check_labels_size(path, expected, dtype.itemsize)
 
 
-def require_uint8(path: Path, dtype: np.dtype) -> None:
-    if dtype != np.uint8:
-        raise InputError(f"{path}: array dtype is {dtype}, expected uint8")
+def require_pixels(path: Path, dtype: np.dtype) -> str:
+    """``"uint8"`` or ``"uint16"`` for an array of those (either byte order), or an error."""
+    return require_source_dtype(path, dtype)
 
 
 @dataclass
 class NpySource(Source):
-    """A C-ordered uint8 array in a .npy file."""
+    """A C-ordered uint8 or uint16 array in a .npy file."""
 
     random_access: ClassVar[bool] = True
 
     data_offset: int = 0
+    #: The dtype as stored (``>u2`` is read, then swapped to native order).
+    stored: str = "|u1"
 
     def chunks(self, max_images: int) -> Iterator[UInt8Array]:
         return self.window(0, self.n_images, max_images)
@@ -65,19 +69,20 @@ class NpySource(Source):
             handle.seek(self.data_offset + start * self.image_bytes)
             for first in range(start, stop, max_images):
                 count = min(max_images, stop - first)
-                yield read_images(handle, path, count, self.image_shape)
+                chunk = read_images(handle, path, count, self.image_shape, np.dtype(self.stored))
+                yield native(chunk, self.dtype)
 
 
 def open_npy(path: Path) -> NpySource:
     with path.open("rb") as handle:
         shape, fortran_order, dtype = read_npy_header(handle, path)
         offset = handle.tell()
-    require_uint8(path, dtype)
+    pixels = require_pixels(path, dtype)
     if fortran_order:
         raise InputError(f"{path}: Fortran-ordered arrays are not supported; save a C-ordered copy")
     if len(shape) < 2:
         raise InputError(f"{path}: array has shape {shape}; expected images along the first axis")
-    expected = offset + math.prod(shape)
+    expected = offset + math.prod(shape) * dtype.itemsize
     actual = path.stat().st_size
     if actual < expected:
         raise InputError(f"{path}: truncated: header promises {expected} bytes, file has {actual}")
@@ -88,4 +93,6 @@ def open_npy(path: Path) -> NpySource:
         layout=default_layout(len(shape)),
         files=(path,),
         data_offset=offset,
+        stored=dtype.str,
+        dtype=pixels,
     )

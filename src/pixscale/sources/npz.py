@@ -23,9 +23,10 @@ import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.layouts import default_layout
+from pixscale.core.pixels import native
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
-from pixscale.sources.npy import read_npy_header, require_labels, require_uint8
+from pixscale.sources.npy import read_npy_header, require_labels, require_pixels
 from pixscale.sources.rawio import check_deflate_ratio, read_images
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -116,9 +117,12 @@ def data_size(handle: IO[bytes], shape: tuple[int, ...], dtype: np.dtype) -> int
 
 @dataclass
 class NpzSource(Source):
-    """One uint8 array of an .npz archive, read in windows (compressed members too)."""
+    """One uint8 or uint16 array of an .npz archive, read in windows (compressed members
+    too)."""
 
     member: str = ""
+    #: The dtype as stored (``>u2`` is read, then swapped to native order).
+    stored: str = "|u1"
 
     def chunks(self, max_images: int) -> Iterator[UInt8Array]:
         path = self.files[0]
@@ -127,7 +131,9 @@ class NpzSource(Source):
             with handle:
                 for start in range(0, self.n_images, max_images):
                     count = min(max_images, self.n_images - start)
-                    yield read_images(handle, path, count, self.image_shape)  # type: ignore[arg-type]
+                    stored = np.dtype(self.stored)
+                    chunk = read_images(handle, path, count, self.image_shape, stored)  # type: ignore[arg-type]
+                    yield native(chunk, self.dtype)
 
 
 def arrays(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
@@ -170,7 +176,7 @@ def open_npz(path: Path, key: str | None) -> NpzSource:
         key = choose(path, found, key)
         handle, shape, dtype = open_member(archive, path, found[key])
         with handle:
-            require_uint8(path, dtype)
+            pixels = require_pixels(path, dtype)
             if len(shape) < 2:
                 raise InputError(f"{path}: array {key!r} has shape {shape}; expected images")
             check_member_size(path, found[key], data_size(handle, shape, dtype))
@@ -187,4 +193,6 @@ def open_npz(path: Path, key: str | None) -> NpzSource:
         files=(path,),
         labels=labels,
         member=found[key].filename,
+        stored=dtype.str,
+        dtype=pixels,
     )

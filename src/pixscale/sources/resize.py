@@ -92,6 +92,23 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(found.group(1)), int(found.group(2))
 
 
+def recorded_resize(record: Any) -> Resize:
+    """The ``Resize`` a parameter record's ``source.resize`` describes (``Resize.record``).
+
+    Raises
+    ------
+    ParamsError
+        When the record's entry is not one ``Resize.record`` writes.
+    """
+    try:
+        width, height = (int(v) for v in record["size"])
+        return Resize(
+            width, height, str(record["fit"]), str(record["filter"]), bool(record["jpeg_draft"])
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ParamsError(f"the record's source.resize is not understood: {record!r:.80}") from exc
+
+
 def draft_size(resize: Resize, width: int, height: int) -> tuple[int, int]:
     """The smallest decoded size from which ``resize`` still has all the pixels it uses:
     the whole image scaled as the fit scales it."""

@@ -1,6 +1,7 @@
-"""uint8 arrays in a Zarr v3 store (a folder with ``zarr.json``), read one window at a time.
+"""uint8 and uint16 arrays in a Zarr v3 store (a folder with ``zarr.json``), read one window
+at a time.
 
-A store holding one array is that array; a group is searched for uint8 arrays of two or
+A store holding one array is that array; a group is searched for uint8/uint16 arrays of two or
 more dimensions (``--key`` chooses among several), and a 1-D integer array named
 ``labels`` (or ``y…`` beside ``x…``) of the same length comes along as the labels.
 """
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pixscale.core.layouts import default_layout
+from pixscale.core.pixels import require_source_dtype, source_dtype
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, check_labels_size
 
@@ -43,7 +45,7 @@ def looks_like_zarr(path: Path) -> bool:
 
 @dataclass
 class ZarrSource(Source):
-    """A uint8 array of a Zarr v3 store (``key`` inside it; ``""`` for a bare array)."""
+    """A uint8/uint16 array of a Zarr v3 store (``key`` inside it; ``""`` for a bare array)."""
 
     random_access: ClassVar[bool] = True
     key: str = ""
@@ -65,13 +67,13 @@ class ZarrSource(Source):
         for first in range(start, stop, max_images):
             last = min(first + max_images, stop)
             try:
-                values = np.ascontiguousarray(array[first:last], np.uint8)
+                values = np.ascontiguousarray(array[first:last], np.dtype(self.dtype))
             except Exception as exc:  # a missing or corrupt chunk object
                 raise InputError(f"{path}: cannot read images {first}…{last - 1} ({exc})") from exc
             yield values
 
     def sha256(self) -> str:
-        """Digest of the uint8 values in C order (a store is many objects, compressed or
+        """Digest of the values in C order (little-endian; a store is many objects, compressed or
         not, so its files are not a stable thing to hash; its values are)."""
         digest = hashlib.sha256()
         rows = max(1, (16 << 20) // max(1, self.image_bytes))
@@ -81,19 +83,19 @@ class ZarrSource(Source):
 
 
 def find_images(group: Any, path: Path) -> str:
-    """The only uint8 array of two or more dimensions in ``group`` (recursively)."""
+    """The only uint8/uint16 array of two or more dimensions in ``group`` (recursively)."""
     found = list_uint8(group)
     if len(found) == 1:
         return found[0]
     listing = ", ".join(sorted(found)) or "none"
-    raise InputError(f"{path}: uint8 image arrays: {listing}; choose one with --key")
+    raise InputError(f"{path}: uint8/uint16 image arrays: {listing}; choose one with --key")
 
 
 def list_uint8(group: Any) -> list[str]:
     found = [
         name
         for name, array in group.arrays()
-        if np.dtype(array.dtype) == np.uint8 and array.ndim >= 2
+        if source_dtype(array.dtype) is not None and array.ndim >= 2
     ]
     for name, sub in group.groups():
         found += [f"{name}/{inner}" for inner in list_uint8(sub)]
@@ -157,7 +159,8 @@ def node_type(path: Path) -> str:
 
 
 def open_zarr(path: Path, key: str | None = None) -> ZarrSource:
-    """Open the uint8 images of the Zarr v3 store ``path`` (``key`` names them in a group)."""
+    """Open the uint8/uint16 images of the Zarr v3 store ``path`` (``key`` names them in a
+    group)."""
     zarr = require_zarr()
     kind = node_type(path)
     labels = None
@@ -181,8 +184,7 @@ def open_zarr(path: Path, key: str | None = None) -> ZarrSource:
         raise
     except Exception as exc:  # zarr raises many kinds on a damaged store
         raise InputError(f"{path}: damaged Zarr store ({exc})") from exc
-    if np.dtype(array.dtype) != np.uint8:
-        raise InputError(f"{path}: array {key!r} dtype is {array.dtype}, expected uint8")
+    pixels = require_source_dtype(path, array.dtype, f"array {key!r}")
     check_stored(array, path, key)
     shape = tuple(int(n) for n in array.shape)
     if len(shape) < 2:
@@ -195,4 +197,5 @@ def open_zarr(path: Path, key: str | None = None) -> ZarrSource:
         files=(path,),
         labels=labels,
         key=key,
+        dtype=pixels,
     )

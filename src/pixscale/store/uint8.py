@@ -1,4 +1,5 @@
-"""uint8 outputs for ``invert``: .npy, IDX (raw or .gz) and HDF5."""
+"""Pixel outputs for ``invert``: uint8 to .npy, IDX (raw or .gz) and HDF5; uint16 to .npy
+and HDF5 (IDX has no unsigned 16-bit type: refused)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.errors import OutputError
 from pixscale.store.base import write_failed
 from pixscale.store.hdf5 import close_safely
 from pixscale.store.io.atomic import StagedOutputs
@@ -18,14 +20,40 @@ from pixscale.store.naming import labels_path, uint8_format
 from pixscale.store.npy import write_npy_header
 
 IDX_UINT8 = 0x08
+#: .npy descriptions of the pixel dtypes written (little-endian, as numpy writes them).
+NPY_DESCR = {"uint8": "|u1", "uint16": "<u2"}
 
 
 class Uint8Writer:
-    """Streams uint8 images into .npy, IDX or HDF5; labels where the format holds them."""
+    """Streams uint8 (or uint16) images into .npy, IDX or HDF5; labels where the format
+    holds them.
 
-    def __init__(self, target: Path, shape: tuple[int, ...], staged: StagedOutputs) -> None:
+    Parameters
+    ----------
+    target, shape, staged
+        The output file, the array's shape, and the staging that commits it.
+    dtype
+        ``"uint8"`` (default) or ``"uint16"``; IDX targets take uint8 only.
+
+    Raises
+    ------
+    OutputError
+        For uint16 to an IDX name, before anything is staged.
+    """
+
+    def __init__(
+        self, target: Path, shape: tuple[int, ...], staged: StagedOutputs, dtype: str = "uint8"
+    ) -> None:
         self.target, self.shape, self.staged = target, shape, staged
         self.format = uint8_format(target)
+        if dtype not in NPY_DESCR:
+            raise OutputError(f"{target}: cannot write {dtype} pixels")
+        if self.format == "idx" and dtype != "uint8":
+            raise OutputError(
+                f"{target}: IDX has no unsigned 16-bit type, so it cannot hold {dtype} pixels; "
+                "write .npy or .h5"
+            )
+        self.dtype = dtype
         self.temp = staged.stage(target, main=True)
         if self.format == "npy":
             staged.own([labels_path(target)])
@@ -44,7 +72,11 @@ class Uint8Writer:
         if self.format == "h5":
             self.file = h5py.File(self.temp, "w")
             self.images = self.file.create_dataset(
-                "images", shape=self.shape, dtype="u1", chunks=True, track_times=False
+                "images",
+                shape=self.shape,
+                dtype=NPY_DESCR[self.dtype],
+                chunks=True,
+                track_times=False,
             )
             return
         raw: BinaryIO = self.temp.open("wb")
@@ -53,12 +85,13 @@ class Uint8Writer:
         self.handle = raw
         shape = self.shape
         if self.format == "npy":
-            write_npy_header(raw, shape, "|u1")
+            write_npy_header(raw, shape, NPY_DESCR[self.dtype])
         else:
             raw.write(struct.pack(f">BBBB{len(shape)}I", 0, 0, IDX_UINT8, len(shape), *shape))
 
-    def write(self, chunk: npt.NDArray[np.uint8]) -> None:
+    def write(self, chunk: npt.NDArray[np.unsignedinteger[Any]]) -> None:
         stop = self.position + chunk.shape[0]
+        chunk = np.asarray(chunk, NPY_DESCR[self.dtype])
         try:
             if self.file is not None:
                 self.images[self.position : stop] = chunk
@@ -103,3 +136,7 @@ def close_stream(handle: BinaryIO) -> None:
     finally:
         if fileobj is not None:
             fileobj.close()
+
+
+#: The writer by what it writes: the source pixels, uint8 or uint16.
+PixelWriter = Uint8Writer

@@ -16,14 +16,15 @@ from pixscale.store.reader import ConvertedFile, open_converted
 
 
 def source_info(source: Source, chunk_mb: float = DEFAULT_CHUNK_MB) -> dict[str, Any]:
-    """Format, shape, layout, labels and exact per-channel statistics of a uint8 source."""
+    """Format, shape, dtype, layout, labels and exact per-channel statistics of a uint8 or
+    uint16 source."""
     stats = dataset_sums(source, chunk_mb).reduce("channel", source.channel_axis)
     info: dict[str, Any] = {
         "file": source.name,
         "kind": "input",
         "format": source.format,
         "shape": list(source.shape),
-        "dtype": "uint8",
+        "dtype": source.dtype,
         "layout": source.layout,
         "channels": source.n_channels,
         "stats": {
@@ -99,8 +100,11 @@ def output_info(converted: ConvertedFile) -> dict[str, Any]:
 
 
 def parameters_info(record: dict[str, Any]) -> dict[str, Any]:
-    """The defining numbers in raw pixel units and in [0, 1] units (inline ones only)."""
+    """The defining numbers in raw pixel units and in [0, 1] units (inline ones only; the
+    unit is the source's largest value: 255, 65535, or 2**bits - 1)."""
     shown: dict[str, Any] = {}
+    bits = record.get("bits", 8)
+    top = float((1 << bits) - 1) if isinstance(bits, int) and 1 <= bits <= 16 else 255.0
     for name in ("source_low", "source_span"):
         value = record[name]
         if isinstance(value, dict):
@@ -108,9 +112,11 @@ def parameters_info(record: dict[str, Any]) -> dict[str, Any]:
             continue
         values = np.atleast_1d(np.asarray(value, np.float64))
         shown[name] = values.tolist()
-        shown[name + "_unit"] = (values / 255).tolist()
+        shown[name + "_unit"] = (values / top).tolist()
     if "target_range" in record:
         shown["target_range"] = record["target_range"]
+    if "source_dtype" in record:
+        shown["source_pixels"] = f"{record['source_dtype']}, {record.get('bits')} bits"
     return shown
 
 

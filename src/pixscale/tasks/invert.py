@@ -1,4 +1,4 @@
-"""invert: back to the exact uint8 images, using only the record."""
+"""invert: back to the exact source images (uint8 or uint16), using only the record."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.layouts import restore_layout
-from pixscale.core.transform import BITS, Transform
+from pixscale.core.storage import float16_collisions
+from pixscale.core.transform import BITS, Transform, flat_affine
 from pixscale.errors import InputError
 from pixscale.sources import open_recorded_source
+from pixscale.sources.resize import recorded_resize
 from pixscale.store.io.atomic import staged_outputs
 from pixscale.store.naming import companions, is_hdf5
 from pixscale.store.reader import ConvertedFile, open_converted
-from pixscale.store.uint8 import Uint8Writer
+from pixscale.store.uint8 import PixelWriter
 from pixscale.tasks.verify import Rechunked
 
 #: Images per chunk when reading float32 outputs back (about 4 MiB of MNIST).
@@ -33,16 +35,22 @@ class InvertReport:
     not_round_trip: int = 0
     at_clip_bounds: int = 0
     source_mismatches: int | None = None
+    #: Source values (per scope element, summed) whose float16 output equals a
+    #: neighbour's, so that invert cannot tell them apart (float16 outputs only).
+    shared_float16: int = 0
+    #: ``--resize`` as the record describes it (``128x128, crop, bilinear``): the images
+    #: given back are the resized ones, not the files' originals.
+    resized: str | None = None
 
     @property
     def lossy(self) -> bool:
-        return self.not_round_trip > 0 or self.at_clip_bounds > 0
+        return self.not_round_trip > 0 or self.at_clip_bounds > 0 or self.shared_float16 > 0
 
 
 def pixels_of(
     converted: ConvertedFile, transform: Transform | None = None
-) -> Iterator[tuple[int, npt.NDArray[np.float32], npt.NDArray[np.uint8], int, int]]:
-    """(start, stored values, uint8 images, values that do not round-trip, values at clip
+) -> Iterator[tuple[int, npt.NDArray[np.float32], npt.NDArray[Any], int, int]]:
+    """(start, stored values, source images, values that do not round-trip, values at clip
     bounds), chunk by chunk in the source's layout."""
     transform = transform or converted.transform()
     bounds = clip_bounds(converted)
@@ -79,14 +87,16 @@ def invert(
     verify_source: PathLike | None = None,
     **reading: Any,
 ) -> InvertReport:
-    """Write the uint8 images that ``path`` was converted from, using only its record.
+    """Write the images that ``path`` was converted from, using only its record: uint8, or
+    uint16 where the record's ``source_dtype`` says so (proven exact like the forward map:
+    every stored value must map back to itself).
 
     Parameters
     ----------
     path
         A pixscale output (.h5 or .npy with its sidecar).
     output
-        The uint8 file to write: .npy, .h5, or an IDX name (``…-idx3-ubyte[.gz]``).
+        The file to write: .npy, .h5, or an IDX name (``…-idx3-ubyte[.gz]``; uint8 only).
     overwrite
         Replace an existing ``output`` (atomically; never a FIFO, device or the like).
     verify_source
@@ -115,12 +125,14 @@ def invert(
         source = open_recorded_source(verify_source, converted.record, reading)
     if source is not None and source.shape != converted.shape:
         raise InputError(f"{verify_source}: shape {source.shape} differs from {converted.shape}")
-    report = InvertReport(images=converted.shape[0])
+    report = InvertReport(images=converted.shape[0], resized=resized_from(converted.record))
+    if converted.value_dtype == "float16" and converted.params.scope != "image":
+        report.shared_float16 = float16_collisions(flat_affine(converted.params))
     comparison = Comparison(Rechunked(source.chunks(converted.chunk_rows))) if source else None
     beside = companions(path, "h5" if is_hdf5(path) else "npy")  # its record, labels, arrays
     inputs = [path, *beside, *([Path(verify_source)] if verify_source else [])]
     with staged_outputs(overwrite, inputs) as staged:
-        writer = Uint8Writer(output, converted.shape, staged)
+        writer = PixelWriter(output, converted.shape, staged, converted.params.source_dtype)
         try:
             transform = converted.transform()
             for start, values, pixels, mismatches, clipped in pixels_of(converted, transform):
@@ -152,7 +164,7 @@ class Comparison:
         transform: Transform,
         start: int,
         values: npt.NDArray[np.float32],
-        pixels: npt.NDArray[np.uint8],
+        pixels: npt.NDArray[Any],
     ) -> None:
         original = self.originals.take(pixels.shape[0])
         differ = original != pixels
@@ -173,13 +185,30 @@ class Comparison:
             )
 
 
+def resized_from(record: dict[str, Any]) -> str | None:
+    """How the record's source images were resized (``Resize.describe``), or None."""
+    source = record.get("source")
+    found = source.get("resize") if isinstance(source, dict) else None
+    return None if found is None else recorded_resize(found).describe()
+
+
 def describe(report: InvertReport) -> list[str]:
     """Human-readable lines for the CLI."""
     lines: list[str] = []
+    if report.resized:
+        lines.append(
+            f"Note: the images were resized when read ({report.resized}): these are the "
+            "resized pixels, not the original files"
+        )
     if report.at_clip_bounds:
         lines.append(
             f"Warning: lossy: {report.at_clip_bounds} values sit at the --clip bounds; "
             "they were inverted to the nearest in-range pixel"
+        )
+    if report.shared_float16:
+        lines.append(
+            f"Warning: lossy: {report.shared_float16} source values share their float16 value "
+            "with a neighbour; each inverts to one of them"
         )
     if report.not_round_trip:
         lines.append(f"Warning: {report.not_round_trip} values do not map back exactly")

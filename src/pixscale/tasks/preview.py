@@ -37,6 +37,18 @@ class PreviewData:
     output_hist: npt.NDArray[np.int64]
     output_range: tuple[float, float]
     caption: str
+    #: The source's largest value (255; 65535 or 2**bits - 1 for uint16): the histogram's
+    #: 256 bins and the images shown are scaled to it.
+    source_top: int = 255
+    source_dtype: str = "uint8"
+
+
+def binned(pixels: npt.NDArray[Any], top: int) -> npt.NDArray[np.uint8]:
+    """Pixels of 0..``top`` in 256 bins (themselves for uint8): for display and histograms."""
+    if pixels.dtype == np.uint8 and top == 255:
+        return pixels
+    wide = np.minimum(pixels.astype(np.uint64), top) * 256 // (top + 1)
+    return wide.astype(np.uint8)
 
 
 def output_preview(path: Path, count: int) -> PreviewData:
@@ -53,8 +65,10 @@ def output_preview(path: Path, count: int) -> PreviewData:
     output_hist = np.zeros(OUTPUT_BINS, np.int64)
     shown: list[npt.NDArray[np.uint8]] = []
     start = 0
+    top = converted.params.value_max
     for chunk in converted.chunks(rows):
         pixels, _ = transform.invert(chunk, start)
+        pixels = binned(pixels, top)
         source_hist += np.bincount(pixels.reshape(-1), minlength=256)
         output_hist += np.histogram(chunk, OUTPUT_BINS, (low, high))[0]
         if start < count:
@@ -69,24 +83,33 @@ def output_preview(path: Path, count: int) -> PreviewData:
         output_hist,
         (low, high),
         f"{path.name}: {record['strategy']} ({record['scope']}), shown through its record",
+        top,
+        converted.params.source_dtype,
     )
 
 
 def input_preview(path: Path, count: int, **reading: Any) -> PreviewData:
-    """A uint8 source, and its values under the default ``unit`` strategy."""
+    """A uint8 or uint16 source, and its values under the default ``unit`` strategy."""
     source = open_source(path, **reading)
+    top = (1 << (8 * np.dtype(source.dtype).itemsize)) - 1
     source_hist = np.zeros(256, np.int64)
+    output_hist = np.zeros(OUTPUT_BINS, np.float64)
+    transform = Transform(build_params(Spec(), Geometry((1,), "nf", None, source.dtype)))
     shown: list[npt.NDArray[np.uint8]] = []
     start = 0
     for chunk in source.chunks(chunk_images(source, DEFAULT_CHUNK_MB)):
-        source_hist += np.bincount(chunk.reshape(-1), minlength=256)
+        pixels = binned(chunk, top)
+        source_hist += np.bincount(pixels.reshape(-1), minlength=256)
+        if top > 255:  # 65,536 possible outputs: bin the values themselves
+            values = transform.apply(chunk.reshape(-1, 1), 0)
+            output_hist += np.histogram(values, OUTPUT_BINS, (0.0, 1.0))[0]
         if start < count:
-            shown.append(chunk[: count - start])
+            shown.append(pixels[: count - start])
         start += chunk.shape[0]
-    # Every output value is one of 256: bin the 256 outputs weighted by their counts.
-    transform = Transform(build_params(Spec(), Geometry((256,), "nf", None)))
-    outputs = transform.apply(np.arange(256, dtype=np.uint8)[None, :], 0)[0]
-    output_hist = np.histogram(outputs, OUTPUT_BINS, (0.0, 1.0), weights=source_hist)[0]
+    if top == 255:
+        # Every output value is one of 256: bin the 256 outputs weighted by their counts.
+        outputs = transform.apply(np.arange(256, dtype=np.uint8)[:, None], 0)[:, 0]
+        output_hist = np.histogram(outputs, OUTPUT_BINS, (0.0, 1.0), weights=source_hist)[0]
     labels = source.labels
     return PreviewData(
         np.concatenate(shown),
@@ -95,7 +118,9 @@ def input_preview(path: Path, count: int, **reading: Any) -> PreviewData:
         source_hist,
         output_hist.astype(np.int64),
         (0.0, 1.0),
-        f"{path.name}: uint8 source; right: after the default unit strategy",
+        f"{path.name}: {source.dtype} source; right: after the default unit strategy",
+        top,
+        source.dtype,
     )
 
 
@@ -199,8 +224,8 @@ def preview(
         draw,
         (10, top, 10 + HIST_SIZE[0] - 20, top + HIST_SIZE[1]),
         data.source_hist,
-        (0, 255),
-        "source pixels (uint8)",
+        (0, data.source_top),
+        f"source pixels ({data.source_dtype})",
         font,
     )
     draw_histogram(

@@ -333,7 +333,8 @@ def report_values(report: VerifyReport, converted: ConvertedFile, scan: Scan) ->
     report.add(
         "values allowed by the record",
         scan.not_allowed == 0,
-        f"{scan.not_allowed} values are not among the 256 the parameters allow",
+        f"{scan.not_allowed} values are not among the "
+        f"{converted.params.value_max + 1:,} the parameters allow",
     )
     if "labels_checksum" in output and converted.labels is not None:
         recorded = recorded_checksum(output, "labels_checksum")

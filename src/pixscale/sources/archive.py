@@ -1,0 +1,358 @@
+"""Images inside a .zip or a .tar (.tar.gz): read member by member, never extracted.
+
+Nothing is ever written to the disk, yet a member whose path is absolute or climbs out with
+``..`` is refused outright, naming it: such an archive was made to attack whoever extracts
+it. Zip members are read through the central directory (any window of images, without
+reading the ones before); tar members are streamed in archive order, the only order a
+compressed tar can be read in. Images are checked as they are decoded (``pictures``): the
+first image sets the size and kind, and an error names the archive and the member.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import lzma
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import ClassVar
+
+import numpy as np
+
+from pixscale.errors import InputError
+from pixscale.sources.base import Labels, Source, UInt8Array
+from pixscale.sources.npz import METHODS, OTHER_METHODS, ZIP_ERRORS
+from pixscale.sources.parallel import choose_backend, decode_chunks
+from pixscale.sources.pictures import (
+    Encoded,
+    Expect,
+    check_encoded_size,
+    first_expect,
+    is_image_name,
+    require_pillow,
+)
+from pixscale.sources.rawio import check_deflate_ratio
+from pixscale.sources.resize import Resize
+
+PILLOW_PURPOSE = "reading images in archives"
+#: Exceptions by which tarfile and its decompressors report a damaged archive.
+TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
+#: Folders that archivers add beside the data (macOS resource forks).
+SYSTEM_FOLDERS = ("__MACOSX",)
+#: How far format detection looks into a tar: members, and bytes of the stream.
+SNIFF_MEMBERS = 64
+SNIFF_BYTES = 64 << 20
+#: Base names of CIFAR's pickled batches (``cifar-10-python.tar.gz``, ``cifar-100-python``).
+CIFAR_PATTERNS = ("data_batch_*", "test_batch", "batches.meta", "train", "test", "meta")
+
+
+def member_problem(name: str) -> str | None:
+    """Why a member name could write outside an extraction folder, or None."""
+    unified = name.replace("\\", "/")
+    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
+        return "an absolute path"
+    if ".." in unified.split("/"):
+        return "'..' in its path"
+    return None
+
+
+def check_member_name(path: Path, name: str) -> None:
+    """Refuse an archive holding a member that would land outside a folder extracted to."""
+    problem = member_problem(name)
+    if problem is not None:
+        raise InputError(
+            f"{path}:{name}: member has {problem}; an archive holding it is refused "
+            "(nothing is ever extracted)"
+        )
+
+
+def is_hidden(name: str) -> bool:
+    """Hidden files and folders, and the ones archivers add (``__MACOSX``)."""
+    return any(p.startswith(".") or p in SYSTEM_FOLDERS for p in PurePosixPath(name).parts)
+
+
+def matches(name: str, key: str | None) -> bool:
+    """Whether ``--key`` (a pattern, or a folder) selects member ``name``."""
+    if key is None:
+        return True
+    normal, wanted = PurePosixPath(name).as_posix(), key.strip("/")
+    return fnmatch.fnmatchcase(normal, wanted) or normal.startswith(wanted + "/")
+
+
+@dataclass
+class Plan:
+    """Which members are the dataset's images (positions in archive order), with labels."""
+
+    members: list[int]
+    labels: list[int] | None = None
+    classes: list[str] | None = None
+
+
+def plan_class_folders(path: Path, images: list[tuple[int, str]]) -> Plan:
+    """Flat images (no labels), or one folder per class (labels index the sorted class
+    names, as for image folders); folders every image shares (``photos/train/``) are
+    looked through."""
+    parts = [PurePosixPath(name).parts for _, name in images]
+    depth = 0
+    while all(len(p) > depth + 1 for p in parts) and len({p[depth] for p in parts}) == 1:
+        depth += 1
+    below = [p[depth:] for p in parts]
+    depths = {len(p) for p in below}
+    if depths == {1}:
+        return Plan([position for position, _ in images])
+    if depths != {2}:
+        shallow = next(n for (_, n), p in zip(images, below, strict=True) if len(p) == min(depths))
+        deep = next(n for (_, n), p in zip(images, below, strict=True) if len(p) == max(depths))
+        raise InputError(
+            f"{path}: images at different depths ({shallow}, {deep}); expected flat images or "
+            "one folder of images per class (--key picks a folder)"
+        )
+    classes = sorted({p[0] for p in below})
+    index = {name: number for number, name in enumerate(classes)}
+    return Plan([position for position, _ in images], [index[p[0]] for p in below], classes)
+
+
+def no_images(path: Path, key: str | None) -> InputError:
+    chosen = f" under --key {key}" if key else ""
+    return InputError(f"{path}: holds no PNG, JPEG, BMP or TIFF images{chosen}")
+
+
+# --------------------------------------------------------------------------- zip
+
+
+@contextmanager
+def zip_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except ZIP_ERRORS as exc:
+        raise InputError(f"{path}: damaged zip archive ({exc})") from exc
+
+
+def read_zip_member(archive: zipfile.ZipFile, path: Path, info: zipfile.ZipInfo) -> bytes:
+    """The bytes of one image member, after checking what its header promises."""
+    origin = f"{path}:{info.filename}"
+    if info.flag_bits & 0x1:
+        raise InputError(f"{origin}: member is encrypted")
+    if info.compress_type not in METHODS:
+        method = OTHER_METHODS.get(info.compress_type, f"method {info.compress_type}")
+        raise InputError(
+            f"{origin}: member is compressed with {method}; only stored and deflate members "
+            "are read"
+        )
+    check_encoded_size(origin, info.file_size)
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        check_deflate_ratio(path, info.file_size, info.compress_size, f"member {info.filename!r}")
+    try:
+        return archive.read(info)
+    except ZIP_ERRORS as exc:
+        raise InputError(f"{origin}: damaged member ({exc})") from exc
+
+
+@dataclass
+class ZipImages(Source):
+    """Images of a zip archive, in the order of its central directory."""
+
+    random_access: ClassVar[bool] = True
+    #: Positions of the image members in ``ZipFile.infolist()``.
+    members: tuple[int, ...] = ()
+    expect: Expect = field(default_factory=lambda: Expect((0, 0), "L", False))
+
+    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        return self.window(0, self.n_images, max_images)
+
+    def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
+        backend = choose_backend(self.expect, stop - start)
+        items = self.encoded(start, stop)
+        return decode_chunks(
+            items, self.expect, max_images, purpose=PILLOW_PURPOSE, backend=backend
+        )
+
+    def encoded(self, start: int, stop: int) -> Iterator[Encoded]:
+        path = self.files[0]
+        with zip_errors(path), zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            for position in self.members[start:stop]:
+                info = infos[position]
+                yield Encoded(f"{path}:{info.filename}", read_zip_member(archive, path, info))
+
+
+def zip_kind(path: Path) -> str:
+    """``npz`` (members ``*.npy``) or ``image-zip``, from the central directory."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except ZIP_ERRORS:
+        return "npz"  # the .npz reader says what is wrong
+    if any(n.endswith(".npy") for n in names) or not any(map(is_image_name, names)):
+        return "npz"
+    return "image-zip"
+
+
+def open_zip_images(
+    path: Path, key: str | None, mode: str | None, resize: Resize | None = None
+) -> ZipImages:
+    """The images of a zip archive: flat, or one folder per class."""
+    image_module = require_pillow(PILLOW_PURPOSE)
+    with zip_errors(path), zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        for info in infos:
+            check_member_name(path, info.filename)
+        images = [
+            (position, info.filename)
+            for position, info in enumerate(infos)
+            if not info.is_dir() and is_image_name(info.filename) and not is_hidden(info.filename)
+            if matches(info.filename, key)
+        ]
+        if not images:
+            raise no_images(path, key)
+        plan = plan_class_folders(path, images)
+        first = infos[plan.members[0]]
+        item = Encoded(f"{path}:{first.filename}", read_zip_member(archive, path, first))
+    expect = first_expect(image_module, item, mode, resize)
+    return ZipImages(
+        name=path.name if key is None else f"{path.name}:{key}",
+        format="image-zip",
+        shape=(len(plan.members), *expect.shape),
+        layout="nhwc" if expect.mode == "RGB" else "nhw",
+        files=(path,),
+        labels=labels_of(plan, path),
+        members=tuple(plan.members),
+        expect=expect,
+        resize=resize,
+        dtype=expect.dtype,
+    )
+
+
+def labels_of(plan: Plan, path: Path) -> Labels | None:
+    if plan.labels is None:
+        return None
+    return Labels(np.asarray(plan.labels, np.int64), f"{path.name} (class folders)", plan.classes)
+
+
+# --------------------------------------------------------------------------- tar
+
+
+def tar_members(path: Path) -> Iterator[tuple[int, tarfile.TarFile, tarfile.TarInfo]]:
+    """Every member of a tar (plain or compressed), streamed in archive order, with its
+    position; the archive is read once, front to back."""
+    try:
+        with tarfile.open(path, "r|*") as archive:
+            for position, member in enumerate(archive):
+                # a streamed archive would keep every header read otherwise
+                archive.members = []  # type: ignore[attr-defined]
+                yield position, archive, member
+    except TAR_ERRORS as exc:
+        raise InputError(f"{path}: damaged tar archive ({exc})") from exc
+
+
+def read_tar_member(archive: tarfile.TarFile, origin: str, member: tarfile.TarInfo) -> bytes:
+    """The bytes of the member the stream is at."""
+    if not member.isfile():
+        what = "a link" if member.issym() or member.islnk() else "not a regular file"
+        raise InputError(f"{origin}: member is {what}; links are not followed")
+    check_encoded_size(origin, member.size)
+    try:
+        handle = archive.extractfile(member)
+        assert handle is not None
+        data = handle.read()
+    except TAR_ERRORS as exc:
+        raise InputError(f"{origin}: damaged member ({exc})") from exc
+    if len(data) != member.size:
+        raise InputError(f"{origin}: truncated: {len(data):,} of {member.size:,} bytes")
+    return data
+
+
+@dataclass
+class TarImages(Source):
+    """Images of a tar archive, streamed in archive order."""
+
+    #: Positions of the image members among all members, increasing.
+    members: tuple[int, ...] = ()
+    expect: Expect = field(default_factory=lambda: Expect((0, 0), "L", False))
+
+    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        backend = choose_backend(self.expect, self.n_images)
+        return decode_chunks(
+            self.encoded(), self.expect, max_images, purpose=PILLOW_PURPOSE, backend=backend
+        )
+
+    def encoded(self) -> Iterator[Encoded]:
+        path = self.files[0]
+        wanted = iter(self.members)
+        following = next(wanted, None)
+        for position, archive, member in tar_members(path):
+            if position == following:
+                origin = f"{path}:{member.name}"
+                yield Encoded(origin, read_tar_member(archive, origin, member))
+                following = next(wanted, None)
+                if following is None:
+                    return
+        if following is not None:
+            raise InputError(f"{path}: archive changed since it was opened (fewer members)")
+
+
+def tar_kind(path: Path) -> str:
+    """``cifar-archive``, ``webdataset`` or ``image-tar``, from the first members' names."""
+    images = 0
+    previous: tuple[str, str] | None = None
+    for position, archive, member in tar_members(path):
+        if position >= SNIFF_MEMBERS or archive.offset > SNIFF_BYTES:
+            break
+        if not member.isfile():
+            continue
+        name = PurePosixPath(member.name)
+        if any(fnmatch.fnmatchcase(name.name, p) for p in CIFAR_PATTERNS):
+            return "cifar-archive"
+        key, _, suffix = name.name.partition(".")
+        sample = (str(name.parent / key), suffix.lower())
+        if suffix.lower() == "cls":
+            return "webdataset"
+        if previous is not None and previous[0] == sample[0]:
+            # two members of one sample (KEY.jpg, KEY.json): WebDataset, unless both are
+            # images named like cat.1.jpg, cat.2.jpg
+            if not (is_image_name(member.name) and is_image_name("." + previous[1])):
+                return "webdataset"
+        previous = sample
+        images += is_image_name(member.name)
+    return "image-tar" if images else "cifar-archive"
+
+
+def open_tar_images(
+    path: Path, key: str | None, mode: str | None, resize: Resize | None = None
+) -> TarImages:
+    """The images of a tar archive: flat, or one folder per class (one pass over it)."""
+    image_module = require_pillow(PILLOW_PURPOSE)
+    images: list[tuple[int, str]] = []
+    first: Encoded | None = None
+    for position, archive, member in tar_members(path):
+        check_member_name(path, member.name)
+        if member.isdir() or not is_image_name(member.name) or is_hidden(member.name):
+            continue
+        if not matches(member.name, key):
+            continue
+        origin = f"{path}:{member.name}"
+        if first is None:
+            first = Encoded(origin, read_tar_member(archive, origin, member))
+        elif not member.isfile():
+            read_tar_member(archive, origin, member)  # refuses links and devices, by name
+        images.append((position, member.name))
+    if first is None:
+        raise no_images(path, key)
+    plan = plan_class_folders(path, images)
+    expect = first_expect(image_module, first, mode, resize)
+    return TarImages(
+        name=path.name if key is None else f"{path.name}:{key}",
+        format="image-tar",
+        shape=(len(plan.members), *expect.shape),
+        layout="nhwc" if expect.mode == "RGB" else "nhw",
+        files=(path,),
+        labels=labels_of(plan, path),
+        members=tuple(plan.members),
+        expect=expect,
+        resize=resize,
+        dtype=expect.dtype,
+    )

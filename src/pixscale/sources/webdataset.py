@@ -1,0 +1,126 @@
+"""WebDataset shards: tar files of samples, ``KEY.jpg`` (or .png, …) beside ``KEY.cls``.
+
+A sample is the members whose names share a key: the path up to the first dot of the
+file name, as WebDataset defines it; the rest is the member's extension. Each sample gives
+one image, labelled by the integer written as text in its ``.cls`` member, if the shard
+has them. Several shards on the command line are read as one dataset, in the order given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from pixscale.errors import InputError
+from pixscale.sources.archive import (
+    PILLOW_PURPOSE,
+    TarImages,
+    check_member_name,
+    is_hidden,
+    read_tar_member,
+    tar_members,
+)
+from pixscale.sources.base import Labels
+from pixscale.sources.pictures import IMAGE_SUFFIXES, Encoded, first_expect, require_pillow
+from pixscale.sources.resize import Resize
+
+#: Extensions of the image members, alone or last (``seg.png``); ``--key`` picks one when a
+#: sample holds several.
+IMAGE_EXTENSIONS = tuple(s.lstrip(".") for s in IMAGE_SUFFIXES)
+LABEL_EXTENSION = "cls"
+#: A ``.cls`` member holds one integer as text; anything longer is not a label.
+MAX_LABEL_BYTES = 64
+
+
+@dataclass
+class Sample:
+    """The members of one sample seen so far: image extensions and positions, label."""
+
+    key: str
+    images: dict[str, int] = field(default_factory=dict)
+    label: int | None = None
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``train/000123.seg.png`` → (``train/000123``, ``seg.png``)."""
+    path = PurePosixPath(name)
+    stem, _, extension = path.name.partition(".")
+    return str(path.parent / stem), extension.lower()
+
+
+def parse_label(origin: str, data: bytes) -> int:
+    text = data.decode("ascii", "replace").strip()
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{origin}: label {text[:20]!r} is not an integer") from None
+
+
+def choose_image(path: Path, sample: Sample, key: str | None) -> int:
+    """The position of the sample's image member: the one there is, or ``--key``'s."""
+    if key is not None:
+        if key not in sample.images:
+            held = ", ".join(sample.images) or "no image"
+            raise InputError(f"{path}:{sample.key}: sample has no .{key} member (it holds {held})")
+        return sample.images[key]
+    if len(sample.images) != 1:
+        held = ", ".join(sample.images) or "no image"
+        hint = "; choose one with --key" if sample.images else ""
+        raise InputError(f"{path}:{sample.key}: sample holds {held}{hint}")
+    return next(iter(sample.images.values()))
+
+
+def open_webdataset(
+    path: Path, key: str | None, mode: str | None, resize: Resize | None = None
+) -> TarImages:
+    """One WebDataset shard, read in one pass: samples, labels and the first image."""
+    image_module = require_pillow(PILLOW_PURPOSE)
+    wanted = key.lower().lstrip(".") if key is not None else None
+    samples: dict[str, Sample] = {}
+    first: Encoded | None = None
+    for position, archive, member in tar_members(path):
+        check_member_name(path, member.name)
+        if member.isdir() or is_hidden(member.name):
+            continue
+        stem, extension = split_name(member.name)
+        sample = samples.setdefault(stem, Sample(stem))
+        origin = f"{path}:{member.name}"
+        if extension == LABEL_EXTENSION:
+            if member.size > MAX_LABEL_BYTES:
+                raise InputError(f"{origin}: {member.size:,} bytes is no label")
+            sample.label = parse_label(origin, read_tar_member(archive, origin, member))
+        elif extension.rpartition(".")[2] in IMAGE_EXTENSIONS or extension == wanted:
+            if first is None and (wanted is None or extension == wanted):
+                first = Encoded(origin, read_tar_member(archive, origin, member))
+            sample.images[extension] = position
+    chosen = [s for s in samples.values() if s.images or s.label is not None]
+    if first is None or not chosen:
+        raise InputError(f"{path}: holds no WebDataset samples with images")
+    # archive order of the images, whatever order the samples' other members came in
+    chosen.sort(key=lambda s: choose_image(path, s, wanted))
+    members = [choose_image(path, s, wanted) for s in chosen]
+    expect = first_expect(image_module, first, mode, resize)
+    return TarImages(
+        name=path.name if key is None else f"{path.name}:{key}",
+        format="webdataset",
+        shape=(len(members), *expect.shape),
+        layout="nhwc" if expect.mode == "RGB" else "nhw",
+        files=(path,),
+        labels=sample_labels(path, chosen),
+        members=tuple(members),
+        expect=expect,
+        resize=resize,
+        dtype=expect.dtype,
+    )
+
+
+def sample_labels(path: Path, samples: list[Sample]) -> Labels | None:
+    """The ``.cls`` labels: all samples have one, or none do."""
+    unlabelled = [s.key for s in samples if s.label is None]
+    if len(unlabelled) == len(samples):
+        return None
+    if unlabelled:
+        raise InputError(f"{path}:{unlabelled[0]}: sample has no .cls label, others do")
+    return Labels(np.asarray([s.label for s in samples], np.int64), f"{path.name} (.cls)")
