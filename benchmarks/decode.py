@@ -142,33 +142,33 @@ def python(code: str, *args: str) -> list[str]:
 # ------------------------------------------------------------------ inputs
 
 
-def photo(index: int) -> bytes:
-    """A smooth photo-like 256×256 RGB JPEG: gradients, a soft blob and sensor noise."""
+def photo(index: int, side: int = SIDE) -> bytes:
+    """A smooth photo-like side×side RGB JPEG: gradients, a soft blob and sensor noise."""
     from PIL import Image
 
     rng = np.random.default_rng(index)
-    y, x = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32) / SIDE
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32) / side
     phase = rng.uniform(0, 6.3, 3).astype(np.float32)
     cx, cy, radius = rng.uniform(0.2, 0.8, 3).astype(np.float32)
     blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (0.05 * radius))
     channels = [
         0.5 + 0.35 * np.sin(3 * x + phase[c] + 2 * y * c) + 0.3 * blob * (c - 1) for c in range(3)
     ]
-    pixels = np.stack(channels, axis=-1) * 255 + rng.normal(0, 6, (SIDE, SIDE, 3))
+    pixels = np.stack(channels, axis=-1) * 255 + rng.normal(0, 6, (side, side, 3))
     buffer = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
 
 
-def write_photo(job: tuple[Path, int]) -> None:
-    folder, index = job
-    (folder / f"{index:06d}.jpg").write_bytes(photo(index))
+def write_photo(job: tuple[Path, int, int]) -> None:
+    folder, index, side = job
+    (folder / f"{index:06d}.jpg").write_bytes(photo(index, side))
 
 
-def make_photos(folder: Path, count: int) -> None:
+def make_photos(folder: Path, count: int, side: int = SIDE) -> None:
     folder.mkdir(parents=True)
     with Pool(os.cpu_count() or 1) as pool:
-        pool.map(write_photo, [(folder, i) for i in range(count)], chunksize=64)
+        pool.map(write_photo, [(folder, i, side) for i in range(count)], chunksize=64)
 
 
 def png(image: np.ndarray) -> bytes:
@@ -307,12 +307,42 @@ def parquet_section(work: Path, runs: int) -> list[str]:
     return table(title, count, best, "pyarrow + Pillow loop, 1 process")
 
 
+def resize_section(work: Path, count: int, runs: int) -> list[str]:
+    folder = work / "large"
+    print(f"generating {count} 512×512 JPEGs…", file=sys.stderr)
+    make_photos(folder, count, 512)
+    output = work / "small.h5"
+    resize = [PIXSCALE, "convert", str(folder), "-o", str(output), "-q", "--resize", "128x128"]
+    cases: list[tuple[str, list[str], Path | None]] = [
+        (
+            "pixscale --resize 128x128 --no-jpeg-draft (full decode)",
+            [*resize, "--no-jpeg-draft"],
+            output,
+        ),
+        ("pixscale --resize 128x128 (reduced-size decoding)", resize, output),
+    ]
+    best = measure(cases, folder, runs)
+    rows = [
+        f"#### (c) --resize of {count:,} JPEGs, 512×512 → 128×128 (stretch, bilinear)",
+        "",
+        "| case | wall s | images/s | × full decode |",
+        "|---|---:|---:|---:|",
+    ]
+    full = best[cases[0][0]]
+    for name, seconds in best.items():
+        rows.append(f"| {name} | {seconds:.2f} | {count / seconds:,.0f} | {full / seconds:.2f} |")
+    return [*rows, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=4000, help="JPEGs in the folder")
     parser.add_argument("--runs", type=int, default=2, help="best of N per case")
     parser.add_argument("--table", type=Path, help="also write the tables to this file")
-    parser.add_argument("--skip", choices=("folder", "parquet"), action="append", default=[])
+    parser.add_argument("--large", type=int, default=1000, help="512×512 JPEGs for --resize")
+    parser.add_argument(
+        "--skip", choices=("folder", "parquet", "resize"), action="append", default=[]
+    )
     args = parser.parse_args()
     before = os.getloadavg()
     lines = [f"Load average before: {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}", ""]
@@ -323,6 +353,8 @@ def main() -> None:
             shutil.rmtree(work / "photos")
         if "parquet" not in args.skip:
             lines += parquet_section(work, args.runs)
+        if "resize" not in args.skip:
+            lines += resize_section(work, args.large, args.runs)
     after = os.getloadavg()
     lines.append(f"Load average after: {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
     text = "\n".join(lines)
