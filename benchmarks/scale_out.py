@@ -4,12 +4,16 @@
     python benchmarks/scale_out.py --size-gib 1 --images 6000 --runs 2 \
         --table benchmarks/scale-out-results.md
 
-Every case is its own process (library calls; the CLI gains ``.zarr`` and ``--scheduler``
-when they are wired). A dask case starts its LocalCluster (processes, one thread each)
-and imports pixscale, zarr and Pillow in the workers *before* the clock starts, and that
-start-up is reported on its own: on a real cluster the
-workers are already running. Cases go round-robin (best of ``--runs``) after ``sync``, with
-the input in the page cache. Ratios are against the local engine in the same run.
+Every case is its own process (library calls). A dask case starts its LocalCluster
+(processes, one thread each, dask's default worker environment) and imports pixscale, zarr
+and Pillow in the workers *before* the clock starts, and that start-up is reported on its
+own: on a real cluster the workers are already running. Cases go round-robin (best of
+``--runs``) after ``sync``, with the input in the page cache. Ratios are against the local
+engine in the same run.
+
+The machine may be shared: before every case the 1-minute load average is read, and while
+it is above ``--max-load`` the case waits (``--load-wait`` seconds, at most ``--load-tries``
+times) and then runs anyway; the load each best run started at is in the table.
 """
 
 from __future__ import annotations
@@ -104,17 +108,38 @@ def remove(path: Path) -> None:
             found.unlink()
 
 
+#: How long to wait for a quiet machine before each case: load average, seconds, times.
+QUIET = {"max_load": 1.0, "wait": 20.0, "tries": 6}
+
+
+def load_average() -> float:
+    """The 1-minute load average (``uptime``'s first number)."""
+    return os.getloadavg()[0]
+
+
+def wait_for_quiet() -> float:
+    """Wait while the machine is busier than ``QUIET["max_load"]`` (a few times at most);
+    the load average the case starts at."""
+    for _ in range(int(QUIET["tries"])):
+        if load_average() <= QUIET["max_load"]:
+            break
+        time.sleep(QUIET["wait"])
+    return load_average()
+
+
 def run_case(args: list[str], target: Path, source: Path) -> dict[str, float]:
     remove(target)
     warm([source])
     os.sync()
     time.sleep(1.0)
+    load = wait_for_quiet()
     result = subprocess.run(
         [sys.executable, "-c", CASE, *args], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         raise SystemExit(f"failed: {args}\n{result.stderr[-3000:]}")
     measured: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    measured["load"] = load
     os.sync()
     remove(target)
     return measured
@@ -129,10 +154,12 @@ def bench(
     folder: Path,
 ) -> tuple[list[str], dict[str, float]]:
     best: dict[str, dict[str, float]] = {}
+    every: dict[str, list[str]] = {name: [] for name, _, _ in cases}
     for round_number in range(runs):
         for name, args, suffix in cases:
             target = folder / f"out{suffix}"
             measured = run_case([str(source), str(target), *args], target, source)
+            every[name].append(f"{measured['convert']:.2f} @ {measured['load']:.2f}")
             old = best.get(name)
             if old is None or measured["convert"] < old["convert"]:
                 best[name] = measured
@@ -140,8 +167,9 @@ def bench(
     lines = [
         f"### {title}",
         "",
-        "| case | wall s | input MiB/s | × local (same format) | cluster start s |",
-        "|---|---:|---:|---:|---:|",
+        "| case | wall s | input MiB/s | × local (same format) | cluster start s | load at start "
+        "| every run: s @ load |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     seconds = {name: m["convert"] for name, m in best.items()}
     for name, _, suffix in cases:
@@ -150,7 +178,8 @@ def bench(
         rate = in_bytes / m["convert"] / (1 << 20)
         start = f"{m['startup']:.2f}" if m["startup"] else "—"
         lines.append(
-            f"| {name} | {m['convert']:.2f} | {rate:.0f} | {m['convert'] / base:.2f} | {start} |"
+            f"| {name} | {m['convert']:.2f} | {rate:.0f} | {m['convert'] / base:.2f} | {start} "
+            f"| {m['load']:.2f} | {', '.join(every[name])} |"
         )
     lines.append("")
     return lines, seconds
@@ -164,7 +193,11 @@ def main() -> None:
     parser.add_argument("--table", type=Path, help="also write the tables to this file")
     parser.add_argument("--folder", type=Path, help="where to put data (default: a temp dir)")
     parser.add_argument("--old-engine", type=Path, help="distributed.py before this change")
+    parser.add_argument("--max-load", type=float, default=QUIET["max_load"])
+    parser.add_argument("--load-wait", type=float, default=QUIET["wait"])
+    parser.add_argument("--load-tries", type=int, default=int(QUIET["tries"]))
     args = parser.parse_args()
+    QUIET.update(max_load=args.max_load, wait=args.load_wait, tries=args.load_tries)
     folder = Path(tempfile.mkdtemp(prefix="pixscale-scale-out-", dir=args.folder))
     lines = [f"Machine: {os.cpu_count()} cores. Best of {args.runs} runs per case.", ""]
     try:
@@ -234,7 +267,8 @@ def imagenet_estimate(
         "### Estimate: ImageNet-1k train, 1,281,167 images of 224×224×3 "
         f"({in_bytes / 1e9:.0f} GB uint8 → {4 * in_bytes / 1e9:.0f} GB float32)",
         "",
-        f"Measured per worker (1-worker dask runs, one core each): "
+        f"Measured per worker (1-worker dask runs: one task at a time, whose reading, "
+        f"statistics, decoding and writing threads share this machine's cores): "
         f"{per_worker_npy / (1 << 20):.0f} MiB/s of uint8 from .npy (standardize, two "
         f"passes), {per_worker_png / (1 << 20):.0f} MiB/s from PNG (decode-bound, one pass).",
         "",

@@ -199,3 +199,31 @@ def test_cli_dask_engine_with_a_local_cluster(tmp_path: Path, shards) -> None:  
         record = json.loads(handle.attrs["pixscale_params"])
         assert handle["images"].shape[0] == sum(np.load(p).shape[0] for p in shards)
     assert record["output"]["engine"] == "dask"
+
+
+def test_tasks_let_malloc_reuse_memory_and_restore_the_workers_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pixscale.engine.distributed import MemoryReuse
+
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:
+        def mallopt(self, option: int, value: int) -> int:
+            calls.append((option, value))
+            return 1
+
+        def malloc_trim(self, pad: int) -> int:
+            calls.append((0, pad))
+            return 1
+
+    reuse = MemoryReuse()
+    reuse.libc = FakeLibc()
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with reuse:
+        pass
+    assert calls == []  # glibc adapts by itself: nothing to change
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as dask's nanny starts workers
+    with reuse, reuse:  # two tasks at once: set once, restored when the last one ends
+        assert calls == [(-3, 32 << 20), (-1, 64 << 20)]
+    assert calls[2:] == [(-3, 128 << 10), (-1, 65536), (0, 0)]

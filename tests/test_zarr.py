@@ -23,7 +23,9 @@ from pixscale.engine.record import build_record
 from pixscale.errors import InputError, OutputError
 from pixscale.sources import Labels, Source, open_source
 from pixscale.store.io.atomic import staged_outputs
+from pixscale.store.naming import sidecar_path
 from pixscale.store.output import Output
+from pixscale.tasks.verify import verify
 
 zarr = pytest.importorskip("zarr", reason="zarr-python 3 is not installed")
 
@@ -129,6 +131,31 @@ def test_a_failed_run_leaves_nothing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
 
 
+@pytest.mark.parametrize(
+    ("compression", "direct"), [("none", False), ("none", True), ("gzip", False)]
+)
+def test_chunks_arriving_in_any_pieces_are_written_whole(
+    tmp_path: Path, compression: str, direct: bool
+) -> None:
+    import zlib
+
+    values = np.random.default_rng(1).random((53, 8, 8, 3), dtype=np.float32)
+    with staged_outputs(False) as staged:
+        writer = ZarrWriter(tmp_path / "a.zarr", values.shape, staged, compression, 4, direct)
+        try:
+            start = 0
+            for size in (3, 1, 9, 4, 12, 2, 22):  # across boundaries, whole chunks, the edge
+                writer.write(values[start : start + size])
+                start += size
+            record = {"strategy": "unit", "scale": 1.0, "offset": 0.0, "output": {}}
+            output = writer.finish(record, {}, None)
+        finally:
+            writer.close()
+    stored = zarr.open_group(str(tmp_path / "a.zarr"), mode="r")["images"][...]
+    assert np.array_equal(stored.view(np.uint32), values.view(np.uint32))
+    assert output["checksum"] == {"algorithm": "crc32", "value": f"{zlib.crc32(values):08x}"}
+
+
 def test_missing_zarr_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "zarr", None)
     with pytest.raises(OutputError, match=r"pip install 'pixscale\[zarr\]'"):
@@ -225,6 +252,65 @@ def test_dask_zarr_from_zarr_input(client, tmp_path: Path, photo_tiles) -> None:
     group = zarr.open_group(str(tmp_path / "d.zarr"), mode="r")
     with h5py.File(tmp_path / "a.h5", "r") as a:
         assert np.array_equal(a["images"][()].view(np.uint32), group["images"][...].view(np.uint32))
+
+
+def stored_checksum(path: Path) -> Any:
+    """The checksum in the record stored with an output (.zarr, .h5 or .npy's sidecar)."""
+    if path.suffix == ".zarr":
+        return read_zarr_record(path)[0]["output"]["checksum"]
+    if path.suffix == ".h5":
+        with h5py.File(path, "r") as handle:
+            return json.loads(handle.attrs["pixscale_params"])["output"]["checksum"]
+    return json.loads(sidecar_path(path).read_text())["output"]["checksum"]
+
+
+@pytest.mark.parametrize(
+    "spec", [Spec("standardize", scope="channel"), Spec("standardize", scope="image")]
+)
+def test_every_output_records_the_checksum_of_the_local_h5(  # type: ignore[no-untyped-def]
+    client, shards, tmp_path: Path, spec: Spec
+) -> None:
+    expected = convert(shards, tmp_path / "a.h5", spec)["output"]["checksum"]
+    assert expected["algorithm"] == "crc32"
+    record = local_zarr(open_source(shards), tmp_path / "l.zarr", spec, chunk_images=5)
+    assert record["output"]["checksum"] == expected == stored_checksum(tmp_path / "l.zarr")
+    for name, chunks in (("d.zarr", 2), ("d.h5", None), ("d.npy", None)):
+        output = Output(tmp_path / name, chunk_images=chunks)
+        record = convert_on_dask(open_source(shards), output, spec, client, partition_mb=0.05)
+        assert record["output"]["checksum"] == expected == stored_checksum(tmp_path / name), name
+        assert verify(tmp_path / name).ok, name
+    assert verify(tmp_path / "l.zarr").ok
+
+
+def images_chunks(store: Path) -> list[Path]:
+    return sorted(p for p in (store / "images").rglob("*") if p.is_file() and p.name != "zarr.json")
+
+
+@pytest.mark.parametrize(
+    ("engine", "compression", "failed"),
+    [
+        ("local", "none", "checksum"),
+        ("dask", "none", "checksum"),
+        ("local", "gzip", "images readable"),
+    ],
+)
+def test_verify_catches_a_flipped_byte_in_a_zarr_chunk(  # type: ignore[no-untyped-def]
+    client, shards, tmp_path: Path, engine: str, compression: str, failed: str
+) -> None:
+    store = tmp_path / "d.zarr"
+    spec = Spec("symmetric")
+    if engine == "local":
+        local_zarr(open_source(shards), store, spec, chunk_images=4, compression=compression)
+    else:
+        output = Output(store, chunk_images=4)
+        convert_on_dask(open_source(shards), output, spec, client, partition_mb=0.05)
+    assert verify(store).ok
+    chunk = images_chunks(store)[0]
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit: in a raw chunk, the lowest mantissa bit of a value
+    chunk.write_bytes(bytes(data))
+    report = verify(store)
+    assert failed in report.failed and not report.ok
 
 
 def test_failed_task_leaves_no_store(client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

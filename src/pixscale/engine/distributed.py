@@ -15,14 +15,18 @@ bit-identical to the local engine's. The scaled values never travel through the 
 
 Tasks write to the output's folder, so workers on other machines need it on a shared file
 system, and input paths must mean the same on every worker. Nothing returns through the
-client but the integer sums and, for per-image scope, the per-image parameters.
+client but the integer sums, each task's CRC-32 of what it wrote (combined in order into
+the record's checksum, equal to the local engine's) and, for per-image scope, the per-image
+parameters.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -52,6 +56,7 @@ from pixscale.sources.base import Labels, UInt8Array, WindowSource, window_of
 from pixscale.store.base import Float32Array, Writer
 from pixscale.store.hdf5 import Hdf5Writer, is_contiguous
 from pixscale.store.io.atomic import StagedOutputs, staged_outputs
+from pixscale.store.io.checksum import ALGORITHM, StreamChecksum, crc32_combine
 from pixscale.store.io.direct import ALIGN, DirectFile, use_direct
 from pixscale.store.io.space import check_room
 from pixscale.store.npy import NpyWriter, padded_npy_header
@@ -103,16 +108,24 @@ def span(source: Source, start: int, stop: int) -> Source:
         layout=source.layout,
         files=tuple(f for piece in pieces for f in piece.files),
         pieces=tuple(pieces),
+        dtype=source.dtype,
     )
 
 
 def partitions(
-    source: Source, partition_mb: float = DEFAULT_PARTITION_MB, step: int = 1
+    source: Source, partition_mb: float = DEFAULT_PARTITION_MB, step: int = 1, slots: int = 1
 ) -> list[Partition]:
     """(first image, images) per task, each starting on a multiple of ``step`` images
-    (a chunk of the output), about ``partition_mb`` input megabytes each."""
-    rows = max(1, int(partition_mb * (1 << 20)) // max(1, source.image_bytes))
-    rows = max(step, rows // step * step)
+    (a file of the output), about ``partition_mb`` input megabytes each, and as many as a
+    multiple of ``slots`` (the cluster's threads) where a smaller size allows it: 3 tasks
+    on 2 workers would leave one idle for a third of the run."""
+    steps = -(-source.n_images // step)
+    per_task = max(1, int(partition_mb * (1 << 20)) // max(1, source.image_bytes) // step)
+    for fewer in range(per_task, max(1, per_task // 2) - 1, -1):
+        if -(-steps // fewer) % max(1, slots) == 0:
+            per_task = fewer
+            break
+    rows = per_task * step
     return [
         (start, span(source, start, min(start + rows, source.n_images)))
         for start in range(0, source.n_images, rows)
@@ -142,19 +155,23 @@ class RawRegion:
 
 class RawRegionWriter(Writer):
     """Writes images ``start``… of a ``RawRegion`` front to back (``O_DIRECT`` where the
-    region starts on a block boundary and ``direct`` is set)."""
+    region starts on a block boundary and ``direct`` is set), with the CRC-32 of the
+    bytes written summed beside the writes."""
 
     def __init__(self, raw: RawRegion, start: int, count: int) -> None:
         self.target, self.shape = raw.path, (count, *raw.shape[1:])
         self.expected = count * raw.row_bytes
         self.written = 0
+        self.checksum = StreamChecksum()
         self.handle = DirectFile(
             raw.path, raw.direct, offset=raw.offset + start * raw.row_bytes, create=False
         )
 
     def write(self, chunk: Float32Array) -> None:
+        data = np.ascontiguousarray(chunk, "<f4")
         try:
-            self.handle.write(np.ascontiguousarray(chunk, "<f4"))
+            with self.checksum.during(data):
+                self.handle.write(data)
         except OSError as exc:
             raise OutputError(f"{self.target}: write failed: {exc.strerror or exc}") from exc
         self.written += chunk.nbytes
@@ -166,6 +183,7 @@ class RawRegionWriter(Writer):
         return dict(record.get("output", {}))
 
     def close(self) -> None:
+        self.checksum.close()
         if not self.handle.closed:
             try:
                 self.handle.close()
@@ -175,10 +193,106 @@ class RawRegionWriter(Writer):
 
 # -- tasks -------------------------------------------------------------------------------------
 
+#: glibc ``mallopt`` parameters.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+#: During a task: where glibc's adaptive thresholds settle for repeated buffers of up to
+#: 32 MiB (its maximum), so that a freed chunk buffer is reused by the next chunk.
+TASK_MMAP_THRESHOLD = 32 << 20
+TASK_TRIM_THRESHOLD = 2 * TASK_MMAP_THRESHOLD
+#: glibc's initial mmap threshold.
+GLIBC_MMAP_THRESHOLD = 128 << 10
+
+
+class MemoryReuse:
+    """Lets glibc's malloc reuse freed buffers while tasks run in a Dask worker.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which turns glibc's
+    adaptive thresholds off: every buffer of 128 KiB or more is then a fresh ``mmap`` whose
+    pages the kernel faults in and zeroes on first touch and unmaps on ``free``. The tasks
+    allocate such buffers for every chunk (reads, sums, transforms), and the statistics
+    pass measured 3.3× slower for it (4.45 s against 1.36 s for 1 GiB). While any task
+    runs, the thresholds are where glibc's adaptive ones would settle; when the last one
+    ends, the worker's own settings come back and the freed memory is returned to the OS.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.libc: Any = None
+        self.tuned = False
+
+    def __enter__(self) -> MemoryReuse:
+        with self.lock:
+            self.running += 1
+            if self.running == 1:
+                self.tuned = self._set(TASK_MMAP_THRESHOLD, TASK_TRIM_THRESHOLD)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.running -= 1
+            if self.running == 0 and self.tuned:
+                self._set(
+                    environment_bytes("MALLOC_MMAP_THRESHOLD_", GLIBC_MMAP_THRESHOLD),
+                    environment_bytes("MALLOC_TRIM_THRESHOLD_", TASK_TRIM_THRESHOLD),
+                )
+                self.libc.malloc_trim(0)
+                self.tuned = False
+
+    def _set(self, mmap_threshold: int, trim_threshold: int) -> bool:
+        """Set both thresholds where the process runs glibc with fixed ones (set from the
+        environment); elsewhere change nothing."""
+        if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+            return False  # glibc adapts by itself (or this is not glibc)
+        if self.libc is None:
+            try:
+                self.libc = ctypes.CDLL(None)
+                self.libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+                self.libc.malloc_trim.argtypes = [ctypes.c_size_t]
+            except (OSError, AttributeError):
+                self.libc = False
+        if not self.libc:
+            return False
+        self.libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)
+        self.libc.mallopt(M_TRIM_THRESHOLD, trim_threshold)
+        return True
+
+
+def environment_bytes(name: str, default: int) -> int:
+    """A byte count from the environment, ``default`` when unset or malformed."""
+    try:
+        return int(os.environ[name])
+    except (KeyError, ValueError):
+        return default
+
+
+#: Shared by the tasks of one worker process.
+MEMORY_REUSE = MemoryReuse()
+
+
+@dataclass(frozen=True)
+class PartWritten:
+    """What a write task sends back: the CRC-32 of the bytes it wrote and their number,
+    and its per-image parameters (per-image scope only)."""
+
+    crc: int
+    nbytes: int
+    params: Params | None = None
+
+
+def combined_checksum(parts: list[PartWritten]) -> dict[str, str]:
+    """The record's checksum of the whole data from its parts' CRC-32s, in order: exact,
+    and nothing is read again."""
+    crc = 0
+    for part in parts:
+        crc = crc32_combine(crc, part.crc, part.nbytes)
+    return {"algorithm": ALGORITHM, "value": f"{crc:08x}"}
+
 
 def partial_sums(window: Source, chunk_mb: float) -> PixelSums:
     """Task: exact integer sums of one partition."""
-    return dataset_sums(window, chunk_mb)
+    with MEMORY_REUSE:
+        return dataset_sums(window, chunk_mb)
 
 
 def write_part(
@@ -189,15 +303,17 @@ def write_part(
     start: int,
     layout: str,
     chunk_mb: float,
-) -> Params | None:
+) -> PartWritten:
     """Task: scale one partition into its own region of the output (``sink`` is a
-    ``RawRegion`` or a ``ZarrImages``); only per-image parameters come back."""
-    writer = sink.region(start, window.n_images)
-    try:
-        done = write_images(window, params, spec, writer, chunk_mb, None, layout)
-    finally:
-        writer.close()
-    return done if done.scope == "image" else None
+    ``RawRegion`` or a ``ZarrImages``); its CRC-32 and per-image parameters come back."""
+    with MEMORY_REUSE:
+        writer = sink.region(start, window.n_images)
+        try:
+            done = write_images(window, params, spec, writer, chunk_mb, None, layout)
+        finally:
+            writer.close()
+    nbytes = 4 * math.prod(writer.shape)
+    return PartWritten(writer.checksum.crc, nbytes, done if done.scope == "image" else None)
 
 
 def dask_params(
@@ -252,7 +368,7 @@ def open_parallel(
             direct,
         )
         images = zarr_writer.parallel()
-        return zarr_writer, images, images.rows
+        return zarr_writer, images, images.file_rows
     if kind == "h5" and not is_contiguous(output.compression, output.chunk_images):
         raise OutputError(
             f"{output.path}: the dask engine writes uncompressed, contiguous HDF5 (tasks write "
@@ -307,6 +423,8 @@ def convert_on_dask(
     spec = check_reuse(spec, params_from)
     if output.to_stdout:
         raise OutputError("the dask engine writes files; it cannot stream to standard output")
+    if (output.dtype, output.store) != ("float32", "float"):
+        raise OutputError("--dtype float16 and --store uint8 need the local engine")
     if spec.needs_dataset_stats and params_from is None:
         warn_if_test_split(source.files)
     layout = output.layout or source.layout
@@ -318,11 +436,13 @@ def convert_on_dask(
         writer, sink, step = open_parallel(output, shape, staged)
         futures: list[Any] = []
         try:
-            # The digest is the one serial read of the input: the client does it on a
-            # low-priority thread while the workers compute.
-            digest = pool.submit(hash_quietly, source)
-            windows = partitions(source, partition_mb, step)
+            slots = sum(client.nthreads().values())
+            windows = partitions(source, partition_mb, step, slots)
             params = dask_params(client, source, spec, windows, params_from, chunk_mb)
+            # The digest is the one serial read of the input: the client does it on a
+            # low-priority thread while the workers write, which waits on the disk (during
+            # the statistics pass it would take a core from workers on this machine).
+            digest = pool.submit(hash_quietly, source)
             futures = [
                 client.submit(
                     write_part,
@@ -345,11 +465,16 @@ def convert_on_dask(
                     progress(window.n_images, source.n_images, window.nbytes)
             if params.scope == "image":
                 params = merge_image_params(
-                    params, [r for r in results if r is not None], spec.zero_std
+                    params, [r.params for r in results if r.params is not None], spec.zero_std
                 )
             fitted_here = spec.needs_stats and params_from is None and params.scope != "image"
             record = build_record(params, source, digest.result(), fitted_here, layout)
-            record["output"] = {**record["output"], "engine": "dask"}
+            # The writer keeps this checksum: the tasks, not its own ``write``, wrote the data.
+            record["output"] = {
+                **record["output"],
+                "engine": "dask",
+                "checksum": combined_checksum(results),
+            }
             record["output"] = writer.finish(record, params.external_arrays(), source.labels)
             if output.params_out is not None:
                 staged.stage(output.params_out).write_text(dumps(record))

@@ -56,6 +56,8 @@ def labels_checksum(values: npt.NDArray[Any]) -> dict[str, str]:
 
 def checksum_field(checksum: Checksum, written: int, shape: tuple[int, ...]) -> dict[str, Any]:
     """``{"checksum": …}`` for the record when all ``shape[0]`` images passed through the
-    writer's ``write`` (and so through ``checksum``); nothing when others wrote the data
-    (the dask engine's tasks), as a partial checksum would be wrong."""
+    writer's ``write`` (and so through ``checksum``); nothing when others wrote the data,
+    as a partial checksum would be wrong: then the record's ``output`` section given to
+    ``finish`` carries the checksum, which writers keep (the dask engine combines its
+    tasks' CRC-32s with ``pixscale.store.io.checksum.crc32_combine``)."""
     return {"checksum": checksum.record()} if written == shape[0] else {}

@@ -104,39 +104,51 @@ def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
 
     zlib's ``crc32_combine``, which Python's ``zlib`` does not expose: parts of one output
     checksummed by different processes (each its own byte range) combine in order into the
-    checksum of the whole, in O(log n) without reading anything again.
+    checksum of the whole without reading anything again. ``crc1`` is multiplied by
+    x^(8·length2) modulo the CRC polynomial (about 0.1 ms in Python, whatever the length).
     """
     if length2 <= 0:
         return crc1
-    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the CRC-32 operator for one zero bit
-    even = gf2_square(odd)  # two zero bits
-    odd = gf2_square(even)  # four zero bits
-    while True:
-        even = gf2_square(odd)  # one zero byte, then 4, 16, … bytes
-        if length2 & 1:
-            crc1 = gf2_times(even, crc1)
-        length2 >>= 1
-        if not length2:
-            break
-        odd = gf2_square(even)
-        if length2 & 1:
-            crc1 = gf2_times(odd, crc1)
-        length2 >>= 1
-        if not length2:
-            break
-    return crc1 ^ crc2
+    return multiply_mod_p(x_power_mod_p(length2, 3), crc1) ^ crc2
 
 
-def gf2_times(matrix: list[int], vector: int) -> int:
-    """A 32×32 matrix over GF(2) (a list of columns) times a 32-bit vector."""
-    total, column = 0, 0
-    while vector:
-        if vector & 1:
-            total ^= matrix[column]
-        vector >>= 1
-        column += 1
-    return total
+#: The CRC-32 polynomial, bit-reflected (the lowest power of x in the highest bit).
+POLYNOMIAL = 0xEDB88320
+#: x^0 = 1 in the reflected representation.
+ONE = 1 << 31
 
 
-def gf2_square(matrix: list[int]) -> list[int]:
-    return [gf2_times(matrix, column) for column in matrix]
+def multiply_mod_p(a: int, b: int) -> int:
+    """a(x)·b(x) modulo the CRC-32 polynomial (reflected 32-bit representations)."""
+    product = 0
+    mask = ONE
+    while a:
+        if a & mask:
+            product ^= b
+            a ^= mask
+        mask >>= 1
+        b = (b >> 1) ^ POLYNOMIAL if b & 1 else b >> 1
+    return product
+
+
+def _squares() -> list[int]:
+    table, power = [], ONE >> 1  # x^1
+    for _ in range(32):
+        table.append(power)
+        power = multiply_mod_p(power, power)
+    return table
+
+
+#: x^(2^k) modulo the polynomial, k = 0…31 (the powers repeat with period 32 beyond).
+X_SQUARES = _squares()
+
+
+def x_power_mod_p(n: int, k: int) -> int:
+    """x^(n·2^k) modulo the CRC-32 polynomial."""
+    power = ONE
+    while n:
+        if n & 1:
+            power = multiply_mod_p(X_SQUARES[k & 31], power)
+        n >>= 1
+        k += 1
+    return power
