@@ -164,3 +164,23 @@ def test_packed_reader_is_fork_and_pickle_safe(tmp_path: Path, sample_npy: Path)
     again = pickle.loads(pickle.dumps(data))
     assert np.array_equal(bits(again[0]), bits(first))
     assert Transform(data.params).kernel_name == data.record["kernel"]
+
+
+def test_contiguous_h5_is_memory_mapped_and_gives_arrays_of_their_own(
+    tmp_path: Path, sample_npy: Path
+) -> None:
+    for name, options in (("c.h5", {}), ("z.h5", {"compression": "lzf"}), ("n.npy", {})):
+        out = tmp_path / name
+        pixscale.convert(sample_npy, pixscale.Output(out, **options), pixscale.Spec("standardize"))
+        with pixscale.open(out) as data:
+            mapped = isinstance(data._data(), np.memmap)
+            assert mapped is (options == {})  # chunked HDF5 is read through h5py
+            if out.suffix == ".h5":
+                with h5py.File(out) as handle:
+                    want = handle["images"][:]
+            else:
+                want = np.load(out)
+            for index in (0, -1, slice(2, 9)):
+                got = data[index]
+                assert got.flags.writeable and not isinstance(got, np.memmap)
+                assert np.array_equal(got.view(np.uint32), want[index].view(np.uint32))

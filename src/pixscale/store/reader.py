@@ -212,6 +212,29 @@ def stored_dataset(path: Path, handle: h5py.File, name: str) -> h5py.Dataset | N
     return found
 
 
+def contiguous_map(path: Path, images: h5py.Dataset) -> np.memmap[Any, Any] | None:
+    """A read-only memory map of an uncompressed, contiguous ``images`` stored inside
+    ``path`` (what pixscale writes without ``--compression``), or None for any other
+    storage (chunked, filtered, virtual, external, not yet allocated)."""
+    plist = images.id.get_create_plist()
+    if (
+        images.chunks is not None
+        or images.is_virtual
+        or plist.get_external_count()
+        or plist.get_nfilters()
+        or images.dtype.byteorder == ">"
+        or images.dtype.kind not in "fu"
+    ):
+        return None
+    offset = images.id.get_offset()
+    if offset is None:
+        return None
+    nbytes = images.dtype.itemsize * math.prod(images.shape)
+    if offset + nbytes > path.stat().st_size:
+        raise InputError(f"{path}: images end past the end of the file (truncated?)")
+    return np.memmap(path, images.dtype, mode="r", offset=offset, shape=images.shape)
+
+
 def check_virtual(path: Path, images: h5py.Dataset) -> None:
     """Every shard of a virtual ``images`` (dask engine) lies in the output's folder, exists
     and holds what the mapping reads; HDF5 itself would read a missing shard as zeros."""
@@ -385,7 +408,9 @@ class Dataset:
         data = self._data()
         scalar = isinstance(index, int | np.integer)
         if not self.packed and (scalar or isinstance(index, slice)):
-            return data[(index, *rest)] if rest else data[index]
+            found = data[(index, *rest)] if rest else data[index]
+            # a memory map gives views of the file: hand out arrays of their own
+            return np.array(found) if isinstance(data, np.memmap) else found
         if scalar and self._lookup is not None:
             values, offsets = self._lookup
             pixels = np.asarray(data[index])  # numpy and h5py check the bounds
@@ -441,6 +466,10 @@ class Dataset:
             elif is_hdf5(self.path):
                 self._handle = h5py.File(self.path, "r")
                 self._images = self._handle[IMAGES_DATASET]
+                mapped = contiguous_map(self.path, self._images)
+                if mapped is not None:  # read as a .npy is: no HDF5 call per sample
+                    self._handle.close()
+                    self._handle, self._images = None, mapped
             else:
                 self._images = np.load(self.path, mmap_mode="r", allow_pickle=False)
             self._pid = os.getpid()
