@@ -32,6 +32,7 @@ from pixscale.sources.pictures import (
     Expect,
     check_encoded_size,
     first_expect,
+    image_fields,
     is_image_name,
     require_pillow,
 )
@@ -216,14 +217,10 @@ def open_zip_images(
     return ZipImages(
         name=path.name if key is None else f"{path.name}:{key}",
         format="image-zip",
-        shape=(len(plan.members), *expect.shape),
-        layout="nhwc" if expect.mode == "RGB" else "nhw",
         files=(path,),
         labels=labels_of(plan, path),
         members=tuple(plan.members),
-        expect=expect,
-        resize=resize,
-        dtype=expect.dtype,
+        **image_fields(expect, len(plan.members)),
     )
 
 
@@ -347,12 +344,8 @@ def open_tar_images(
     return TarImages(
         name=path.name if key is None else f"{path.name}:{key}",
         format="image-tar",
-        shape=(len(plan.members), *expect.shape),
-        layout="nhwc" if expect.mode == "RGB" else "nhw",
         files=(path,),
         labels=labels_of(plan, path),
         members=tuple(plan.members),
-        expect=expect,
-        resize=resize,
-        dtype=expect.dtype,
+        **image_fields(expect, len(plan.members)),
     )

@@ -258,6 +258,17 @@ def expect_of(origin: str, image: Any, mode: str | None, resize: Resize | None =
     return Expect(size, chosen, strict=mode is None, resize=resize)
 
 
+def image_fields(expect: Expect, count: int) -> dict[str, Any]:
+    """The ``Source`` fields an image source of ``count`` images takes from its ``expect``."""
+    return {
+        "shape": (count, *expect.shape),
+        "layout": "nhwc" if expect.mode == "RGB" else "nhw",
+        "expect": expect,
+        "resize": expect.resize,
+        "dtype": expect.dtype,
+    }
+
+
 def first_expect(
     image_module: Any, item: Encoded, mode: str | None, resize: Resize | None = None
 ) -> Expect:

@@ -23,7 +23,13 @@ from pixscale.sources.archive import (
     tar_members,
 )
 from pixscale.sources.base import Labels
-from pixscale.sources.pictures import IMAGE_SUFFIXES, Encoded, first_expect, require_pillow
+from pixscale.sources.pictures import (
+    IMAGE_SUFFIXES,
+    Encoded,
+    first_expect,
+    image_fields,
+    require_pillow,
+)
 from pixscale.sources.resize import Resize
 
 #: Extensions of the image members, alone or last (``seg.png``); ``--key`` picks one when a
@@ -105,14 +111,10 @@ def open_webdataset(
     return TarImages(
         name=path.name if key is None else f"{path.name}:{key}",
         format="webdataset",
-        shape=(len(members), *expect.shape),
-        layout="nhwc" if expect.mode == "RGB" else "nhw",
         files=(path,),
         labels=sample_labels(path, chosen),
         members=tuple(members),
-        expect=expect,
-        resize=resize,
-        dtype=expect.dtype,
+        **image_fields(expect, len(members)),
     )
 
 
