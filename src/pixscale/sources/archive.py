@@ -25,7 +25,7 @@ import numpy as np
 
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
-from pixscale.sources.npz import METHODS, OTHER_METHODS, ZIP_ERRORS
+from pixscale.sources.npz import ZIP_ERRORS, refuse_unread_member
 from pixscale.sources.parallel import choose_backend, decode_chunks
 from pixscale.sources.pictures import (
     Encoded,
@@ -136,14 +136,7 @@ def zip_errors(path: Path) -> Iterator[None]:
 def read_zip_member(archive: zipfile.ZipFile, path: Path, info: zipfile.ZipInfo) -> bytes:
     """The bytes of one image member, after checking what its header promises."""
     origin = f"{path}:{info.filename}"
-    if info.flag_bits & 0x1:
-        raise InputError(f"{origin}: member is encrypted")
-    if info.compress_type not in METHODS:
-        method = OTHER_METHODS.get(info.compress_type, f"method {info.compress_type}")
-        raise InputError(
-            f"{origin}: member is compressed with {method}; only stored and deflate members "
-            "are read"
-        )
+    refuse_unread_member(f"{origin}: member", info)
     check_encoded_size(origin, info.file_size)
     if info.compress_type == zipfile.ZIP_DEFLATED:
         check_deflate_ratio(path, info.file_size, info.compress_size, f"member {info.filename!r}")

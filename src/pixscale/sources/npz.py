@@ -66,13 +66,18 @@ def zip_errors(path: Path) -> Iterator[None]:
 
 def check_member(path: Path, info: zipfile.ZipInfo) -> None:
     """Refuse a member that is encrypted or compressed in a way not read."""
+    refuse_unread_member(f"{path}: member {info.filename!r}", info, " (what numpy writes)")
+
+
+def refuse_unread_member(subject: str, info: zipfile.ZipInfo, note: str = "") -> None:
+    """Refuse a zip member that is encrypted or compressed other than stored or deflate;
+    the error begins with ``subject`` (the archive and member)."""
     if info.flag_bits & 0x1:
-        raise InputError(f"{path}: member {info.filename!r} is encrypted")
+        raise InputError(f"{subject} is encrypted")
     if info.compress_type not in METHODS:
         method = OTHER_METHODS.get(info.compress_type, f"method {info.compress_type}")
         raise InputError(
-            f"{path}: member {info.filename!r} is compressed with {method}; only stored and "
-            "deflate members (what numpy writes) are read"
+            f"{subject} is compressed with {method}; only stored and deflate members{note} are read"
         )
 
 
