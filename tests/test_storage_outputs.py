@@ -184,3 +184,33 @@ def test_contiguous_h5_is_memory_mapped_and_gives_arrays_of_their_own(
                 got = data[index]
                 assert got.flags.writeable and not isinstance(got, np.memmap)
                 assert np.array_equal(got.view(np.uint32), want[index].view(np.uint32))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"store": "uint9"}, "output.store 'uint9' is not one of"),
+        ({"store": "float"}, "images are uint8 but the record's output.store is 'float'"),
+        ({"source_resize": {"size": [-1, 5]}}, "source.resize is not understood"),
+    ],
+)
+def test_a_tampered_packed_record_is_refused_by_every_reader(
+    tmp_path: Path, sample_npy: Path, change: dict[str, Any], message: str
+) -> None:
+    out = tmp_path / "p.npy"
+    pixscale.convert(sample_npy, pixscale.Output(out, store="uint8"), pixscale.Spec("standardize"))
+    sidecar = tmp_path / "p.npy.json"
+    record = json.loads(sidecar.read_text())
+    if "store" in change:
+        record["output"]["store"] = change["store"]
+    else:
+        record["source"]["resize"] = change["source_resize"]
+    sidecar.write_text(json.dumps(record))
+    for command in (["verify", str(out)], ["invert", str(out), "-o", str(tmp_path / "b.npy")]):
+        result = CliRunner().invoke(main, command)
+        lines = result.stderr.splitlines()
+        assert result.exit_code == 1 and len(lines) == 1, result.output
+        assert lines[0].startswith(f"Error: {out}: ") and message in lines[0]
+    assert not (tmp_path / "b.npy").exists()
+    with pytest.raises(pixscale.errors.InputError, match=message):
+        pixscale.open(out)

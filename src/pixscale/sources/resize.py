@@ -105,7 +105,7 @@ def recorded_resize(record: Any) -> Resize:
         return Resize(
             width, height, str(record["fit"]), str(record["filter"]), bool(record["jpeg_draft"])
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, ParamsError) as exc:
         raise ParamsError(f"the record's source.resize is not understood: {record!r:.80}") from exc
 
 

@@ -21,10 +21,12 @@ import numpy.typing as npt
 
 from pixscale.core.layouts import convert_layout, restore_layout
 from pixscale.core.params import Params
+from pixscale.core.storage import DTYPES, STORES
 from pixscale.core.transform import Transform
-from pixscale.errors import InputError
+from pixscale.errors import InputError, ParamsError
 from pixscale.sources.npy import read_npy_header
 from pixscale.sources.rawio import read_images
+from pixscale.sources.resize import recorded_resize
 from pixscale.store.io.atomic import folder_lock, folder_of
 from pixscale.store.naming import IMAGES_DATASET, LABELS_DATASET, is_hdf5, sidecar_path
 from pixscale.store.records import companion, first_line, params_of, read_record
@@ -297,9 +299,21 @@ def check_consistent(converted: ConvertedFile) -> None:
             f"image_shape {list(params.image_shape)} in layout {layout}"
         )
     stored_kind = converted.dtype
+    store = converted.output.get("store", "float")
+    if store not in STORES:
+        raise InputError(f"{path}: the record's output.store {store!r} is not one of {STORES}")
     wanted = "uint8" if converted.packed else converted.output.get("dtype", "float32")
-    if wanted not in ("float32", "float16", "uint8") or stored_kind != np.dtype(wanted):
+    if wanted not in (*DTYPES, "uint8") or stored_kind != np.dtype(wanted):
         raise InputError(f"{path}: images are {stored_kind}, the record says {wanted}")
+    if wanted == "uint8" and not converted.packed:
+        raise InputError(f"{path}: images are uint8 but the record's output.store is {store!r}")
+    source = converted.record.get("source")
+    resize = source.get("resize") if isinstance(source, dict) else None
+    if resize is not None:
+        try:
+            recorded_resize(resize)
+        except ParamsError as exc:
+            raise InputError(f"{path}: {exc}") from exc
     count = stored[0]
     labels = converted.labels
     if labels is not None and (labels.ndim == 0 or labels.shape[0] != count):
