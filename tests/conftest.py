@@ -12,12 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGES = ROOT / "sample_data" / "mnist-train-1k-images-idx3-ubyte.gz"
 SAMPLE_LABELS = ROOT / "sample_data" / "mnist-train-1k-labels-idx1-ubyte.gz"
 TEST_DATA = Path(os.environ.get("PIXSCALE_TEST_DATA", ROOT.parent / "shared" / "data"))
 MNIST = TEST_DATA / "mnist"
+
+# The same generated examples on every run and every machine: a property test that fails
+# fails always, with the example in the report.
+settings.register_profile("pixscale", derandomize=True)
+settings.load_profile("pixscale")
 
 
 def read_idx_gz(path: Path) -> np.ndarray:
