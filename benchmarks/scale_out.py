@@ -62,9 +62,10 @@ def local():
             try:
                 params = prepare_params(source, spec, None, DEFAULT_CHUNK_MB, None)
                 digest = pool.submit(hash_quietly, source)
-                params = write_images(source, params, spec, writer, DEFAULT_CHUNK_MB, None)
+                params, written = write_images(source, params, spec, writer, DEFAULT_CHUNK_MB, None)
                 record = build_record(params, source, digest.result(), True, source.layout)
-                writer.finish(record, params.external_arrays(), source.labels)
+                record["output"] = writer.finish(record, params.external_arrays(), source.labels)
+                staged.seal(written, record)
             finally:
                 writer.close()
     else:

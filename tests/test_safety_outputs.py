@@ -625,7 +625,14 @@ def test_data_written_around_the_writer_gets_no_checksum_unless_adopted(
             if adopt:
                 writer.adopt_checksum(zlib.crc32(values.tobytes()), len(values))
             record = writer.finish({"strategy": "unit", "scale": 1.0, "offset": 0.0}, {}, None)
+            if adopt:
+                staged.seal(len(values), {"output": record})
+            else:  # and so the commit refuses it
+                with pytest.raises(OutputError, match="carries no checksum; nothing was"):
+                    staged.seal(len(values), {"output": record})
+                staged.discard()
         assert ("checksum" in record) is adopt
+        assert target.exists() is adopt
         if adopt:
             assert record["checksum"]["value"] == f"{zlib.crc32(values.tobytes()):08x}"
 

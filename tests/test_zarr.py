@@ -47,10 +47,11 @@ def local_zarr(source: Source, target: Path, spec: Spec, **options: Any) -> dict
         writer = ZarrWriter(target, source.shape, staged, **options)
         try:
             params = prepare_params(source, spec, None, 0.05, None)
-            params = write_images(source, params, spec, writer, 0.05, None)
+            params, written = write_images(source, params, spec, writer, 0.05, None)
             fitted = spec.needs_stats and params.scope != "image"
             record = build_record(params, source, source.sha256(), fitted, source.layout)
             record["output"] = writer.finish(record, params.external_arrays(), source.labels)
+            staged.seal(written, record)
         finally:
             writer.close()
     return record
@@ -149,6 +150,7 @@ def test_chunks_arriving_in_any_pieces_are_written_whole(
                 start += size
             record = {"strategy": "unit", "scale": 1.0, "offset": 0.0, "output": {}}
             output = writer.finish(record, {}, None)
+            staged.seal(len(values), {"output": output})
         finally:
             writer.close()
     stored = zarr.open_group(str(tmp_path / "a.zarr"), mode="r")["images"][...]

@@ -26,7 +26,11 @@ from .conftest import (
 
 #: Exit codes a shell reports for these signals: 128 + N, whether the process exits with it
 #: after cleaning up or re-raises the signal (then the wait status says "killed by N").
-SIGNAL_CODES = {signal.SIGTERM: (143, -signal.SIGTERM), signal.SIGINT: (130, -signal.SIGINT)}
+SIGNAL_CODES = {
+    signal.SIGTERM: (143, -signal.SIGTERM),
+    signal.SIGINT: (130, -signal.SIGINT),
+    signal.SIGHUP: (129, -signal.SIGHUP),
+}
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +92,13 @@ def feed(fd: int, data: bytes, timeout: float) -> bool:
     return not view
 
 
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_while_reading_stdin_leaves_nothing(
-    tmp_path: Path, out_dir: Path, child_tmp: Path
+    tmp_path: Path, out_dir: Path, child_tmp: Path, number: int
 ) -> None:
-    """Standard input that stops mid-way (the writer is still there): SIGTERM ends the run
-    with nothing left behind, temporary copies of the stream included (TMPDIR is watched)."""
+    """Standard input that stops mid-way (the writer is still there): SIGTERM, or the
+    hang-up of a closed terminal, ends the run with nothing left behind, temporary copies of
+    the stream included (TMPDIR is watched)."""
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
         header, {"descr": "|u1", "fortran_order": False, "shape": (5000, 28, 28)}
@@ -107,12 +113,13 @@ def test_sigterm_while_reading_stdin_leaves_nothing(
         pytest.fail("pixscale did not read standard input\n" + child.finish().describe())
     try:
         assert child.alive(), child.finish().describe()
-        child.send_signal(signal.SIGTERM)
+        child.send_signal(number)
         # A process that ends only once its input closes counts as ignoring the signal.
         outcome = child.finish(timeout=20)
     finally:
         os.close(write_end)
-    assert outcome.code in SIGNAL_CODES[signal.SIGTERM], outcome.describe()
+    assert outcome.code == SIGNAL_CODES[number][0], outcome.describe()
+    assert outcome.stderr == "Error: terminated; no output was written\n", outcome.describe()
     assert "Traceback" not in outcome.stderr, outcome.describe()
     assert len(outcome.stderr.splitlines()) <= 1, outcome.describe()
     assert_unchanged(tmp_path, before)

@@ -10,15 +10,22 @@ import click
 
 from pixscale._version import __version__
 from pixscale.cli.errors import RECEIVED, Terminated
-from pixscale.store.io.atomic import INTERRUPTED
+from pixscale.store.io.atomic import COMMITTING, INTERRUPTED, PLACED
+
+#: The signals that end a terminal session or a job: all three stop a run alike.
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def on_signal(signum: int, frame: object) -> None:
-    """SIGINT and SIGTERM unwind, so temporary outputs are removed; the flag stops the
-    commit even where Python swallows the exception (inside a finalizer)."""
+    """A stopping signal unwinds, so temporary outputs are removed; the flag stops the
+    commit even where Python swallows the exception (inside a finalizer). While a commit
+    places its outputs, the signal only sets the flag: the commit finishes placing, then
+    stops the run itself."""
     INTERRUPTED.set()
     RECEIVED["signal"] = signum
-    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    if COMMITTING.is_set():
+        return
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
 
 
 def quiet_unraisable(unraisable: Any) -> None:
@@ -40,8 +47,9 @@ def main(debug: bool) -> None:
       pixscale convert t10k-images-idx3-ubyte.gz -o test.h5 --params-from mnist.params.json
     """
     INTERRUPTED.clear()
+    PLACED.clear()
     sys.unraisablehook = quiet_unraisable
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for number in STOPPING_SIGNALS:
+        signal.signal(number, on_signal)
     # Past a file-size limit, fail the write with EFBIG (a clean error) instead of dying.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -30,7 +30,7 @@ from pixscale.sources import open_source
 from pixscale.sources.stdin import STDIN, spooled
 from pixscale.store.hdf5 import COMPRESSIONS
 from pixscale.store.io.direct import IO_MODES
-from pixscale.store.output import Output
+from pixscale.store.output import Output, check_before_reading
 
 
 def stdout_is_terminal() -> bool:
@@ -184,25 +184,27 @@ def convert(
       pixscale convert train.npy -o packed.h5 --store uint8 -s standardize --scope channel
       gunzip -c t10k-images-idx3-ubyte.gz | pixscale convert - -o - --params-out p.json > t.npy
     """
-    from pixscale.engine.local import check_reuse
+    from pixscale.engine.local import check_reuse, named_inputs
     from pixscale.engine.local import convert as run_convert
 
     spec = check_reuse(spec, params_from)
     if str(output) == STDIN:
         check_stdout(spec, params_from, params_out)
+    target = Output(
+        output, fmt, overwrite, compression, chunk_images, layout, params_out, io, dtype, store
+    )
+    named = expand_globs(inputs)
+    if not dry_run:
+        check_before_reading(target, named_inputs(named, reading, params_from))
     advance, close = progress_bar(quiet, "converting")
     with contextlib.ExitStack() as stack:
         stack.callback(close)
         paths = [
-            stack.enter_context(spooled(sys.stdin.buffer)) if str(p) == STDIN else p
-            for p in expand_globs(inputs)
+            stack.enter_context(spooled(sys.stdin.buffer)) if str(p) == STDIN else p for p in named
         ]
         source = open_source(paths, **reading)
         if STDIN in map(str, inputs):
             source.name = "<stdin>" if len(inputs) == 1 else source.name
-        target = Output(
-            output, fmt, overwrite, compression, chunk_images, layout, params_out, io, dtype, store
-        )
         if dry_run:
             show_plan(plan(source, target, spec, chunk_mb, params_from is not None))
             return

@@ -13,12 +13,13 @@ from typing import Any, TypeVar
 import click
 
 from pixscale.errors import PixscaleError, PixscaleWarning
+from pixscale.store.io.atomic import INTERRUPTED, PLACED
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, unwinding like Ctrl-C so that temporary outputs are removed."""
+    """SIGTERM or SIGHUP, unwinding like Ctrl-C so that temporary outputs are removed."""
 
 
 #: The signal that stopped the run, for the exit status (128 + its number, as shells
@@ -56,9 +57,14 @@ def reports_errors(command: F) -> F:
         except KeyboardInterrupt as exc:
             if debug:
                 raise
-            number = signal.SIGTERM if isinstance(exc, Terminated) else RECEIVED["signal"]
-            what = "terminated" if number == signal.SIGTERM else "interrupted"
-            click.echo(f"Error: {what}; no output was written", err=True)
+            default = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+            number = RECEIVED["signal"] if INTERRUPTED.is_set() else int(default)
+            what = "interrupted" if number == signal.SIGINT else "terminated"
+            if PLACED:
+                placed = ", ".join(str(p) for p in PLACED)
+                click.echo(f"Error: {what} after {one_line(placed)} was written whole", err=True)
+            else:
+                click.echo(f"Error: {what}; no output was written", err=True)
             raise click.exceptions.Exit(128 + number) from None
         except (PixscaleError, OSError) as exc:
             if debug:

@@ -26,6 +26,7 @@ import ctypes
 import functools
 import math
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,7 @@ from pixscale.engine.fitting import (
     prepare_params,
     warn_if_test_split,
 )
-from pixscale.engine.local import check_reuse, hash_quietly, write_images
+from pixscale.engine.local import check_reuse, hash_quietly, named_inputs, write_images
 from pixscale.engine.record import build_record
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, Progress, dataset_sums
 from pixscale.errors import OutputError, PixscaleError
@@ -83,7 +84,7 @@ class SpanSource(Source):
     random_access: ClassVar[bool] = True
     pieces: tuple[WindowSource, ...] = field(default=())
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         for piece in self.pieces:
             yield from piece.chunks(max_images)
 
@@ -277,6 +278,7 @@ class PartWritten:
 
     crc: int
     nbytes: int
+    images: int
     params: Params | None = None
 
 
@@ -309,11 +311,13 @@ def write_part(
     with MEMORY_REUSE:
         writer = sink.region(start, window.n_images)
         try:
-            done = write_images(window, params, spec, writer, chunk_mb, None, layout)
+            done, written = write_images(window, params, spec, writer, chunk_mb, None, layout)
         finally:
             writer.close()
     nbytes = 4 * math.prod(writer.shape)
-    return PartWritten(writer.checksum.crc, nbytes, done if done.scope == "image" else None)
+    return PartWritten(
+        writer.checksum.crc, nbytes, written, done if done.scope == "image" else None
+    )
 
 
 def dask_params(
@@ -431,7 +435,9 @@ def convert_on_dask(
     shape = output_shape(source.shape, source.layout, layout)
     with (
         ThreadPoolExecutor(max_workers=1) as pool,
-        staged_outputs(output.overwrite, [*source.files, *extra_inputs]) as staged,
+        staged_outputs(
+            output.overwrite, [*named_inputs(source, {}, params_from), *extra_inputs]
+        ) as staged,
     ):
         writer, sink, step = open_parallel(output, shape, staged)
         futures: list[Any] = []
@@ -476,6 +482,7 @@ def convert_on_dask(
                 "checksum": combined_checksum(results),
             }
             record["output"] = writer.finish(record, params.external_arrays(), source.labels)
+            staged.seal(sum(r.images for r in results), record)
             if output.params_out is not None:
                 staged.stage(output.params_out).write_text(dumps(record))
         except BaseException:
@@ -502,16 +509,35 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             with Client(scheduler) as client:  # type: ignore[no-untyped-call]
                 yield client
             return
-        with (
-            LocalCluster(  # type: ignore[no-untyped-call]
+        with terminal_signals_held():
+            cluster = LocalCluster(  # type: ignore[no-untyped-call]
                 n_workers=workers or os.cpu_count() or 1,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",  # any free port: never collides with another cluster
-            ) as cluster,
-            Client(cluster) as client,  # type: ignore[no-untyped-call]
-        ):
+            )
+        with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
             yield client
+
+
+#: What a terminal sends every process of its foreground job: Ctrl-C and a hang-up.
+TERMINAL_SIGNALS = {signal.SIGINT, signal.SIGHUP}
+
+
+@contextmanager
+def terminal_signals_held() -> Iterator[None]:
+    """Block Ctrl-C and hang-ups while a local cluster starts: the threads and worker
+    processes started meanwhile inherit the mask, so they leave those signals to this
+    process, which stops the run and closes them (no worker tracebacks on the terminal).
+    A signal that arrives meanwhile is delivered here once the cluster is up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager

@@ -33,7 +33,8 @@ from pixscale.sources import Source, open_source
 from pixscale.store.base import Writer
 from pixscale.store.io.atomic import staged_outputs
 from pixscale.store.io.background import BackgroundWriter
-from pixscale.store.output import Output, open_writer
+from pixscale.store.naming import STREAM, companions
+from pixscale.store.output import Output, check_targets, open_writer
 
 if TYPE_CHECKING:
     from pixscale.engine.scaler import Scaler
@@ -60,10 +61,28 @@ def as_source(
     return open_source(inputs, **(reading or {}))
 
 
-def input_files(source: Source, reading: dict[str, Any]) -> list[Path]:
-    """Every file the run reads (the images and a ``labels`` file): never an output."""
+def named_inputs(
+    inputs: PathLike | Sequence[PathLike] | Source,
+    reading: dict[str, Any],
+    params_from: object = None,
+) -> list[Path]:
+    """The files a run names before any is opened: its inputs, a ``labels`` file, and the
+    ``params_from`` file with the record companions it may have come with. None of them
+    may be an output; what the source finds beside them is added once it is open
+    (``StagedOutputs.protect``)."""
+    if isinstance(inputs, Source):
+        named = list(inputs.reads)
+    elif isinstance(inputs, str | os.PathLike):
+        named = [Path(inputs)]
+    else:
+        named = [Path(p) for p in inputs]
     labels = reading.get("labels")
-    return [*source.files, *([Path(labels)] if labels is not None else [])]
+    if labels is not None:
+        named.append(Path(labels))
+    if isinstance(params_from, str | os.PathLike):
+        reused = Path(params_from)
+        named += [reused, *companions(reused, "npy")]
+    return [p for p in named if str(p) != STREAM]
 
 
 def check_reuse(spec: Spec | None, params_from: object) -> Spec:
@@ -117,18 +136,20 @@ def convert(
     if scaler is not None and params_from is not None:
         raise ParamsError("give params_from or scaler, not both")
     output = output if isinstance(output, Output) else Output(Path(output))
-    source = as_source(inputs, reading)
-    reused: Params | PathLike | None = params_from
-    if scaler is not None:
-        spec, reused = scaler_params(scaler, source)
-    if spec.needs_dataset_stats and reused is None:
-        warn_if_test_split(source.files)
-    layout = output.layout or source.layout
-    shape = output_shape(source.shape, source.layout, layout)
     with (
         ThreadPoolExecutor(max_workers=1) as pool,
-        staged_outputs(output.overwrite, input_files(source, reading)) as staged,
+        staged_outputs(output.overwrite, named_inputs(inputs, reading, params_from)) as staged,
     ):
+        check_targets(output, staged)  # before any input is read (stdin, say)
+        source = as_source(inputs, reading)
+        staged.protect(source.reads)
+        reused: Params | PathLike | None = params_from
+        if scaler is not None:
+            spec, reused = scaler_params(scaler, source)
+        if spec.needs_dataset_stats and reused is None:
+            warn_if_test_split(source.files)
+        layout = output.layout or source.layout
+        shape = output_shape(source.shape, source.layout, layout)
         writer = open_writer(output, shape, staged)
         try:
             params = prepare_params(source, spec, reused, chunk_mb, progress)
@@ -136,7 +157,7 @@ def convert(
             # Hashing releases the GIL and overlaps the transform pass, which waits on the
             # disk; during a statistics pass it would only take CPU from the two threads.
             digest = pool.submit(hash_quietly, source)
-            params = write_images(
+            params, written = write_images(
                 source, params, spec, writer, chunk_mb, progress, layout, output.dtype, output.store
             )
             fitted_here = spec.needs_stats and reused is None and params.scope != "image"
@@ -149,6 +170,8 @@ def convert(
                 record["output"].update(store="uint8", packing=packing_record(params, packing))
                 arrays.update(packing_arrays(params, packing))
             record["output"] = writer.finish(record, arrays, source.labels)
+            if not output.to_stdout:
+                staged.seal(written, record)
             if output.params_out is not None:
                 staged.stage(output.params_out).write_text(dumps(record))
         finally:
@@ -209,8 +232,9 @@ def write_images(
     layout: str | None = None,
     dtype: str = "float32",
     store: str = "float",
-) -> Params:
+) -> tuple[Params, int]:
     """The apply pass; for per-image scope the parameters are fitted per chunk here.
+    Returns the parameters and the number of images handed to ``writer``.
 
     ``dtype`` float16 writes each value as the float16 nearest the exact result; ``store``
     uint8 writes the pixels themselves (packed), once each chunk's parameters are proven
@@ -247,8 +271,8 @@ def write_images(
             if progress:
                 progress(chunk.shape[0], total, chunk.nbytes)
     if not per_image:
-        return params
-    return merge_image_params(params, chunk_params, spec.zero_std)
+        return params, start
+    return merge_image_params(params, chunk_params, spec.zero_std), start
 
 
 def fit(
@@ -283,12 +307,13 @@ def fit(
     dict
         The params record (``pixscale.params/1``).
     """
-    source = as_source(inputs, reading)
-    if spec.needs_stats:
-        warn_if_test_split(source.files)
-    with staged_outputs(overwrite, input_files(source, reading)) as staged:
+    with staged_outputs(overwrite, named_inputs(inputs, reading)) as staged:
         if output is not None:
-            staged.check(Path(output))
+            staged.check(Path(output))  # before any input is read (stdin, say)
+        source = as_source(inputs, reading)
+        staged.protect(source.reads)
+        if spec.needs_stats:
+            warn_if_test_split(source.files)
         params = fit_params(source, spec, chunk_mb, progress)
         record = params.to_record()
         record["fitted_on"] = source.describe()

@@ -76,7 +76,9 @@ def open_source(
             )
         source.layout = layout
     if labels is not None:
-        source.labels = Labels(read_labels(Path(labels), source.n_images), Path(labels).name)
+        source.labels = Labels(
+            read_labels(Path(labels), source.n_images), Path(labels).name, path=Path(labels)
+        )
     if source.n_images == 0:
         raise InputError(f"{source.files[0]}: holds zero images")
     if source.labels is not None and len(source.labels.values) != source.n_images:

@@ -155,10 +155,10 @@ class ZipImages(Source):
     members: tuple[int, ...] = ()
     expect: Expect = field(default_factory=lambda: Expect((0, 0), "L", False))
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         return self.window(0, self.n_images, max_images)
 
-    def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
+    def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         backend = choose_backend(self.expect, stop - start)
         items = self.encoded(start, stop)
         return decode_chunks(
@@ -264,7 +264,7 @@ class TarImages(Source):
     members: tuple[int, ...] = ()
     expect: Expect = field(default_factory=lambda: Expect((0, 0), "L", False))
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         backend = choose_backend(self.expect, self.n_images)
         return decode_chunks(
             self.encoded(), self.expect, max_images, purpose=PILLOW_PURPOSE, backend=backend

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import numpy as np
 import numpy.typing as npt
@@ -31,13 +31,72 @@ MAX_IMAGE_VALUES = 1 << 26
 MAX_LABELS_BYTES = 256 << 20
 
 
+#: Largest label value: labels are stored and handed to frameworks as int64.
+MAX_LABEL = int(np.iinfo(np.int64).max)
+
+
 @dataclass
 class Labels:
-    """Integer class labels that travel with the images."""
+    """Integer class labels that travel with the images.
+
+    Every reader's labels pass through here, so one rule holds for all of them: a 1-D array
+    of integers, none negative, none beyond int64, and each a valid index into
+    ``class_names`` where those exist. Anything else is refused naming ``origin`` and the
+    first offending row.
+
+    Parameters
+    ----------
+    values
+        One label per image.
+    origin
+        Where they came from (a file name, ``file:column``), as errors and records name it.
+    class_names
+        The class names, ``class_names[label]``, where the format carries them.
+    path
+        The file they were read from, when it is not one of the image files: protected
+        from the run's outputs.
+    """
 
     values: npt.NDArray[np.integer]
     origin: str
     class_names: list[str] | None = None
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.values = checked_labels(self.values, self.origin, self.class_names)
+
+
+def checked_labels(values: Any, origin: str, class_names: list[str] | None) -> npt.NDArray[Any]:
+    """``values`` as a 1-D integer array, or an ``InputError`` naming ``origin`` and the
+    first row that is not a valid label."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise InputError(f"{origin}: labels must be one-dimensional, got shape {array.shape}")
+    if array.dtype.kind not in "iu":
+        raise InputError(f"{origin}: labels must be integers, got {array.dtype}")
+    if array.size == 0:
+        return array
+    if array.dtype.kind == "i":
+        negative = np.flatnonzero(array < 0)
+        if negative.size:
+            row = int(negative[0])
+            raise InputError(f"{origin}: label {int(array[row])} at row {row} is negative")
+    elif array.dtype.itemsize == 8:
+        over = np.flatnonzero(array > np.uint64(MAX_LABEL))
+        if over.size:
+            row = int(over[0])
+            raise InputError(
+                f"{origin}: label {int(array[row])} at row {row} is beyond int64 ({MAX_LABEL})"
+            )
+    if class_names is not None:
+        beyond = np.flatnonzero(array >= len(class_names))
+        if beyond.size:
+            row = int(beyond[0])
+            raise InputError(
+                f"{origin}: label {int(array[row])} at row {row} is not one of the "
+                f"{len(class_names)} classes (0…{len(class_names) - 1})"
+            )
+    return array
 
 
 @dataclass
@@ -60,12 +119,60 @@ class Source(ABC):
     #: Whether ``window`` reads only its own images, so that windows can be read in parallel.
     random_access: ClassVar[bool] = False
 
-    @abstractmethod
+    @final
     def chunks(self, max_images: int) -> Iterator[UInt8Array]:
-        """Yield consecutive arrays (of ``dtype``) of at most ``max_images`` images each."""
+        """Every image, in consecutive arrays (of ``dtype``) of at most ``max_images`` each.
 
+        What a reader yields is checked here, for every format alike: each chunk holds
+        images of the declared shape and dtype, and together exactly ``n_images`` of them;
+        a file that holds more or fewer than its header declared is refused naming it.
+        """
+        return self.checked(self.read_chunks(max_images), 0, self.n_images, max_images)
+
+    @final
     def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
-        """Images ``start``…``stop - 1`` in chunks; formats that can seek override this."""
+        """Images ``start``…``stop - 1`` in chunks, checked as ``chunks`` are."""
+        if not 0 <= start <= stop <= self.n_images:
+            raise ValueError(f"window {start}…{stop} outside 0…{self.n_images}")
+        return self.checked(self.read_window(start, stop, max_images), start, stop, max_images)
+
+    def checked(
+        self, chunks: Iterator[UInt8Array], start: int, stop: int, max_images: int
+    ) -> Iterator[UInt8Array]:
+        """``chunks`` as they come, refused where they stop matching the declaration."""
+        position = start
+        expected = np.dtype(self.dtype)
+        for chunk in chunks:
+            count = int(chunk.shape[0]) if chunk.ndim else 0
+            if (
+                chunk.dtype != expected
+                or tuple(chunk.shape[1:]) != self.image_shape
+                or not 0 <= count <= max_images
+            ):
+                raise InputError(
+                    f"{self.file_at(min(position, self.n_images - 1))}: image {position:,} "
+                    f"is not a {expected} image of shape {self.image_shape} as declared"
+                )
+            if position + count > stop:
+                where = self.file_at(self.n_images - 1)
+                raise InputError(
+                    f"{where}: holds more images than the {self.n_images:,} it declares"
+                )
+            position += count
+            yield chunk
+        if position != stop:
+            where = self.file_at(min(position, self.n_images - 1))
+            raise InputError(
+                f"{where}: holds fewer images than the {self.n_images:,} it declares "
+                f"(image {position:,} is missing)"
+            )
+
+    @abstractmethod
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        """The reader's own stream of chunks (``chunks`` checks it)."""
+
+    def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
+        """The reader's own window; formats that can seek override this."""
         position = 0
         for chunk in self.chunks(max_images):
             end = position + chunk.shape[0]
@@ -105,6 +212,13 @@ class Source(ABC):
     def n_channels(self) -> int:
         axis = self.channel_axis
         return 1 if axis is None else self.image_shape[axis]
+
+    @property
+    def reads(self) -> tuple[Path, ...]:
+        """Every file this source reads: its images and a labels file of their own. No
+        output of the run may be one of them."""
+        labels = self.labels.path if self.labels is not None else None
+        return (*self.files, *([labels] if labels is not None else []))
 
     def sha256(self) -> str:
         """Digest of the source bytes as stored (all files, in order)."""
@@ -184,7 +298,11 @@ class WindowSource(Source):
     parent: Source | None = None
     start: int = 0
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    @property
+    def reads(self) -> tuple[Path, ...]:
+        return self.parent.reads if self.parent is not None else self.files
+
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         assert self.parent is not None
         return self.parent.window(self.start, self.start + self.n_images, max_images)
 

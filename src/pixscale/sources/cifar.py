@@ -42,10 +42,10 @@ class CifarSource(Source):
     random_access: ClassVar[bool] = True
     header: int = 1
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         return self.window(0, self.n_images, max_images)
 
-    def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
+    def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         path = self.files[0]
         with path.open("rb") as handle:
             handle.seek(start * (self.header + PIXELS))

@@ -127,7 +127,7 @@ class CifarPythonSource(Source):
     random_access: ClassVar[bool] = False
     batches: tuple[Batch, ...] = field(default=())
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         for batch in self.batches:
             images, _ = batch_arrays(unpickle_batch(batch.read(), batch.origin), batch.origin)
             for start in range(0, images.shape[0], max_images):

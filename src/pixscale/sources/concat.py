@@ -18,7 +18,11 @@ class ConcatSource(Source):
 
     parts: tuple[Source, ...] = ()
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    @property
+    def reads(self) -> tuple[Path, ...]:
+        return tuple(dict.fromkeys(f for part in self.parts for f in part.reads))
+
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         for part in self.parts:
             yield from part.chunks(max_images)
 

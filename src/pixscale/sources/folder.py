@@ -68,10 +68,10 @@ class FolderSource(Source):
     mode: str = "L"
     size: tuple[int, int] = (0, 0)
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         return self.window(0, self.n_images, max_images)
 
-    def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
+    def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         # The folder was scanned whole: every image has this size and a kind --mode fits
         # (the checks run again, in case a file changed since).
         expect = Expect(self.size, self.mode, strict=False, resize=self.resize)

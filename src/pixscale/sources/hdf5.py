@@ -193,10 +193,10 @@ class Hdf5Source(Source):
     random_access: ClassVar[bool] = True
     key: str = ""
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         return self.window(0, self.n_images, max_images)
 
-    def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
+    def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         import h5py
 
         path = self.files[0]

@@ -72,7 +72,7 @@ class IdxSource(Source):
 
     header_size: int = 0
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         path = self.files[0]
         with open_maybe_gzip(path) as handle:
             read_exact(handle, self.header_size, path, "IDX header")
@@ -98,5 +98,7 @@ def open_idx(path: Path) -> IdxSource:
     )
     labels_file = sibling_labels(path)
     if labels_file is not None:
-        source.labels = Labels(read_idx_array(labels_file, shape[0]), labels_file.name)
+        source.labels = Labels(
+            read_idx_array(labels_file, shape[0]), labels_file.name, path=labels_file
+        )
     return source

@@ -60,10 +60,10 @@ class NpySource(Source):
     #: The dtype as stored (``>u2`` is read, then swapped to native order).
     stored: str = "|u1"
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         return self.window(0, self.n_images, max_images)
 
-    def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
+    def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         path = self.files[0]
         with path.open("rb") as handle:
             handle.seek(self.data_offset + start * self.image_bytes)

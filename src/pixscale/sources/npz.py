@@ -129,7 +129,7 @@ class NpzSource(Source):
     #: The dtype as stored (``>u2`` is read, then swapped to native order).
     stored: str = "|u1"
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         path = self.files[0]
         with zip_errors(path), zipfile.ZipFile(path) as archive:
             handle, _, _ = open_member(archive, path, archive.getinfo(self.member))

@@ -166,10 +166,10 @@ class ParquetSource(Source):
     columns: tuple[str, ...] = ()
     expect: Expect = field(default_factory=lambda: Expect((0, 0), "L", False))
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         return self.window(0, self.n_images, max_images)
 
-    def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
+    def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         backend = choose_backend(self.expect, stop - start)
         return decode_chunks(
             self.encoded(start, stop),

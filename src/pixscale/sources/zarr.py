@@ -58,10 +58,10 @@ class ZarrSource(Source):
         except Exception as exc:  # zarr raises many kinds on a damaged store
             raise InputError(f"{path}: cannot open Zarr array {self.key!r} ({exc})") from exc
 
-    def chunks(self, max_images: int) -> Iterator[UInt8Array]:
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         return self.window(0, self.n_images, max_images)
 
-    def window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
+    def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         array = self._array()
         path = self.files[0]
         for first in range(start, stop, max_images):

@@ -77,7 +77,7 @@ class Hdf5Writer(Writer):
     ) -> None:
         self.target, self.shape = target, shape
         self.dtype = np.dtype(dtype)
-        self.temp = staged.stage(target, main=True)
+        self.temp = staged.stage_data(target, shape[0])
         self.compression = compression
         self.position = 0
         self.failed = False

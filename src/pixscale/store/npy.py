@@ -108,7 +108,7 @@ class NpyWriter(Writer):
     ) -> None:
         self.target, self.shape, self.staged = target, shape, staged
         self.dtype = np.dtype(dtype)
-        self.temp = staged.stage(target, main=True)
+        self.temp = staged.stage_data(target, shape[0])
         staged.own(companions(target, "npy"))
         self.checksum = StreamChecksum()
         self.handle = DirectFile(self.temp, direct)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +163,12 @@ def check_targets(output: Output, staged: StagedOutputs) -> None:
         staged.check(target)
 
 
+def check_before_reading(output: Output, inputs: Iterable[Path]) -> None:
+    """Refuse bad targets before any input is read (stdin spooled, a dataset scanned):
+    the same checks the run repeats when it opens its writer."""
+    check_targets(output, StagedOutputs(output.overwrite, inputs))
+
+
 def room_needed(output: Output, nbytes: int) -> int:
     """Data bytes to find room for before writing.
 
@@ -201,4 +208,11 @@ def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -
     )
 
 
-__all__ = ["Output", "check_targets", "open_writer", "room_needed", "write_mode"]
+__all__ = [
+    "Output",
+    "check_before_reading",
+    "check_targets",
+    "open_writer",
+    "room_needed",
+    "write_mode",
+]

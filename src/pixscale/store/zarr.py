@@ -121,14 +121,46 @@ def check_store_target(target: Path, overwrite: bool, inputs: list[Path] | None 
 
 
 def refuse_unreplaceable(target: Path) -> None:
-    """``--overwrite`` replaces a Zarr store or a regular file, never another folder."""
+    """``--overwrite`` replaces pixscale's own Zarr store or a regular file, never another
+    folder, nor a store that holds anything pixscale did not write."""
     if target.is_symlink():
         raise OutputError(f"{target}: is a symbolic link; refusing to replace it")
     if target.is_dir():
         if not is_zarr_store(target):
             raise OutputError(f"{target}: is a folder but not a Zarr store; refusing to replace it")
+        if not is_zarr_output(target):
+            raise OutputError(
+                f"{target}: is a Zarr store pixscale did not write; refusing to replace it"
+            )
+        foreign = foreign_entry(target)
+        if foreign is not None:
+            raise OutputError(
+                f"{foreign}: is not part of pixscale's output; refusing to replace {target}"
+            )
     elif not target.is_file():
         raise OutputError(f"{target}: not a regular file; refusing to replace it")
+
+
+def foreign_entry(store: Path) -> Path | None:
+    """The first entry of ``store`` that a pixscale output does not hold, or None: its
+    entries are ``zarr.json`` files, array folders (holding a ``zarr.json``) and chunk keys
+    (``c…`` files, or ``c`` folders of numbered ones), and no links."""
+    for folder, subfolders, files in os.walk(store):
+        here = Path(folder)
+        chunks = here.name == "c" or here.name.isdigit()
+        for name in [*subfolders, *files]:
+            path = here / name
+            if path.is_symlink():
+                return path
+        for name in subfolders:
+            if not (
+                name == "c" or (chunks and name.isdigit()) or (here / name / ZARR_JSON).is_file()
+            ):
+                return here / name
+        for name in files:
+            if not (name == ZARR_JSON or (chunks and name.isdigit()) or name.startswith("c.")):
+                return here / name
+    return None
 
 
 def rename_noreplace(temp: Path, target: Path) -> None:
@@ -506,6 +538,7 @@ class ZarrWriter(Writer):
         self.staged = staged
         self.compression = compression
         check_store_target(target, staged.overwrite, staged.inputs)
+        staged.expect_images(shape[0])
         rows = chunk_images or chunk_images_for(shape[1:])
         self.temp: Path | None = new_store_folder(target)
         try:
@@ -554,6 +587,7 @@ class ZarrWriter(Writer):
         store_zarr_record(self.temp, full, arrays, labels)
         temp, self.temp = self.temp, None  # the run's commit places it, or its discard removes it
         self.staged.stage_folder(
+            self.target,
             lambda: commit_store(temp, self.target, self.overwrite),
             lambda: shutil.rmtree(temp, ignore_errors=True),
         )

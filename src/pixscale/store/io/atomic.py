@@ -15,6 +15,17 @@ a run's files under an exclusive lock on their folders, so two runs never mix th
   run does not write (a stale ``<stem>.labels.npy``) are removed in the same commit.
 
 Readers that want a consistent set of files take the same lock shared (``folder_lock``).
+
+The commit is the run's one decision point, and it holds three invariants for every engine:
+
+- **protected inputs**: no target is a file the run reads, compared by device and inode
+  (so neither another spelling, a symlink nor a hard link of an input can be replaced);
+- **sealed data**: a run that writes images commits only once ``seal`` confirmed that the
+  writer received exactly the declared number of images and that the record carries their
+  checksum;
+- **interrupts**: a signal reported before the decision places nothing; one that arrives
+  while files are being placed lets the placing finish, then stops the run, which reports
+  that its outputs were written (``PLACED``).
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from pixscale.errors import OutputError
 
@@ -36,6 +48,12 @@ from pixscale.errors import OutputError
 #: commit checks this too: an interrupted run never places its outputs.
 INTERRUPTED = threading.Event()
 
+#: Set while a commit places its outputs: a signal then waits for the placing to end.
+COMMITTING = threading.Event()
+
+#: The main output of each commit that placed its files, for what an interrupted run reports.
+PLACED: list[Path] = []
+
 #: ``os.link`` failures meaning "this file system has no hard links", not "target exists".
 NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
 
@@ -43,6 +61,18 @@ NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, err
 def folder_of(target: Path) -> Path:
     """The folder ``target`` is (or would be) in."""
     return target.parent if str(target.parent) else Path(os.curdir)
+
+
+FileId = tuple[int, int]
+
+
+def file_id(path: Path) -> FileId | None:
+    """(device, inode) of what ``path`` names, following links; None where nothing is."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return info.st_dev, info.st_ino
 
 
 def already_exists(target: Path) -> OutputError:
@@ -102,12 +132,17 @@ class StagedOutputs:
     overwrite
         Replace existing regular files; without it an existing target is an error.
     inputs
-        Files this run reads, which it must never replace.
+        Files (and folders) this run reads, which it must never replace: compared by
+        device and inode, whatever the spelling.
     """
 
     def __init__(self, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
         self.overwrite = overwrite
         self.inputs = [Path(os.path.realpath(p)) for p in inputs]
+        self.input_ids = {found for p in inputs if (found := file_id(Path(p))) is not None}
+        #: Images the run's data output must receive (``expect_images``), and the seal.
+        self.expected_images: int | None = None
+        self.sealed = False
         self.staged: dict[Path, Path] = {}
         #: Outputs that are whole folders (Zarr stores): (commit, discard) callables run
         #: after the files, so such a store, the main output, appears last.
@@ -121,13 +156,59 @@ class StagedOutputs:
         folder = folder_of(target)
         if not folder.is_dir():
             raise OutputError(f"{target}: output folder {folder} does not exist")
-        if Path(os.path.realpath(target)) in self.inputs:
-            raise OutputError(f"{target}: refusing to overwrite an input file")
+        self.refuse_input(target)
         if target.is_dir():
             raise OutputError(f"{target}: is a folder")
         if not self.overwrite and os.path.lexists(target):
             raise already_exists(target)
         refuse_special(target)
+
+    def refuse_input(self, target: Path) -> None:
+        """Refuse a target that is (a name, a link or a hard link of) a file the run reads."""
+        found = file_id(target)
+        if Path(os.path.realpath(target)) in self.inputs or (
+            found is not None and found in self.input_ids
+        ):
+            raise OutputError(f"{target}: refusing to overwrite an input of this run")
+
+    def protect(self, inputs: Iterable[Path]) -> None:
+        """Add files the run reads, once they are known (after the targets were checked)."""
+        for path in inputs:
+            self.inputs.append(Path(os.path.realpath(path)))
+            if (found := file_id(Path(path))) is not None:
+                self.input_ids.add(found)
+        for target in [*self.staged, *self.owned]:
+            self.refuse_input(target)
+
+    def expect_images(self, count: int) -> None:
+        """Declare that this run writes ``count`` images: it commits only once sealed."""
+        self.expected_images = count
+
+    def seal(self, written: int, record: dict[str, Any]) -> None:
+        """Confirm, before the commit, that exactly the expected images were written and
+        that the ``record`` carries their checksum.
+
+        Raises
+        ------
+        OutputError
+            When the count differs or the checksum is missing: nothing is committed.
+        """
+        target = self.main if self.main is not None else "output"
+        if written != self.expected_images:
+            raise OutputError(
+                f"{target}: {written:,} images were written of the {self.expected_images:,} "
+                "declared; nothing was committed"
+            )
+        output = record.get("output")
+        if not isinstance(output, dict) or not isinstance(output.get("checksum"), dict):
+            raise OutputError(f"{target}: the record carries no checksum; nothing was committed")
+        self.sealed = True
+
+    def stage_data(self, target: Path, images: int) -> Path:
+        """``stage`` the main data file of ``images`` images: the run commits only once
+        ``seal`` confirmed them."""
+        self.expect_images(images)
+        return self.stage(target, main=True)
 
     def stage(self, target: Path, main: bool = False) -> Path:
         """A fresh temporary path in the target's folder (same file system as the target).
@@ -166,16 +247,32 @@ class StagedOutputs:
             return
         if INTERRUPTED.is_set():
             raise KeyboardInterrupt
-        if self.staged:
-            self.commit_files()
-        for place_folder, _ in self.folders:
-            place_folder()
-        self.folders.clear()
+        if self.expected_images is not None and not self.sealed:
+            raise OutputError(f"{self.main}: the data was not sealed; nothing was committed")
+        COMMITTING.set()
+        try:
+            for target in [*self.staged, *self.owned]:
+                self.refuse_input(target)
+            if self.staged:
+                self.commit_files()
+            for place_folder, _ in self.folders:
+                place_folder()
+            self.folders.clear()
+        finally:
+            COMMITTING.clear()
+        if self.main is not None:
+            PLACED.append(self.main)
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt  # a signal came while placing: stop now, outputs whole
 
-    def stage_folder(self, commit: Callable[[], None], discard: Callable[[], None]) -> None:
-        """A folder output built elsewhere: ``commit`` puts it in place (taking its own
-        lock) after the files; ``discard`` removes it if the run fails."""
+    def stage_folder(
+        self, target: Path, commit: Callable[[], None], discard: Callable[[], None]
+    ) -> None:
+        """The folder output ``target`` (a store), the run's main output, built elsewhere:
+        ``commit`` puts it in place (taking its own lock) after the files; ``discard``
+        removes it if the run fails."""
         self.folders.append((commit, discard))
+        self.main = target
 
     def commit_files(self) -> None:
         mode = 0o666 & ~current_umask()
@@ -200,6 +297,7 @@ class StagedOutputs:
 
     def recheck(self, target: Path) -> None:
         """Under the lock, just before placing: the same refusals as ``check``."""
+        self.refuse_input(target)
         if not self.overwrite and os.path.lexists(target):
             raise already_exists(target)
         refuse_special(target)
