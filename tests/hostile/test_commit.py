@@ -308,9 +308,13 @@ def blocked_signals(queue: multiprocessing.Queue) -> None:  # type: ignore[type-
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
-def test_processes_started_for_a_cluster_leave_ctrl_c_to_pixscale() -> None:
-    """Workers started while the cluster starts inherit the mask: Ctrl-C reaches only
-    pixscale, which closes them (no worker tracebacks on the terminal)."""
+def test_processes_started_for_a_cluster_leave_ctrl_c_to_pixscale(
+    on_stop_signals: None,
+) -> None:
+    """Workers started while the cluster starts block Ctrl-C and hang-ups: those reach
+    only pixscale, which closes them (no worker tracebacks on the terminal); pixscale's
+    own handlers and mask are as before afterwards."""
+    from pixscale.cli.app import on_signal
     from pixscale.engine.distributed import terminal_signals_held
 
     context = multiprocessing.get_context("spawn")
@@ -323,4 +327,5 @@ def test_processes_started_for_a_cluster_leave_ctrl_c_to_pixscale() -> None:
     for number in (signal.SIGINT, signal.SIGHUP):
         assert mask & (1 << (number - 1)), f"signal {number} is not blocked in the worker"
     assert not mask & (1 << (signal.SIGTERM - 1)), "SIGTERM must still stop a worker"
+    assert signal.getsignal(signal.SIGINT) is on_signal
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import math
 import os
 import signal
@@ -32,6 +33,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -515,6 +517,9 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",  # any free port: never collides with another cluster
+                # a task's failure comes back to the client as its one-line error; the
+                # workers' own multi-line reports of it would only repeat it
+                silence_logs=logging.CRITICAL,
             )
         with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
             yield client
@@ -526,18 +531,22 @@ TERMINAL_SIGNALS = {signal.SIGINT, signal.SIGHUP}
 
 @contextmanager
 def terminal_signals_held() -> Iterator[None]:
-    """Block Ctrl-C and hang-ups while a local cluster starts: the threads and worker
-    processes started meanwhile inherit the mask, so they leave those signals to this
-    process, which stops the run and closes them (no worker tracebacks on the terminal).
-    A signal that arrives meanwhile is delivered here once the cluster is up."""
+    """Ctrl-C and hang-ups blocked in the threads and processes started meanwhile (a local
+    cluster's event loop and its workers, which inherit the mask through ``exec``): those
+    signals are left to this process, which stops the run and closes the workers, with no
+    worker tracebacks on the terminal. Here they still arrive as usual (only this thread's
+    mask changes for a moment; any other thread takes delivery for it)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
+    # Starting multiprocessing's resource tracker unblocks SIGINT in the starting thread;
+    # started here first, it leaves the cluster's event loop thread blocked.
+    resource_tracker.ensure_running()
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
 @contextmanager

@@ -4,20 +4,24 @@
 or JPEG bytes, and an integer ``label`` column. The class names come from the schema's
 ``huggingface`` metadata, where ``datasets`` writes its features
 (``info.features.label = {"names": [...], "_type": "ClassLabel"}``). The file is read one
-row group at a time, and only the image column: memory stays near one row group's images
-(row groups over ``MAX_ROW_GROUP_BYTES`` are refused) plus the labels.
+row group at a time, and only the image bytes: memory stays near one row group's images
+plus the labels.
+
+Nothing in the footer is taken on its word: the row counts of the file, of its row groups
+and of the column chunks read must agree before anything is read, and each row group read
+must hold the rows it declares. Image bytes are read dictionary-encoded, as stored, so that
+a row group is measured at its expanded size (a value shared by many rows counts once per
+row) before any image is taken out of it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-
-import numpy as np
 
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, check_labels_size
@@ -26,9 +30,12 @@ from pixscale.sources.pictures import Encoded, Expect, first_expect, require_pil
 from pixscale.sources.resize import Resize
 
 MAGIC = b"PAR1"
-#: Largest row group read (uncompressed bytes of all its columns): pyarrow reads a row
-#: group's column whole.
+#: Largest row group read: its uncompressed bytes as the footer gives them, and the
+#: expanded size of its image bytes (each row counted, however many share a value).
 MAX_ROW_GROUP_BYTES = 1 << 30
+#: Bytes reading one row costs at least (definition levels, dictionary index, offsets):
+#: pyarrow sizes its buffers from a row group's declared row count before decoding it.
+ROW_READ_BYTES = 16
 #: Integer columns taken as the labels, in this order, before any other ClassLabel column.
 LABEL_NAMES = ("label", "labels", "fine_label")
 #: The schema metadata where ``datasets`` stores its features.
@@ -75,14 +82,23 @@ def feature_type(features: dict[str, Any], column: str) -> str | None:
     return found.get("_type") if isinstance(found, dict) else None
 
 
+def is_binary(kind: Any) -> bool:
+    """Binary values, dictionary-encoded or not."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+
+
 def is_image_type(kind: Any) -> bool:
-    """A struct with a binary ``bytes`` field (the Hub's Image feature), or plain binary."""
+    """A struct with a binary ``bytes`` field (the Hub's Image feature), or binary."""
     import pyarrow as pa
 
     if pa.types.is_struct(kind):
         index = kind.get_field_index("bytes")
-        return index >= 0 and is_image_type(kind.field(index).type)
-    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+        return index >= 0 and is_binary(kind.field(index).type)
+    return is_binary(kind)
 
 
 def image_column(path: Path, schema: Any, features: dict[str, Any], key: str | None) -> str:
@@ -104,17 +120,35 @@ def image_column(path: Path, schema: Any, features: dict[str, Any], key: str | N
     return chosen[0]
 
 
-def label_column(schema: Any, features: dict[str, Any]) -> str | None:
-    """The integer column of labels: ``label`` (or ``labels``, ``fine_label``), else the
-    only ClassLabel column."""
+def image_leaves(schema: Any, column: str) -> tuple[str, str | None]:
+    """The Parquet paths of the image bytes and of the image's stored path, if any:
+    ``image.bytes`` and ``image.path`` in the Hub's struct, else the column itself."""
     import pyarrow as pa
 
-    integers = [f.name for f in schema if pa.types.is_integer(f.type)]
-    for name in LABEL_NAMES:
-        if name in integers:
-            return name
-    marked = [n for n in integers if feature_type(features, n) == "ClassLabel"]
-    return marked[0] if len(marked) == 1 else None
+    kind = schema.field(column).type
+    if not pa.types.is_struct(kind):
+        return column, None
+    has_path = kind.get_field_index("path") >= 0
+    return f"{column}.bytes", f"{column}.path" if has_path else None
+
+
+def label_column(path: Path, schema: Any, features: dict[str, Any]) -> str | None:
+    """The column of labels: ``label`` (or ``labels``, ``fine_label``), else the only
+    ClassLabel column; one that does not hold integers is refused, not passed over."""
+    import pyarrow as pa
+
+    found = [name for name in LABEL_NAMES if name in schema.names]
+    marked = [n for n in schema.names if feature_type(features, n) == "ClassLabel"]
+    if not found and len(marked) != 1:
+        return None
+    column: str = (found or marked)[0]
+    kind = schema.field(column).type
+    value_kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+    if not pa.types.is_integer(value_kind):
+        raise InputError(
+            f"{path}: label column {column!r} holds {kind} values, not integer class labels"
+        )
+    return column
 
 
 def class_names(features: dict[str, Any], column: str) -> list[str] | None:
@@ -125,36 +159,127 @@ def class_names(features: dict[str, Any], column: str) -> list[str] | None:
     return None
 
 
-def cell_bytes(path: Path, column: Any, first_row: int) -> list[bytes]:
-    """The encoded images of one row group's column; a missing one is an error naming its row."""
+def column_leaves(metadata: Any, columns: Sequence[str]) -> list[int]:
+    """Indices of the Parquet leaf columns that make up ``columns``."""
+    schema = metadata.schema
+    return [
+        index
+        for index in range(metadata.num_columns)
+        if any(
+            schema.column(index).path == name or schema.column(index).path.startswith(f"{name}.")
+            for name in columns
+        )
+    ]
+
+
+def checked_row_group(path: Path, metadata: Any, group: int, leaves: list[int]) -> int:
+    """The rows of row group ``group``, once its column chunks agree with them and the
+    reading it asks for is within bounds."""
+    info = metadata.row_group(group)
+    rows: int = info.num_rows
+    where = f"{path}: row group {group}"
+    if rows < 0:
+        raise InputError(f"{where} declares {rows:,} rows")
+    if rows * ROW_READ_BYTES > MAX_ROW_GROUP_BYTES:
+        raise InputError(
+            f"{where} declares {rows:,} rows, over the limit of "
+            f"{MAX_ROW_GROUP_BYTES // ROW_READ_BYTES:,} rows read at a time"
+        )
+    if info.total_byte_size > MAX_ROW_GROUP_BYTES:
+        raise InputError(
+            f"{where} holds {info.total_byte_size:,} bytes, over the limit of "
+            f"{MAX_ROW_GROUP_BYTES:,} read at a time"
+        )
+    for leaf in leaves:
+        chunk = info.column(leaf)
+        if chunk.file_path:
+            raise InputError(
+                f"{where}: column {chunk.path_in_schema} is stored in another file "
+                f"({chunk.file_path!r}); only self-contained files are read"
+            )
+        # a repeated column holds a value per list element, not per row
+        flat = metadata.schema.column(leaf).max_repetition_level == 0
+        if flat and chunk.num_values != rows:
+            raise InputError(
+                f"{where}: column {chunk.path_in_schema} holds {chunk.num_values:,} values "
+                f"for the {rows:,} rows the row group declares"
+            )
+    return rows
+
+
+def checked_row_groups(path: Path, metadata: Any, columns: Sequence[str]) -> tuple[int, ...]:
+    """The rows of every row group, once they agree with the file's count and with the
+    column chunks of ``columns``."""
+    leaves = column_leaves(metadata, columns)
+    with arrow_errors(path):
+        groups = tuple(
+            checked_row_group(path, metadata, group, leaves)
+            for group in range(metadata.num_row_groups)
+        )
+    if sum(groups) != metadata.num_rows:
+        raise InputError(
+            f"{path}: declares {metadata.num_rows:,} rows, but its row groups hold {sum(groups):,}"
+        )
+    return groups
+
+
+def read_group(path: Path, handle: Any, group: int, column: str, rows: int) -> Any:
+    """One column (a Parquet path) of one row group, holding exactly its declared rows."""
+    with arrow_errors(path):
+        table = handle.read_row_group(group, columns=[column])
+    if table.num_rows != rows:
+        raise InputError(
+            f"{path}: row group {group} holds {table.num_rows:,} rows, not the {rows:,} "
+            "its metadata declares"
+        )
+    return table.column(0)
+
+
+def leaf_arrays(column: Any) -> list[Any]:
+    """The chunks of a column read by one leaf, the struct around it taken off (its nulls
+    kept)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    values: list[bytes | None] = []
-    paths: list[str | None] = []
-    for chunk in column.chunks:
-        if pa.types.is_struct(chunk.type):
-            values += pc.struct_field(chunk, "bytes").to_pylist()
-            has_path = chunk.type.get_field_index("path") >= 0
-            paths += pc.struct_field(chunk, "path").to_pylist() if has_path else [None] * len(chunk)
-        else:
-            values += chunk.to_pylist()
-            paths += [None] * len(chunk)
-    for row, (data, name) in enumerate(zip(values, paths, strict=True)):
-        if data is None:
-            where = f" (only a reference to {name!r} is stored)" if name else ""
-            raise InputError(f"{path}:row {first_row + row}: holds no image bytes{where}")
-    return values  # type: ignore[return-value]
+    return [
+        pc.struct_field(chunk, 0) if pa.types.is_struct(chunk.type) else chunk
+        for chunk in column.chunks
+    ]
 
 
-def check_row_groups(path: Path, metadata: Any) -> None:
-    for group in range(metadata.num_row_groups):
-        size = metadata.row_group(group).total_byte_size
-        if size > MAX_ROW_GROUP_BYTES:
-            raise InputError(
-                f"{path}: row group {group} holds {size:,} bytes, over the limit of "
-                f"{MAX_ROW_GROUP_BYTES:,} read at a time"
-            )
+def expanded_bytes(array: Any) -> int:
+    """Bytes of binary ``array``'s values once each row holds its own copy."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(array.type):
+        sizes = pc.take(pc.binary_length(array.dictionary), array.indices)
+    else:
+        sizes = pc.binary_length(array)
+    total = pc.sum(sizes).as_py()
+    return int(total or 0)
+
+
+def values_of(array: Any) -> list[Any]:
+    """The values of binary ``array``, rows sharing a dictionary value sharing its object."""
+    import pyarrow as pa
+
+    if not pa.types.is_dictionary(array.type):
+        return list(array.to_pylist())
+    unique = array.dictionary.to_pylist()
+    return [None if index is None else unique[index] for index in array.indices.to_pylist()]
+
+
+def first_null(arrays: list[Any]) -> int | None:
+    """The row of the first null in ``arrays`` (consecutive chunks), or None."""
+    import pyarrow.compute as pc
+
+    offset = 0
+    for array in arrays:
+        if array.null_count:
+            return offset + int(pc.index(array.is_null(), True).as_py())
+        offset += len(array)
+    return None
 
 
 @dataclass
@@ -164,6 +289,10 @@ class ParquetSource(Source):
     random_access: ClassVar[bool] = True
     column: str = "image"
     columns: tuple[str, ...] = ()
+    #: Rows of each row group, as verified when the file was opened.
+    groups: tuple[int, ...] = ()
+    #: The Parquet paths of the image bytes and of the image's stored path (``image_leaves``).
+    leaves: tuple[str, str | None] = ("image", None)
     expect: Expect = field(default_factory=lambda: Expect((0, 0), "L", False))
 
     def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
@@ -182,22 +311,50 @@ class ParquetSource(Source):
     def encoded(self, start: int, stop: int) -> Iterator[Encoded]:
         """The encoded images of rows ``start``…``stop - 1``, reading only their row groups."""
         path = self.files[0]
-        parquet = require_pyarrow(path)
-        with arrow_errors(path):
-            handle = parquet.ParquetFile(path)
+        handle = self.reader()
         first = 0
-        for group in range(handle.metadata.num_row_groups):
-            rows = handle.metadata.row_group(group).num_rows
+        for group, rows in enumerate(self.groups):
             if first + rows > start and first < stop:
-                with arrow_errors(path):
-                    table = handle.read_row_group(group, columns=[self.column])
-                values = cell_bytes(path, table.column(0), first)
-                del table
+                values = self.group_images(handle, group, rows, first)
                 for row in range(max(start - first, 0), min(stop - first, rows)):
                     yield Encoded(f"{path}:row {first + row}", values[row])
             first += rows
             if first >= stop:
                 return
+
+    def reader(self) -> Any:
+        """The file opened to read its image bytes dictionary-encoded, as stored; checked
+        to hold the row groups it held when opened."""
+        path = self.files[0]
+        parquet = require_pyarrow(path)
+        with arrow_errors(path):
+            leaves = [leaf for leaf in self.leaves if leaf is not None]
+            handle = parquet.ParquetFile(path, read_dictionary=leaves)
+        if handle.metadata.num_row_groups != len(self.groups):
+            raise InputError(f"{path}: file changed since it was opened (its row groups)")
+        return handle
+
+    def group_images(self, handle: Any, group: int, rows: int, first: int) -> list[bytes]:
+        """The encoded images of one row group, measured at their expanded size before
+        any is taken out; a missing one is an error naming its row."""
+        path = self.files[0]
+        bytes_leaf, path_leaf = self.leaves
+        arrays = leaf_arrays(read_group(path, handle, group, bytes_leaf, rows))
+        size = sum(expanded_bytes(array) for array in arrays)
+        if size > MAX_ROW_GROUP_BYTES:
+            raise InputError(
+                f"{path}: row group {group}: its images expand to {size:,} bytes, over the "
+                f"limit of {MAX_ROW_GROUP_BYTES:,} read at a time"
+            )
+        row = first_null(arrays)
+        if row is not None:
+            where = ""
+            if path_leaf is not None:
+                names = leaf_arrays(read_group(path, handle, group, path_leaf, rows))
+                name = [value for array in names for value in values_of(array)][row]
+                where = f" (only a reference to {name!r} is stored)" if name else ""
+            raise InputError(f"{path}:row {first + row}: holds no image bytes{where}")
+        return [value for array in arrays for value in values_of(array)]
 
     def details(self) -> dict[str, Any]:
         """The columns of the file and the ones read, for ``info``."""
@@ -211,7 +368,8 @@ def looks_like_parquet(head: bytes) -> bool:
 def open_parquet(
     path: Path, key: str | None, mode: str | None, resize: Resize | None = None
 ) -> ParquetSource:
-    """One Parquet file: its image column and, where present, its label column."""
+    """One Parquet file: its image column and, where present, its label column. Counts come
+    from the row groups once they agree with the footer; nothing is read before."""
     parquet = require_pyarrow(path)
     image_module = require_pillow(PILLOW_PURPOSE)
     with arrow_errors(path):
@@ -219,9 +377,13 @@ def open_parquet(
         schema = handle.schema_arrow
     features = hub_features(schema.metadata)
     column = image_column(path, schema, features, key)
-    count = handle.metadata.num_rows
-    check_row_groups(path, handle.metadata)
-    labels = read_labels(path, handle, label_column(schema, features), features, count)
+    labels_column = label_column(path, schema, features)
+    read = [column, *([labels_column] if labels_column is not None else [])]
+    groups = checked_row_groups(path, handle.metadata, read)
+    count = sum(groups)
+    if count == 0:
+        raise InputError(f"{path}: holds zero images")
+    labels = read_labels(path, handle, labels_column, features, groups)
     source = ParquetSource(
         name=f"{path.name}:{column}",
         format="parquet",
@@ -231,10 +393,10 @@ def open_parquet(
         labels=labels,
         column=column,
         columns=tuple(schema.names),
+        groups=groups,
+        leaves=image_leaves(schema, column),
         resize=resize,
     )
-    if count == 0:
-        raise InputError(f"{path}: holds zero images")
     first = next(source.encoded(0, 1))
     source.expect = first_expect(image_module, first, mode, resize)
     source.shape = (count, *source.expect.shape)
@@ -244,15 +406,31 @@ def open_parquet(
 
 
 def read_labels(
-    path: Path, handle: Any, column: str | None, features: dict[str, Any], count: int
+    path: Path,
+    handle: Any,
+    column: str | None,
+    features: dict[str, Any],
+    groups: tuple[int, ...],
 ) -> Labels | None:
-    """The label column, whole (its size checked first); nulls are refused."""
+    """The label column, row group by row group (its size checked first), as stored:
+    ``Labels`` judges the values. Nulls are refused naming the first."""
+    import pyarrow as pa
+
     if column is None:
         return None
-    check_labels_size(path, count, 8)
-    with arrow_errors(path):
-        values = handle.read(columns=[column]).column(0)
-    if values.null_count:
-        raise InputError(f"{path}: label column {column!r} has {values.null_count:,} empty rows")
-    array = np.asarray(values.to_numpy(), np.int64)
-    return Labels(array, f"{path.name}:{column}", class_names(features, column))
+    check_labels_size(path, sum(groups), 8)
+    chunks = [
+        chunk
+        for group, rows in enumerate(groups)
+        for chunk in read_group(path, handle, group, column, rows).chunks
+    ]
+    values = pa.chunked_array(chunks, type=handle.schema_arrow.field(column).type)
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    row = first_null(values.chunks)
+    if row is not None:
+        raise InputError(
+            f"{path}: label column {column!r} has {values.null_count:,} empty rows "
+            f"(the first at row {row:,})"
+        )
+    return Labels(values.to_numpy(), f"{path.name}:{column}", class_names(features, column))

@@ -1,13 +1,16 @@
 """WebDataset shards: tar files of samples, ``KEY.jpg`` (or .png, …) beside ``KEY.cls``.
 
-A sample is the members whose names share a key: the path up to the first dot of the
-file name, as WebDataset defines it; the rest is the member's extension. Each sample gives
-one image, labelled by the integer written as text in its ``.cls`` member, if the shard
-has them. Several shards on the command line are read as one dataset, in the order given.
+A sample is the consecutive members whose names share a key: the path up to the first dot
+of the file name, as WebDataset defines it; the rest is the member's extension. A key that
+comes back after other samples, or an extension twice in one sample, is refused: reading
+either would lose a member. Each sample gives one image, labelled by the integer written as
+ASCII digits in its ``.cls`` member, if the shard has them. Several shards on the command
+line are read as one dataset, in the order given.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -22,7 +25,7 @@ from pixscale.sources.archive import (
     read_tar_member,
     tar_members,
 )
-from pixscale.sources.base import Labels
+from pixscale.sources.base import MAX_LABEL, Labels
 from pixscale.sources.pictures import (
     IMAGE_SUFFIXES,
     Encoded,
@@ -38,6 +41,8 @@ IMAGE_EXTENSIONS = tuple(s.lstrip(".") for s in IMAGE_SUFFIXES)
 LABEL_EXTENSION = "cls"
 #: A ``.cls`` member holds one integer as text; anything longer is not a label.
 MAX_LABEL_BYTES = 64
+#: A label as WebDataset writes it: ASCII digits, perhaps followed by a newline.
+LABEL_TEXT = re.compile(rb"([0-9]+)[ \t\r\n]*")
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Sample:
     key: str
     images: dict[str, int] = field(default_factory=dict)
     label: int | None = None
+    extensions: set[str] = field(default_factory=set)
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -57,11 +63,35 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 def parse_label(origin: str, data: bytes) -> int:
-    text = data.decode("ascii", "replace").strip()
-    try:
-        return int(text)
-    except ValueError:
-        raise InputError(f"{origin}: label {text[:20]!r} is not an integer") from None
+    """The label in a ``.cls`` member: ASCII digits only (no sign, underscore, space or
+    other digits ``int`` would take), within int64."""
+    found = LABEL_TEXT.fullmatch(data)
+    if found is None:
+        text = data[:20].decode("ascii", "replace")
+        raise InputError(f"{origin}: label {text!r} is not a whole number in ASCII digits")
+    value = int(found.group(1))
+    if value > MAX_LABEL:
+        raise InputError(f"{origin}: label {value} is beyond int64 ({MAX_LABEL})")
+    return value
+
+
+def next_sample(
+    path: Path, samples: dict[str, Sample], current: Sample | None, member: str
+) -> Sample:
+    """The sample ``member`` belongs to: the current one, or a new one if its key was not
+    seen before."""
+    stem, extension = split_name(member)
+    if current is None or stem != current.key:
+        if stem in samples:
+            raise InputError(
+                f"{path}:{member}: key {stem!r} appears again after other samples; a "
+                "sample's members must be consecutive"
+            )
+        current = samples[stem] = Sample(stem)
+    if extension in current.extensions:
+        raise InputError(f"{path}:{member}: sample {stem!r} already holds a .{extension} member")
+    current.extensions.add(extension)
+    return current
 
 
 def choose_image(path: Path, sample: Sample, key: str | None) -> int:
@@ -85,13 +115,14 @@ def open_webdataset(
     image_module = require_pillow(PILLOW_PURPOSE)
     wanted = key.lower().lstrip(".") if key is not None else None
     samples: dict[str, Sample] = {}
+    sample: Sample | None = None
     first: Encoded | None = None
     for position, archive, member in tar_members(path):
         check_member_name(path, member.name)
         if member.isdir() or is_hidden(member.name):
             continue
-        stem, extension = split_name(member.name)
-        sample = samples.setdefault(stem, Sample(stem))
+        sample = next_sample(path, samples, sample, member.name)
+        extension = split_name(member.name)[1]
         origin = f"{path}:{member.name}"
         if extension == LABEL_EXTENSION:
             if member.size > MAX_LABEL_BYTES:
