@@ -588,6 +588,7 @@ class ZarrWriter(Writer):
         temp, self.temp = self.temp, None  # the run's commit places it, or its discard removes it
         self.staged.stage_folder(
             self.target,
+            temp,
             lambda: commit_store(temp, self.target, self.overwrite),
             lambda: shutil.rmtree(temp, ignore_errors=True),
         )

@@ -1,7 +1,9 @@
 """Outputs appear whole or not at all: write to temporary files, commit them in one step.
 
-Every output is written to a temporary file beside its target. ``commit`` then places all of
-a run's files under an exclusive lock on their folders, so two runs never mix their files:
+Every output is written to a temporary file beside its target. ``commit`` first makes the
+temporary files durable (``fsync``), then places all of a run's files under an exclusive lock
+on their folders, so two runs never mix their files, and finally makes the placing durable
+(``fsync`` of the folders): after a power cut a committed name holds the whole file.
 
 - without ``overwrite`` each file is placed with ``os.link`` (which fails if the target
   exists, whoever created it and whenever), so no-clobber is a property of the commit
@@ -149,6 +151,9 @@ class StagedOutputs:
         self.folders: list[tuple[Callable[[], None], Callable[[], None]]] = []
         self.main: Path | None = None
         self.owned: dict[Path, None] = {}
+        #: Temporary folders of folder outputs, and the targets whose folders are synced.
+        self.built: list[Path] = []
+        self.placed: list[Path] = []
 
     def check(self, target: Path) -> None:
         """Refuse a target up front: missing folder, an input, a folder, an existing file
@@ -249,6 +254,12 @@ class StagedOutputs:
             raise KeyboardInterrupt
         if self.expected_images is not None and not self.sealed:
             raise OutputError(f"{self.main}: the data was not sealed; nothing was committed")
+        for temp in self.staged.values():
+            sync_file(temp)
+        for built in self.built:
+            sync_tree(built)
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
         COMMITTING.set()
         try:
             for target in [*self.staged, *self.owned]:
@@ -258,6 +269,8 @@ class StagedOutputs:
             for place_folder, _ in self.folders:
                 place_folder()
             self.folders.clear()
+            for folder in {folder_of(t) for t in [*self.placed, *self.owned]}:
+                sync_folder(folder)
         finally:
             COMMITTING.clear()
         if self.main is not None:
@@ -266,12 +279,15 @@ class StagedOutputs:
             raise KeyboardInterrupt  # a signal came while placing: stop now, outputs whole
 
     def stage_folder(
-        self, target: Path, commit: Callable[[], None], discard: Callable[[], None]
+        self, target: Path, built: Path, commit: Callable[[], None], discard: Callable[[], None]
     ) -> None:
-        """The folder output ``target`` (a store), the run's main output, built elsewhere:
-        ``commit`` puts it in place (taking its own lock) after the files; ``discard``
-        removes it if the run fails."""
+        """The folder output ``target`` (a store), the run's main output, built in the
+        temporary folder ``built``: made durable before the decision; ``commit`` puts it in
+        place (taking its own lock) after the files; ``discard`` removes it if the run
+        fails."""
         self.folders.append((commit, discard))
+        self.built.append(built)
+        self.placed.append(target)
         self.main = target
 
     def commit_files(self) -> None:
@@ -289,6 +305,7 @@ class StagedOutputs:
                     os.chmod(temp, mode)
                     placed.append((target, os.stat(temp)))
                     self.place(temp, target)
+                    self.placed.append(target)
             except BaseException:
                 if not self.overwrite:
                     undo(placed)
@@ -354,6 +371,39 @@ def undo(placed: list[tuple[Path, os.stat_result]]) -> None:
             continue
         if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
             os.unlink(target)
+
+
+def sync_file(path: Path) -> None:
+    """Make ``path``'s bytes durable before its name is committed."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_folder(folder: Path) -> None:
+    """Make the names in ``folder`` durable (links, renames); file systems that cannot sync
+    a folder (some network mounts) are left as they are."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EROFS, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def sync_tree(root: Path) -> None:
+    """Every file and folder of a folder output built under ``root``, made durable."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            sync_file(Path(folder) / name)
+        sync_folder(Path(folder))
 
 
 def current_umask() -> int:
