@@ -25,6 +25,7 @@ from pixscale.sources import Labels, Source, open_source
 from pixscale.store.io.atomic import staged_outputs
 from pixscale.store.naming import sidecar_path
 from pixscale.store.output import Output
+from pixscale.store.reader import open as pixscale_open
 from pixscale.tasks.verify import verify
 
 zarr = pytest.importorskip("zarr", reason="zarr-python 3 is not installed")
@@ -197,6 +198,32 @@ def test_zarr_input_bare_array_and_refusals(tmp_path: Path) -> None:
     local_zarr(open_source(tmp_path / "x.npy"), tmp_path / "out.zarr", Spec())
     with pytest.raises(InputError, match="pixscale output"):
         open_zarr(tmp_path / "out.zarr")
+
+
+@pytest.mark.parametrize("layout", [None, "nchw"])
+def test_xarray_opens_an_output_as_pixscale_does(
+    tmp_path: Path, photo_tiles: np.ndarray, layout: str | None
+) -> None:
+    """``xarray.open_zarr`` as a user calls it (no warning: tests turn warnings into
+    errors): named dimensions, consolidated metadata, the same values and labels."""
+    xarray = pytest.importorskip("xarray")
+    np.save(tmp_path / "in.npy", photo_tiles)
+    np.save(tmp_path / "y.npy", np.arange(len(photo_tiles)) % 3)
+    out = tmp_path / "out.zarr"
+    options = {"layout": layout} if layout else {}
+    convert(
+        tmp_path / "in.npy",
+        Output(out, **options),
+        Spec(strategy="standardize", scope="channel"),
+        labels=tmp_path / "y.npy",
+    )
+    dataset = xarray.open_zarr(out)
+    expected = ("image", "channel", "y", "x") if layout else ("image", "y", "x", "channel")
+    assert dataset["images"].dims == expected
+    assert dataset["labels"].dims == ("image",)
+    with pixscale_open(out) as opened:
+        assert np.array_equal(dataset["images"].values.view(np.uint32), opened[:].view(np.uint32))
+        assert np.array_equal(dataset["labels"].values, opened.labels)
 
 
 # -- the dask engine ------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any, ClassVar
@@ -372,6 +372,7 @@ def open_parallel(
             output.compression,
             output.chunk_images,
             direct,
+            output.layout,
         )
         images = zarr_writer.parallel()
         return zarr_writer, images, images.file_rows
@@ -441,7 +442,7 @@ def convert_on_dask(
             output.overwrite, [*named_inputs(source, {}, params_from), *extra_inputs]
         ) as staged,
     ):
-        writer, sink, step = open_parallel(output, shape, staged)
+        writer, sink, step = open_parallel(replace(output, layout=layout), shape, staged)
         futures: list[Any] = []
         try:
             slots = sum(client.nthreads().values())

@@ -150,7 +150,7 @@ def convert(
             warn_if_test_split(source.files)
         layout = output.layout or source.layout
         shape = output_shape(source.shape, source.layout, layout)
-        writer = open_writer(output, shape, staged)
+        writer = open_writer(replace(output, layout=layout), shape, staged)
         try:
             params = prepare_params(source, spec, reused, chunk_mb, progress)
             check_storage(params, output)  # float16 range, packed exactness: before writing

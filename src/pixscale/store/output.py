@@ -195,7 +195,13 @@ def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -
         from pixscale.store.zarr import ZarrWriter  # zarr is an optional extra
 
         return ZarrWriter(
-            output.path, shape, staged, output.compression, output.chunk_images, mode == "direct"
+            output.path,
+            shape,
+            staged,
+            output.compression,
+            output.chunk_images,
+            mode == "direct",
+            output.layout,
         )
     return Hdf5Writer(
         output.path,

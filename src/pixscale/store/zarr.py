@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,30 @@ def new_store_folder(target: Path) -> Path:
 # -- writing -----------------------------------------------------------------------------------
 
 
-def create_store(root: Path, shape: tuple[int, ...], rows: int, compression: str = "none") -> None:
+#: Zarr v3 ``dimension_names`` of ``images`` by layout: xarray (``open_zarr``) needs them,
+#: and they tell any reader which axis holds the channels.
+DIMENSION_NAMES = {
+    "nhw": ("image", "y", "x"),
+    "nhwc": ("image", "y", "x", "channel"),
+    "nchw": ("image", "channel", "y", "x"),
+}
+
+
+def dimension_names(shape: tuple[int, ...], layout: str | None) -> tuple[str, ...]:
+    """The names of ``images``' axes: by ``layout``, else ``image`` and ``dim_1``…"""
+    named = DIMENSION_NAMES.get(layout or "")
+    if named is not None and len(named) == len(shape):
+        return named
+    return ("image", *(f"dim_{axis}" for axis in range(1, len(shape))))
+
+
+def create_store(
+    root: Path,
+    shape: tuple[int, ...],
+    rows: int,
+    compression: str = "none",
+    layout: str | None = None,
+) -> None:
     """The float32 ``images`` array in the folder ``root`` (chunks of ``rows`` images,
     NaN where nothing was written, so a missing chunk never reads as data);
     ``store_zarr_record`` makes ``root`` its group.
@@ -254,6 +278,7 @@ def create_store(root: Path, shape: tuple[int, ...], rows: int, compression: str
         dtype="float32",
         filters=None,
         fill_value=float("nan"),
+        dimension_names=dimension_names(shape, layout),
         chunk_key_encoding={"name": "default", "separator": CHUNK_KEY_SEPARATOR},
         config={"write_empty_chunks": True},  # keep -0.0 and NaN-free chunks alike
         **options,
@@ -497,13 +522,26 @@ def store_zarr_record(
             data=label_values,
             chunks=(max(1, min(len(label_values), LABELS_CHUNK)),),
             compressors=None,
+            dimension_names=("image",),
             write_data=True,
         )
     if arrays:
         params = group.create_group(PARAMS_GROUP)
         for name, values in sorted(arrays.items()):
             values = np.ascontiguousarray(values)
-            params.create_array(name, data=values, compressors=None, chunks=values.shape or ())
+            params.create_array(
+                name,
+                data=values,
+                compressors=None,
+                chunks=values.shape or (),
+                dimension_names=tuple(f"{name}_{axis}" for axis in range(values.ndim)),
+            )
+    # Every array's metadata in the group's zarr.json, as xarray and zarr-python look for
+    # it first (one read to open the store; without it xarray warns). zarr-python warns
+    # that Zarr v3 has no such field yet: readers that do not know it ignore it.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
+        zarr.consolidate_metadata(str(root))
 
 
 def zarr_output_fields(target: Path, images: ZarrImages, compression: str) -> dict[str, Any]:
@@ -532,6 +570,7 @@ class ZarrWriter(Writer):
         compression: str = "none",
         chunk_images: int | None = None,
         direct: bool = False,
+        layout: str | None = None,
     ) -> None:
         self.target, self.shape = target, shape
         self.overwrite = staged.overwrite
@@ -542,7 +581,7 @@ class ZarrWriter(Writer):
         rows = chunk_images or chunk_images_for(shape[1:])
         self.temp: Path | None = new_store_folder(target)
         try:
-            create_store(self.temp, shape, rows, compression)
+            create_store(self.temp, shape, rows, compression, layout)
             self.images = ZarrImages.of(self.temp, direct)
             self.region = self.images.region(0, shape[0])
             self.elsewhere = False
