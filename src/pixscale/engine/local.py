@@ -52,6 +52,20 @@ def hash_quietly(source: Source) -> str:
     return source.sha256()
 
 
+#: The input options ``convert`` and ``fit`` take as keywords (``open_source``'s).
+READING_OPTIONS = ("key", "mode", "layout", "labels", "resize")
+
+
+def check_reading(verb: str, reading: dict[str, Any]) -> None:
+    """Refuse, as Python does, a keyword that is no input option of ``verb``."""
+    for name in reading:
+        if name not in READING_OPTIONS:
+            raise TypeError(
+                f"{verb}() got an unexpected keyword argument {name!r}; its input options "
+                f"are {', '.join(READING_OPTIONS)}"
+            )
+
+
 def as_source(
     inputs: PathLike | Sequence[PathLike] | Source, reading: dict[str, Any] | None = None
 ) -> Source:
@@ -100,6 +114,7 @@ def convert(
     *,
     params_from: PathLike | None = None,
     scaler: Scaler | None = None,
+    overwrite: bool = False,
     chunk_mb: float = DEFAULT_CHUNK_MB,
     progress: Progress | None = None,
     **reading: Any,
@@ -120,22 +135,29 @@ def convert(
     scaler
         A fitted ``Scaler`` whose parameters are applied unchanged (or, for per-image
         scope, whose strategy is applied).
+    overwrite
+        Replace an existing output (atomically; never an input). With an ``Output``,
+        either this or its own ``overwrite`` allows it.
     chunk_mb
         Input megabytes processed at a time (sets peak memory).
     progress
         Called after every chunk with (images, total images × passes, input bytes).
     **reading
-        Input options: ``key``, ``mode``, ``layout``, ``labels``.
+        Input options: ``key``, ``mode``, ``layout``, ``labels``, ``resize``; any other
+        keyword is a ``TypeError``.
 
     Returns
     -------
     dict
         The parameter record, as written beside the data.
     """
+    check_reading("convert", reading)
     spec = check_reuse(spec, params_from if scaler is None else scaler)
     if scaler is not None and params_from is not None:
         raise ParamsError("give params_from or scaler, not both")
     output = output if isinstance(output, Output) else Output(Path(output))
+    if overwrite and not output.overwrite:
+        output = replace(output, overwrite=True)
     with (
         ThreadPoolExecutor(max_workers=1) as pool,
         staged_outputs(output.overwrite, named_inputs(inputs, reading, params_from)) as staged,
@@ -277,8 +299,8 @@ def write_images(
 
 def fit(
     inputs: PathLike | Sequence[PathLike] | Source,
-    output: PathLike | None,
-    spec: Spec,
+    output: PathLike | None = None,
+    spec: Spec | None = None,
     *,
     overwrite: bool = False,
     chunk_mb: float = DEFAULT_CHUNK_MB,
@@ -294,19 +316,22 @@ def fit(
     output
         Where to write the params JSON; None writes nothing.
     spec
-        The strategy to fit.
+        The strategy to fit; the default is ``unit`` (x / 255), as for ``convert``.
     overwrite
         Replace an existing ``output``.
     chunk_mb, progress
         As for ``convert``.
     **reading
-        Input options: ``key``, ``mode``, ``layout``, ``labels``.
+        Input options: ``key``, ``mode``, ``layout``, ``labels``, ``resize``; any other
+        keyword is a ``TypeError``.
 
     Returns
     -------
     dict
         The params record (``pixscale.params/1``).
     """
+    check_reading("fit", reading)
+    spec = spec or Spec()
     with staged_outputs(overwrite, named_inputs(inputs, reading)) as staged:
         if output is not None:
             staged.check(Path(output))  # before any input is read (stdin, say)
