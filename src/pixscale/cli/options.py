@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import glob
 import math
+import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -253,16 +255,56 @@ chunk_mb_option = click.option(
 )
 
 
+#: Most names one quoted brace pattern may stand for.
+MAX_BRACE_NAMES = 1 << 16
+#: ``{0..99}`` or ``{000000..000099}`` (a numeric range), or ``{a,b}`` (a list).
+BRACES = re.compile(r"\{(?:(\d+)\.\.(\d+)|([^{}]*,[^{}]*))\}")
+
+
+def expand_braces(text: str) -> list[str]:
+    """The names a quoted brace pattern stands for, as webdataset and the shell expand
+    them: ``shard-{000000..000099}.tar`` (zero-padded to the wider bound), ``x.{npy,h5}``.
+
+    Written here rather than taken from a package: the two forms webdataset's names use
+    fit in a few lines, and a bound on the count keeps ``{0..999999999}`` from a bomb.
+    """
+    match = BRACES.search(text)
+    if match is None:
+        return [text]
+    head, tail = text[: match.start()], text[match.end() :]
+    low, high, listed = match.groups()
+    if listed is not None:
+        parts = listed.split(",")
+    else:
+        first, last = int(low), int(high)
+        width = max(len(low), len(high)) if low.startswith("0") or high.startswith("0") else 0
+        step = 1 if last >= first else -1
+        if abs(last - first) >= MAX_BRACE_NAMES:
+            raise click.BadParameter(f"{text}: stands for more than {MAX_BRACE_NAMES:,} names")
+        parts = [str(n).zfill(width) for n in range(first, last + step, step)]
+    names = [name for part in parts for name in expand_braces(head + part + tail)]
+    if len(names) > MAX_BRACE_NAMES:
+        raise click.BadParameter(f"{text}: stands for more than {MAX_BRACE_NAMES:,} names")
+    return names
+
+
 def expand_globs(inputs: Sequence[Path]) -> list[Path]:
-    """Quoted patterns such as 'shards/*.npy' expand here, in sorted order."""
+    """Quoted patterns expand here: ``'shards/*.npy'`` in sorted order, and webdataset's
+    ``'shard-{000000..000099}.tar'`` in the order it names (each of those must exist)."""
     expanded: list[Path] = []
     for path in inputs:
         text = str(path)
-        if not path.exists() and any(c in text for c in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(text))
-            if not matches:
-                raise click.BadParameter(f"{text}: no file matches")
-            expanded += matches
-        else:
+        if path.exists():
             expanded.append(path)
+            continue
+        for name in expand_braces(text):
+            if any(c in name for c in "*?["):
+                matches = sorted(Path(p) for p in glob.glob(name))
+                if not matches:
+                    raise click.BadParameter(f"{name}: no file matches")
+                expanded += matches
+            elif name != text and not os.path.lexists(name):
+                raise click.BadParameter(f"{name}: no such file (from {text})")
+            else:
+                expanded.append(Path(name))
     return expanded
