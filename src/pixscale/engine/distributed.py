@@ -56,6 +56,7 @@ from pixscale.engine.scan import DEFAULT_CHUNK_MB, Progress, dataset_sums
 from pixscale.errors import OutputError, PixscaleError
 from pixscale.sources import ConcatSource, Source
 from pixscale.sources.base import Labels, UInt8Array, WindowSource, window_of
+from pixscale.sources.parallel import useful_workers
 from pixscale.store.base import Float32Array, Writer
 from pixscale.store.hdf5 import Hdf5Writer, is_contiguous
 from pixscale.store.io.atomic import StagedOutputs, staged_outputs
@@ -293,10 +294,11 @@ def combined_checksum(parts: list[PartWritten]) -> dict[str, str]:
     return {"algorithm": ALGORITHM, "value": f"{crc:08x}"}
 
 
-def partial_sums(window: Source, chunk_mb: float) -> PixelSums:
-    """Task: exact integer sums of one partition."""
+def partial_sums(window: Source, chunk_mb: float, scope: str) -> PixelSums:
+    """Task: exact integer sums of one partition, kept per ``scope`` element (per channel
+    sums are a few integers to send back, per pixel ones an array)."""
     with MEMORY_REUSE:
-        return dataset_sums(window, chunk_mb)
+        return dataset_sums(window, chunk_mb, scope=scope)
 
 
 def write_part(
@@ -334,7 +336,8 @@ def dask_params(
     if params_from is not None or not spec.needs_dataset_stats:
         return prepare_params(source, spec, params_from, chunk_mb, None)  # no data pass
     futures = [
-        client.submit(partial_sums, w, chunk_mb, retries=RETRIES, pure=False) for _, w in windows
+        client.submit(partial_sums, w, chunk_mb, spec.scope, retries=RETRIES, pure=False)
+        for _, w in windows
     ]
     sums = functools.reduce(PixelSums.merge, client.gather(futures))
     return build_params(spec, geometry_of(source), sums.reduce(spec.scope, source.channel_axis))
@@ -514,7 +517,7 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             return
         with terminal_signals_held():
             cluster = LocalCluster(  # type: ignore[no-untyped-call]
-                n_workers=workers or os.cpu_count() or 1,
+                n_workers=useful_workers(workers),
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",  # any free port: never collides with another cluster

@@ -40,7 +40,7 @@ def fit_params(
     bits = source_bits(source, spec)
     stats = None
     if spec.needs_dataset_stats:
-        sums = dataset_sums(source, chunk_mb, progress, passes)
+        sums = dataset_sums(source, chunk_mb, progress, passes, spec.scope)
         check_range(source, int(sums.maximum.max()), bits)
         stats = sums.reduce(spec.scope, source.channel_axis)
     return build_params(spec, geometry_of(source), stats)

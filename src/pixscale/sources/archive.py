@@ -6,6 +6,11 @@ it. Zip members are read through the central directory (any window of images, wi
 reading the ones before); tar members are streamed in archive order, the only order a
 compressed tar can be read in. Images are checked as they are decoded (``pictures``): the
 first image sets the size and kind, and an error names the archive and the member.
+
+What an archive holds is told by content, never by member names alone: the first bytes of
+a few members say whether they are images, ``.npy`` arrays or pickled CIFAR batches
+(``zip_kind``, ``tar_kind``); an archive holding two of these kinds is refused, naming one
+member of each, unless ``--key`` says which to read.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from typing import ClassVar
 
 import numpy as np
 
+from pixscale.core.formats import NPY_MAGIC
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
-from pixscale.sources.npz import ZIP_ERRORS, refuse_unread_member
+from pixscale.sources.cifar import looks_like_pickle
+from pixscale.sources.npz import METHODS, ZIP_ERRORS, arrays, refuse_unread_member
 from pixscale.sources.parallel import choose_backend, decode_chunks
 from pixscale.sources.pictures import (
     Encoded,
@@ -47,8 +54,32 @@ SYSTEM_FOLDERS = ("__MACOSX",)
 #: How far format detection looks into a tar: members, and bytes of the stream.
 SNIFF_MEMBERS = 64
 SNIFF_BYTES = 64 << 20
-#: Base names of CIFAR's pickled batches (``cifar-10-python.tar.gz``, ``cifar-100-python``).
-CIFAR_PATTERNS = ("data_batch_*", "test_batch", "batches.meta", "train", "test", "meta")
+#: Zip members (beyond the first named as an array and as an image) whose first bytes are
+#: read to tell an .npz from images.
+SNIFF_ZIP_MEMBERS = 8
+#: Bytes of a member read to tell what it holds.
+HEAD_BYTES = 16
+#: How encoded images begin: PNG, JPEG, BMP, TIFF (little- and big-endian).
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def content_kind(head: bytes) -> str | None:
+    """``npy``, ``pickle`` or ``image`` from a member's first bytes, or None."""
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if looks_like_pickle(head):
+        return "pickle"
+    if head.startswith(IMAGE_SIGNATURES):
+        return "image"
+    return None
+
+
+def mixed_kinds(path: Path, first: tuple[str, str], second: tuple[str, str]) -> InputError:
+    """The error for an archive holding two kinds of members, one of each named."""
+    return InputError(
+        f"{path}: holds both {first[0]} ({first[1]}) and {second[0]} ({second[1]}); "
+        "choose with --key which members to read"
+    )
 
 
 def member_problem(name: str) -> str | None:
@@ -156,7 +187,7 @@ class ZipImages(Source):
     expect: Expect = field(default_factory=lambda: Expect((0, 0), "L", False))
 
     def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
-        return self.window(0, self.n_images, max_images)
+        return self.read_window(0, self.n_images, max_images)
 
     def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         backend = choose_backend(self.expect, stop - start)
@@ -174,16 +205,55 @@ class ZipImages(Source):
                 yield Encoded(f"{path}:{info.filename}", read_zip_member(archive, path, info))
 
 
-def zip_kind(path: Path) -> str:
-    """``npz`` (members ``*.npy``) or ``image-zip``, from the central directory."""
+def zip_kind(path: Path, key: str | None = None) -> str:
+    """``npz`` or ``image-zip``, by what the members are.
+
+    The first bytes of a few members are read: the first ``SNIFF_ZIP_MEMBERS``, and the
+    first named as an array (``*.npy``) and as an image, since those are what the two
+    readers would read. ``.npy`` arrays only: ``npz``; images only: ``image-zip``. A zip
+    holding both (images with a stray ``.npy``) is refused, naming one of each, unless
+    ``--key`` says which: an array's name reads that array, anything else (a folder, a
+    pattern) the images. Members that are neither (or unreadable: the reader says why)
+    leave the names to decide, as before.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            infos = [i for i in archive.infolist() if not i.is_dir() and not is_hidden(i.filename)]
+            kinds = {info.filename: zip_member_kind(archive, info) for info in zip_sample(infos)}
+            array_names = set(arrays(archive))
     except ZIP_ERRORS:
         return "npz"  # the .npz reader says what is wrong
-    if any(n.endswith(".npy") for n in names) or not any(map(is_image_name, names)):
+    npys = [name for name, kind in kinds.items() if kind == "npy"]
+    images = [name for name, kind in kinds.items() if kind == "image"]
+    if npys and images:
+        if key is None:
+            raise mixed_kinds(path, (".npy arrays", npys[0]), ("images", images[0]))
+        return "npz" if key in array_names else "image-zip"
+    if npys or images:
+        return "npz" if npys else "image-zip"
+    names = [info.filename for info in infos]
+    if array_names or not any(map(is_image_name, names)):
         return "npz"
     return "image-zip"
+
+
+def zip_sample(infos: list[zipfile.ZipInfo]) -> list[zipfile.ZipInfo]:
+    """The members whose first bytes tell what a zip holds (see ``zip_kind``)."""
+    named_array = next((i for i in infos if i.filename.endswith(".npy")), None)
+    named_image = next((i for i in infos if is_image_name(i.filename)), None)
+    sample = infos[:SNIFF_ZIP_MEMBERS]
+    return sample + [i for i in (named_array, named_image) if i is not None and i not in sample]
+
+
+def zip_member_kind(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
+    """What one member holds, from its first bytes; None when it cannot be read here."""
+    if info.flag_bits & 0x1 or info.compress_type not in METHODS:
+        return None
+    try:
+        with archive.open(info) as handle:
+            return content_kind(handle.read(HEAD_BYTES))
+    except ZIP_ERRORS:
+        return None
 
 
 def open_zip_images(
@@ -285,20 +355,30 @@ class TarImages(Source):
             raise InputError(f"{path}: archive changed since it was opened (fewer members)")
 
 
-def tar_kind(path: Path) -> str:
-    """``cifar-archive``, ``webdataset`` or ``image-tar``, from the first members' names."""
-    images = 0
+def tar_kind(path: Path, key: str | None = None) -> str:
+    """``cifar-archive``, ``webdataset`` or ``image-tar``, by what the first members are.
+
+    The first bytes of each of the first ``SNIFF_MEMBERS`` members say whether it is a
+    pickled CIFAR batch or an image; names say only how images are grouped (WebDataset
+    samples share a key). Both batches and images are refused, naming one of each, unless
+    ``--key`` says which: a batch's name reads the batches, anything else the images. When
+    no member tells, image names choose the image reader, else the CIFAR one (each says
+    what is wrong).
+    """
+    seen: dict[str, list[str]] = {"pickle": [], "image": []}
+    image_names = 0
     previous: tuple[str, str] | None = None
     for position, archive, member in tar_members(path):
         if position >= SNIFF_MEMBERS or archive.offset > SNIFF_BYTES:
             break
-        if not member.isfile():
+        if not member.isfile() or is_hidden(member.name):
             continue
+        kind = content_kind(tar_head(archive, path, member))
+        if kind in seen:
+            seen[kind].append(member.name)
         name = PurePosixPath(member.name)
-        if any(fnmatch.fnmatchcase(name.name, p) for p in CIFAR_PATTERNS):
-            return "cifar-archive"
-        key, _, suffix = name.name.partition(".")
-        sample = (str(name.parent / key), suffix.lower())
+        key_part, _, suffix = name.name.partition(".")
+        sample = (str(name.parent / key_part), suffix.lower())
         if suffix.lower() == "cls":
             return "webdataset"
         if previous is not None and previous[0] == sample[0]:
@@ -306,9 +386,33 @@ def tar_kind(path: Path) -> str:
             # images named like cat.1.jpg, cat.2.jpg
             if not (is_image_name(member.name) and is_image_name("." + previous[1])):
                 return "webdataset"
-        previous = sample
-        images += is_image_name(member.name)
-    return "image-tar" if images else "cifar-archive"
+        # a WebDataset member is KEY.EXTENSION: one without an extension is no sample's
+        previous = sample if suffix else None
+        image_names += is_image_name(member.name)
+    return tar_decision(path, key, seen["pickle"], seen["image"], image_names > 0)
+
+
+def tar_decision(
+    path: Path, key: str | None, pickles: list[str], images: list[str], image_names: bool
+) -> str:
+    """The kind of a tar from the pickles and images its first members are (``tar_kind``)."""
+    if pickles and images:
+        if key is None:
+            raise mixed_kinds(path, ("pickled batches", pickles[0]), ("images", images[0]))
+        picks_batches = any(fnmatch.fnmatchcase(PurePosixPath(n).name, key) for n in pickles)
+        return "cifar-archive" if picks_batches else "image-tar"
+    if pickles or images:
+        return "cifar-archive" if pickles else "image-tar"
+    return "image-tar" if image_names else "cifar-archive"
+
+
+def tar_head(archive: tarfile.TarFile, path: Path, member: tarfile.TarInfo) -> bytes:
+    """The first bytes of the member the stream is at."""
+    try:
+        handle = archive.extractfile(member)
+        return handle.read(HEAD_BYTES) if handle is not None else b""
+    except TAR_ERRORS as exc:
+        raise InputError(f"{path}:{member.name}: damaged member ({exc})") from exc
 
 
 def open_tar_images(

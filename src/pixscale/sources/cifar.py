@@ -17,6 +17,27 @@ PIXELS = 3 * 32 * 32
 PICKLE_PROTOCOL_BYTE = 0x80
 #: Records read at a time while collecting labels (about 12 MiB).
 LABEL_BLOCK = 4096
+#: The classes of CIFAR-10 and CIFAR-100 (fine and coarse), in label order, as the
+#: datasets' own ``batches.meta`` and ``meta`` files name them.
+CIFAR10_CLASSES = ("airplane automobile bird cat deer dog frog horse ship truck").split()
+CIFAR100_FINE_CLASSES = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus "
+    "butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach "
+    "couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster "
+    "house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree "
+    "motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear "
+    "pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road "
+    "rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel "
+    "streetcar sunflower sweet_pepper table tank telephone television tiger tractor train "
+    "trout tulip turtle wardrobe whale willow_tree wolf woman worm"
+).split()
+CIFAR100_COARSE_CLASSES = (
+    "aquatic_mammals fish flowers food_containers fruit_and_vegetables "
+    "household_electrical_devices household_furniture insects large_carnivores "
+    "large_man-made_outdoor_things large_natural_outdoor_scenes "
+    "large_omnivores_and_herbivores medium_mammals non-insect_invertebrates people reptiles "
+    "small_mammals trees vehicles_1 vehicles_2"
+).split()
 
 
 def looks_like_pickle(head: bytes) -> bool:
@@ -43,7 +64,7 @@ class CifarSource(Source):
     header: int = 1
 
     def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
-        return self.window(0, self.n_images, max_images)
+        return self.read_window(0, self.n_images, max_images)
 
     def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         path = self.files[0]
@@ -57,16 +78,22 @@ class CifarSource(Source):
 
 
 def open_cifar(path: Path) -> CifarSource:
+    """A CIFAR-10 or CIFAR-100 binary batch; its labels are checked against the dataset's
+    classes (10; CIFAR-100: 100 fine and 20 coarse) before anything is converted."""
     header = label_bytes(path)
     count = path.stat().st_size // (header + PIXELS)
-    # CIFAR-100 stores (coarse, fine); the fine label is the class.
-    values = np.empty(count, np.uint8)
+    values = np.empty((count, header), np.uint8)
     with path.open("rb") as handle:
         for start in range(0, count, LABEL_BLOCK):
             block = min(LABEL_BLOCK, count - start)
             records = read_images(handle, path, block, (header + PIXELS,))
-            values[start : start + block] = records[:, header - 1]
-    labels = Labels(values, f"{path.name} (record byte {header - 1})")
+            values[start : start + block] = records[:, :header]
+    if header == 2:
+        # CIFAR-100 stores (coarse, fine); the fine label is the class.
+        Labels(values[:, 0], f"{path.name} (record byte 0, coarse)", CIFAR100_COARSE_CLASSES)
+        labels = Labels(values[:, 1], f"{path.name} (record byte 1)", CIFAR100_FINE_CLASSES)
+    else:
+        labels = Labels(values[:, 0], f"{path.name} (record byte 0)", CIFAR10_CLASSES)
     return CifarSource(
         name=path.name,
         format="cifar100" if header == 2 else "cifar10",

@@ -52,8 +52,10 @@ KEYED = (
 IMAGE_FORMATS = ("folder", "parquet", "image-zip", "image-tar", "webdataset")
 
 
-def sniff(path: Path) -> str:
-    """Name the format of ``path`` from its first bytes (after gunzip)."""
+def sniff(path: Path, key: str | None = None) -> str:
+    """Name the format of ``path`` from its first bytes (after gunzip); an archive's from
+    the first bytes of its members. ``key`` says which members to read where an archive
+    holds two kinds (``zip_kind``, ``tar_kind``)."""
     kind = file_kind(path)
     if kind == "folder":
         return "zarr" if looks_like_zarr(path) else kind
@@ -67,7 +69,7 @@ def sniff(path: Path) -> str:
     if head.startswith(HDF5_SIGNATURE):
         return "hdf5"
     if head.startswith(ZIP_MAGIC):
-        return zip_kind(path)
+        return zip_kind(path, key)
     if looks_like_parquet(head):
         return "parquet"
     if head.startswith(GZIP_MAGIC):
@@ -80,7 +82,7 @@ def sniff(path: Path) -> str:
     if looks_like_idx(head):
         return "idx"
     if head[TAR_MAGIC_AT : TAR_MAGIC_AT + 5] == b"ustar":
-        return tar_kind(path)
+        return tar_kind(path, key)
     if looks_like_pickle(head):
         return "cifar-python"
     if path.suffix.lower() == ".bin":
@@ -126,7 +128,7 @@ def open_one(
 def open_format(
     path: Path, key: str | None, mode: str | None, resize: Resize | None = None
 ) -> Source:
-    fmt = sniff(path)
+    fmt = sniff(path, key)
     if key is not None and fmt not in KEYED:
         raise InputError(
             f"{path}: --key applies to .npz, HDF5, Zarr, Parquet and archive inputs, this is {fmt}"

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from pixscale.core.containment import Root
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
 from pixscale.sources.parallel import choose_backend, decode_chunks
@@ -41,25 +42,38 @@ __all__ = [
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
-    """Files in a deterministic order, with class indices when sub-folders name classes."""
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Files in a deterministic order, with class indices when sub-folders name classes.
 
-    def images_in(where: Path) -> list[Path]:
-        return sorted(
-            p
-            for p in where.iterdir()
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-        )
+    Only files inside ``folder`` are listed: a class folder or an image that is a link
+    leading out of it is refused, naming the link (``containment``).
+    """
+    root = Root(folder)
+    classes = sorted(
+        name for name, _ in root.entries("", lambda e: e.is_dir() and not is_hidden(e.name))
+    )
+
+    def images_in(where: str) -> list[Path]:
+        found = root.entries(where, lambda e: is_image(e.name) and not e.is_dir())
+        return sorted(folder / name for name, entry in found if entry.is_file())
 
     if not classes:
-        return images_in(folder), None, None
+        return images_in(""), None, None
     files: list[Path] = []
     labels: list[int] = []
     for index, name in enumerate(classes):
-        found = images_in(folder / name)
+        found = images_in(name)
         files += found
         labels += [index] * len(found)
     return files, labels, classes
+
+
+def is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def is_image(name: str) -> bool:
+    """An image's name: a known suffix, not hidden."""
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES and not is_hidden(name)
 
 
 @dataclass

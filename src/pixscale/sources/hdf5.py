@@ -2,7 +2,8 @@
 
 Only data stored inside the named file is read: external links, datasets whose bytes live
 in raw external files and virtual datasets (mapped from other files) are refused, since a
-file received from elsewhere must not make pixscale read the user's other files.
+file received from elsewhere must not make pixscale read the user's other files. Every
+dataset read is looked up through ``pixscale.core.hdf5_open``, which refuses them.
 """
 
 from __future__ import annotations
@@ -11,90 +12,23 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pixscale.core.formats import RECORD_ATTRIBUTE
+from pixscale.core.hdf5_open import local_dataset
 from pixscale.core.layouts import default_layout
 from pixscale.core.pixels import native, require_source_dtype, source_dtype
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, check_labels_size
 
 LABEL_NAMES = ("labels", "label", "y", "targets")
-#: Soft links followed while checking one name (HDF5 allows cycles; its own limit is 16).
-MAX_SOFT_LINKS = 16
 #: Largest chunk of a chunked dataset: reading any image decompresses its whole chunk.
 MAX_CHUNK_BYTES = 256 << 20
 #: Exceptions by which h5py reports a damaged file or an unreadable object.
 H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
-OUTSIDE = "refusing to read outside the input"
 
 if TYPE_CHECKING:
     import h5py
-
-
-def check_links(handle: h5py.File, path: Path, key: str, what: str) -> bool:
-    """Whether ``key`` names an object, refusing it when a link on its way leads out of
-    the file.
-
-    Every component of the name is looked at as a link before anything is looked up
-    through it; soft links stay inside the file but may lead through an external link, so
-    their targets are checked the same way, before the components after them.
-    """
-    budget = [MAX_SOFT_LINKS]
-
-    def check(name: str) -> bool:
-        import h5py  # imported on use: it adds ~30 ms to every start-up
-
-        prefix = ""
-        for part in (p for p in name.split("/") if p):
-            prefix = f"{prefix}/{part}"
-            try:
-                link = handle.get(prefix, getlink=True)
-            except H5_ERRORS:  # e.g. a component that is a dataset, not a group
-                return False
-            if link is None:
-                return False
-            if isinstance(link, h5py.HardLink):
-                continue
-            if isinstance(link, h5py.ExternalLink):
-                raise InputError(
-                    f"{path}: {what} {key!r} is an external link to {link.filename}:"
-                    f"{link.path}; {OUTSIDE}"
-                )
-            if not isinstance(link, h5py.SoftLink):
-                raise InputError(f"{path}: {what} {key!r} is a user-defined link; {OUTSIDE}")
-            budget[0] -= 1
-            if budget[0] < 0:
-                raise InputError(f"{path}: {what} {key!r}: more than {MAX_SOFT_LINKS} soft links")
-            parent = prefix.rpartition("/")[0]
-            if not check(link.path if link.path.startswith("/") else f"{parent}/{link.path}"):
-                return False  # a dangling soft link
-        return True
-
-    return check(key)
-
-
-def in_file_object(handle: h5py.File, path: Path, key: str, what: str) -> Any:
-    """The object named ``key`` (None when there is none), known to live in this file."""
-    if not check_links(handle, path, key, what):
-        return None
-    item = handle.get(key)
-    if item is not None and item.id.fileno != handle.id.fileno:
-        raise InputError(f"{path}: {what} {key!r} lives in another file; {OUTSIDE}")
-    return item
-
-
-def check_local(path: Path, dataset: h5py.Dataset, key: str, what: str) -> None:
-    """Refuse a dataset whose bytes are stored outside the file."""
-    if dataset.is_virtual:
-        raise InputError(
-            f"{path}: {what} {key!r} is a virtual dataset (its data is mapped from other "
-            f"datasets or files); {OUTSIDE}"
-        )
-    if dataset.id.get_create_plist().get_external_count() > 0:
-        raise InputError(
-            f"{path}: {what} {key!r} stores its data in another file (external storage); {OUTSIDE}"
-        )
 
 
 def check_stored(path: Path, dataset: h5py.Dataset, key: str, what: str) -> None:
@@ -129,19 +63,14 @@ def check_stored(path: Path, dataset: h5py.Dataset, key: str, what: str) -> None
 
 def find_labels(handle: h5py.File, path: Path, key: str, count: int) -> Labels | None:
     """A labels dataset of the right length beside the images (``x_…`` ↔ ``y_…`` too)."""
-    import h5py
-
     group, _, name = key.rpartition("/")
     candidates = [f"{group}/{n}" if group else n for n in LABEL_NAMES]
     if name.startswith("x"):
         candidates.insert(0, f"{group}/y{name[1:]}" if group else f"y{name[1:]}")
     for candidate in candidates:
-        item = in_file_object(handle, path, candidate, "labels")
-        if not isinstance(item, h5py.Dataset) or item.shape != (count,):
+        item = local_dataset(handle, path, candidate, "labels")
+        if item is None or item.shape != (count,) or item.dtype.kind not in "iu":
             continue
-        if item.dtype.kind not in "iu":
-            continue
-        check_local(path, item, candidate, "labels")
         check_labels_size(path, count, item.dtype.itemsize)
         check_stored(path, item, candidate, "labels")
         return Labels(item[()], candidate)
@@ -202,7 +131,9 @@ class Hdf5Source(Source):
         path = self.files[0]
         try:
             with h5py.File(path, "r") as handle:
-                dataset = handle[self.key]
+                dataset = local_dataset(handle, path, self.key, "dataset")
+                if dataset is None:
+                    raise InputError(f"{path}: no dataset {self.key!r}")
                 for first in range(start, stop, max_images):
                     yield native(dataset[first : min(first + max_images, stop)], self.dtype)
         except H5_ERRORS as exc:
@@ -225,17 +156,14 @@ def open_hdf5(path: Path, key: str | None) -> Hdf5Source:
 
 def describe(handle: h5py.File, path: Path, key: str | None) -> Hdf5Source:
     """The images dataset ``key`` (or the only uint8/uint16 one) and the labels beside it."""
-    import h5py
-
     if RECORD_ATTRIBUTE in handle.attrs:
         raise InputError(
             f"{path}: is a pixscale output (float32); use 'pixscale invert' to get uint8 back"
         )
     key = choose_key(handle, path) if key is None else key
-    item = in_file_object(handle, path, key, "dataset")
-    if not isinstance(item, h5py.Dataset):
+    item = local_dataset(handle, path, key, "dataset")
+    if item is None:
         raise InputError(f"{path}: no dataset {key!r}")
-    check_local(path, item, key, "dataset")
     pixels = require_source_dtype(path, item.dtype, f"dataset {key!r}")
     if item.ndim < 2:
         raise InputError(f"{path}: dataset {key!r} has shape {item.shape}; expected images")

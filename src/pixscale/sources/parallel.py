@@ -48,8 +48,19 @@ from pixscale.sources.pictures import (
 )
 from pixscale.sources.resize import prepare
 
-#: Decoding threads or processes: one per core.
-WORKERS = os.cpu_count() or 1
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (which ``taskset`` and container
+    cpusets narrow), else every core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity on macOS and Windows
+        return os.cpu_count() or 1
+
+
+#: Decoding threads or processes: one per usable core.
+WORKERS = usable_cores()
+
 #: Images of at most this many pixels are "small": decoded by processes, or serially.
 SMALL_IMAGE_PIXELS = 64 * 64
 #: Fewer small images than this are decoded serially: starting processes would cost more.
@@ -62,6 +73,13 @@ FORK = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_st
 #: ``auto`` (``choose_backend``'s rule), ``serial``, ``threads`` or ``processes``: to
 #: measure one against another (benchmarks/decode.py).
 BACKEND = "auto"
+
+
+def useful_workers(asked: int | None = None) -> int:
+    """Worker processes worth starting here: ``asked`` (default: one per usable core), but
+    never more than the usable cores. Each worker holds an interpreter and its own chunks in
+    flight, so workers beyond the cores add memory (about 65 MiB each) and no speed."""
+    return max(1, min(asked or WORKERS, WORKERS))
 
 
 def choose_backend(expect: Expect, count: int) -> str:

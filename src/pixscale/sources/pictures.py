@@ -4,9 +4,12 @@
 nothing is converted silently: 16-bit colour images (which Pillow would read at 8 bits),
 32-bit and float images are refused, a dataset mixing 8- and 16-bit images is refused, and
 images with an alpha channel and datasets mixing greyscale and colour need ``--mode`` to
-say what to do.
-A declared size over ``MAX_IMAGE_VALUES`` (or Pillow's decompression-bomb threshold) is
-refused from the header, before any pixel is decoded.
+say what to do. CMYK images (print JPEGs) need ``--mode`` too: it converts them with
+Pillow's ``convert``, a fixed formula that is not colour-managed (an embedded ICC profile
+is ignored).
+A declared size over ``MAX_IMAGE_VALUES`` (or Pillow's decompression-bomb threshold), and
+an image of more than one frame (a multi-page TIFF, an animated PNG, GIF or WebP, whose
+other frames would be lost), are refused from the header, before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ GREY_MODES = ("L", "1")
 COLOUR_MODES = ("RGB", "RGBX", "P")
 #: Modes with an alpha channel, and the --mode that drops it without changing the rest.
 ALPHA_MODES = {"LA": "L", "La": "L", "RGBA": "RGB", "RGBa": "RGB", "PA": "RGB"}
+#: Printers' colours: converted to ``--mode`` by Pillow, refused without one.
+CMYK_MODE = "CMYK"
 #: What the wide modes are, for the message that refuses them.
 WIDE_MODES = {"I": "32-bit integer", "F": "32-bit float"}
 #: The mode 16-bit greyscale images are read in (``I;16B`` and ``I`` are brought to it).
@@ -128,9 +133,19 @@ def kind_of(origin: str | Path, image: Any) -> str:
         return "grey"
     if mode in COLOUR_MODES or mode in ALPHA_MODES:
         return "colour"
+    if mode == CMYK_MODE:
+        return "cmyk"
     raise InputError(
         f"{origin}: image mode {mode} is neither greyscale nor RGB; only 8-bit L, 1, P and RGB "
-        "images are read (RGBA and LA with --mode)"
+        "images are read (RGBA, LA and CMYK with --mode)"
+    )
+
+
+def refuse_cmyk(origin: str | Path) -> None:
+    """A CMYK image is converted only when --mode says so."""
+    raise InputError(
+        f"{origin}: CMYK image; use --mode RGB to convert it (Pillow's conversion, not "
+        "colour-managed)"
     )
 
 
@@ -151,6 +166,16 @@ def check_declared_size(origin: str | Path, image: Any) -> None:
         raise InputError(
             f"{origin}: declares a {width}×{height} image ({width * height:,} pixels), over the "
             f"limit of {MAX_IMAGE_VALUES:,} per image"
+        )
+
+
+def check_frames(origin: str | Path, image: Any) -> None:
+    """Refuse an image of more than one frame: only the first would be read."""
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        raise InputError(
+            f"{origin}: holds {frames} frames (a multi-page or animated image); only "
+            "single-frame images are read, the other frames would be lost"
         )
 
 
@@ -182,6 +207,7 @@ def open_header(image_module: Any, handle: BinaryIO, origin: str | Path) -> Any:
             "image (decompression bomb?)"
         ) from exc
     check_declared_size(origin, image)
+    check_frames(origin, image)
     return image
 
 
@@ -233,6 +259,8 @@ def check_image(origin: str, image: Any, expect: Expect) -> None:
         raise InputError(f"{origin}: {this} image, the others are {others}")
     if not expect.strict:
         return
+    if kind == "cmyk":
+        refuse_cmyk(origin)
     if has_alpha(image):
         refuse_alpha(origin, image.mode)
     if kind != expect.kind:
@@ -251,6 +279,8 @@ def expect_of(origin: str, image: Any, mode: str | None, resize: Resize | None =
     kind = kind_of(origin, image)
     if kind == "grey16" and mode is not None:
         refuse_mode_for_16_bits(origin)
+    if mode is None and kind == "cmyk":
+        refuse_cmyk(origin)
     if mode is None and has_alpha(image):
         refuse_alpha(origin, image.mode)
     chosen = mode or {"grey": "L", "grey16": GREY16}.get(kind, "RGB")
@@ -324,6 +354,8 @@ def choose_mode(folder: Path, found: Scan) -> str:
                 f"{folder}: mixes 16-bit ({wide.name}) and 8-bit ({narrow.name}) images"
             )
         return GREY16
+    if "cmyk" in found.kinds:
+        refuse_cmyk(found.kinds["cmyk"])
     if found.alpha is not None:
         refuse_alpha(*found.alpha)
     if len(found.kinds) > 1:

@@ -4,19 +4,29 @@ at a time.
 A store holding one array is that array; a group is searched for uint8/uint16 arrays of two or
 more dimensions (``--key`` chooses among several), and a 1-D integer array named
 ``labels`` (or ``y…`` beside ``x…``) of the same length comes along as the labels.
+
+Every object zarr-python reads goes through a store that applies the containment rule
+(``containment``): a chunk, shard, array folder or ``zarr.json`` that is a link leading out
+of the store is refused, naming the link. Every chunk must be stored, counted file by file,
+and inside a shard entry by entry from the shard's index.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
+from pixscale.core.containment import Root, contained_store
 from pixscale.core.layouts import default_layout
 from pixscale.core.pixels import require_source_dtype, source_dtype
 from pixscale.errors import InputError
@@ -54,7 +64,9 @@ class ZarrSource(Source):
         zarr = require_zarr()
         path = self.files[0]
         try:
-            return zarr.open_array(str(path), path=self.key, mode="r", zarr_format=3)
+            return zarr.open_array(contained_store(path), path=self.key, mode="r", zarr_format=3)
+        except InputError:
+            raise
         except Exception as exc:  # zarr raises many kinds on a damaged store
             raise InputError(f"{path}: cannot open Zarr array {self.key!r} ({exc})") from exc
 
@@ -68,6 +80,8 @@ class ZarrSource(Source):
             last = min(first + max_images, stop)
             try:
                 values = np.ascontiguousarray(array[first:last], np.dtype(self.dtype))
+            except InputError:
+                raise
             except Exception as exc:  # a missing or corrupt chunk object
                 raise InputError(f"{path}: cannot read images {first}…{last - 1} ({exc})") from exc
             yield values
@@ -122,31 +136,194 @@ def find_labels(group: Any, path: Path, key: str, count: int) -> Labels | None:
     return None
 
 
-#: Chunks an input array may have: counting the stored ones costs memory per chunk.
+#: Chunks an input array may have: counting the stored ones costs time per chunk.
 MAX_CHUNKS = 1 << 24
+#: An absent entry of a shard index: offset and length both 2**64 - 1.
+ABSENT = np.uint64(2**64 - 1)
 
 
 def check_stored(array: Any, path: Path, key: str) -> None:
-    """Every chunk must be stored: a missing one would read as fill values, and a header
-    alone could declare any number of images."""
+    """Every chunk must be stored (inside a shard: every inner chunk its index lists): a
+    missing one would read as fill values, and a header alone could declare any number of
+    images."""
     expected = int(array.nchunks)
     if expected > MAX_CHUNKS:
         raise InputError(f"{path}: declares {expected:,} chunks; at most {MAX_CHUNKS:,} are read")
-    try:
-        stored = int(array.nchunks_initialized)
-    except Exception as exc:  # zarr raises many kinds on a damaged store
-        raise InputError(f"{path}: damaged Zarr store ({type(exc).__name__}: {exc})") from exc
-    if stored < expected:
-        name = f" {key!r}" if key else ""
+    root = Root(path)
+    stored, linked_folders = stored_files(root, key)
+    sharding = sharding_of(array, path, key)
+    first: str | None = None
+    if sharding is None:
+        missing = 0
+        for coords in np.ndindex(*array.cdata_shape):
+            name = array.metadata.encode_chunk_key(coords)
+            if not is_stored(root, key, name, stored, linked_folders):
+                missing += 1
+    else:
+        shards = Shards(array, sharding, path)
+        missing = 0
+        for coords in np.ndindex(*shards.grid):
+            name = array.metadata.encode_chunk_key(coords)
+            shown = os.path.join(key, name)
+            needed = shards.needed(coords)
+            if is_stored(root, key, name, stored, linked_folders):
+                needed &= shards.absent(root.resolve(shown), shown)
+            lost = int(np.count_nonzero(needed))
+            if lost and first is None:
+                first = shown
+            missing += lost
+    if missing:
+        label = f" {key!r}" if key else ""
+        where = f"first in shard {first}; " if first else ""
         raise InputError(
-            f"{path}: array{name} has {expected - stored:,} of {expected:,} chunks not stored "
-            "(they would read as fill values)"
+            f"{path}: array{label} has {missing:,} of {expected:,} chunks not stored "
+            f"({where}they would read as fill values)"
         )
+
+
+def stored_files(root: Root, key: str) -> tuple[set[str], bool]:
+    """Names of the regular files under the array folder ``key`` (relative to it), found in
+    one walk that follows no link, each link met checked by the containment rule; and
+    whether a link to a folder was met (files under it are then looked up one by one)."""
+    files: set[str] = set()
+    linked_folders = False
+    pending = [(str(root.resolve(key)), "")]
+    while pending:
+        folder, inside = pending.pop()
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+        for entry in entries:
+            relative = f"{inside}{entry.name}"
+            if entry.is_symlink():
+                target = root.resolve(os.path.join(key, relative))
+                linked_folders |= target.is_dir()
+                if target.is_file():
+                    files.add(relative)
+            elif entry.is_dir(follow_symlinks=False):
+                pending.append((entry.path, f"{relative}/"))
+            elif entry.is_file(follow_symlinks=False):
+                files.add(relative)
+    return files, linked_folders
+
+
+def is_stored(root: Root, key: str, name: str, stored: set[str], linked_folders: bool) -> bool:
+    """Whether the chunk or shard ``name`` of the array folder ``key`` is a stored file."""
+    if name in stored:
+        return True
+    return linked_folders and root.resolve(os.path.join(key, name)).is_file()
+
+
+def sharding_of(array: Any, path: Path, key: str) -> Any:
+    """The ``sharding_indexed`` codec of ``array``, or None; refused where the shard index
+    alone could not say which chunks are stored (nested sharding, a codec before it)."""
+    from zarr.codecs import ShardingCodec
+
+    codecs = list(array.metadata.codecs)
+    if not any(isinstance(codec, ShardingCodec) for codec in codecs):
+        return None
+    codec = codecs[0]
+    if not isinstance(codec, ShardingCodec) or any(
+        isinstance(inner, ShardingCodec) for inner in codec.codecs
+    ):
+        raise InputError(
+            f"{path}: array {key!r}: sharding after another codec or nested in a shard is "
+            "not supported (its stored chunks cannot be counted)"
+        )
+    return codec
+
+
+class Shards:
+    """The shards of one array: their grid, which inner chunks hold images, and how to read
+    a shard's index (the ``bytes`` codec, optionally followed by ``crc32c``)."""
+
+    def __init__(self, array: Any, codec: Any, path: Path) -> None:
+        from zarr.codecs import BytesCodec, Crc32cCodec
+
+        self.path = path
+        self.shape = tuple(int(n) for n in array.shape)
+        self.shard = tuple(int(n) for n in array.shards)
+        self.inner = tuple(int(n) for n in codec.chunk_shape)
+        self.per_shard = tuple(s // c for s, c in zip(self.shard, self.inner, strict=True))
+        self.grid = tuple(-(-n // s) for n, s in zip(self.shape, self.shard, strict=True))
+        count = math.prod(self.per_shard)
+        if count > MAX_CHUNKS:
+            raise InputError(
+                f"{path}: declares {count:,} chunks per shard; at most {MAX_CHUNKS:,} are read"
+            )
+        codecs = list(codec.index_codecs)
+        kinds = [type(c).__name__ for c in codecs]
+        if (
+            not 1 <= len(codecs) <= 2
+            or not isinstance(codecs[0], BytesCodec)
+            or not all(isinstance(c, Crc32cCodec) for c in codecs[1:])
+        ):
+            raise InputError(
+                f"{path}: shard index codecs {kinds} are not supported (bytes, then "
+                "optionally crc32c)"
+            )
+        big = codecs[0].endian is not None and codecs[0].endian.value == "big"
+        self.order = ">" if big else "<"
+        self.crc = len(codecs) == 2
+        self.index_bytes = 16 * count + (4 if self.crc else 0)
+        self.at_start = codec.index_location.value == "start"
+
+    def needed(self, coords: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+        """Which inner chunks of shard ``coords`` hold array elements (an edge shard's
+        others lie past the array's end and are never stored)."""
+        axes = [
+            c * s + np.arange(n) * i < extent
+            for c, s, n, i, extent in zip(
+                coords, self.shard, self.per_shard, self.inner, self.shape, strict=True
+            )
+        ]
+        needed: npt.NDArray[np.bool_] = functools.reduce(np.logical_and.outer, axes)
+        return needed
+
+    def absent(self, file: Path, name: str) -> npt.NDArray[np.bool_]:
+        """Which inner chunks the index of the shard ``file`` lists as not stored, its
+        entries checked against the bytes the file has."""
+        with file.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size < self.index_bytes:
+                raise InputError(
+                    f"{self.path}: shard {name} holds {size:,} bytes, less than its "
+                    f"{self.index_bytes:,}-byte index (truncated?)"
+                )
+            handle.seek(0 if self.at_start else size - self.index_bytes)
+            raw = handle.read(self.index_bytes)
+        if len(raw) != self.index_bytes:
+            raise InputError(f"{self.path}: shard {name} changed while its index was read")
+        if self.crc:
+            raw = self.checked(raw, name)
+        table: npt.NDArray[np.uint64] = np.frombuffer(raw, np.dtype(f"{self.order}u8"))
+        table = table.reshape(*self.per_shard, 2)
+        offsets, lengths = table[..., 0], table[..., 1]
+        absent: npt.NDArray[np.bool_] = (offsets == ABSENT) & (lengths == ABSENT)
+        start, end = (self.index_bytes, size) if self.at_start else (0, size - self.index_bytes)
+        room = np.uint64(end) - np.minimum(offsets, np.uint64(end))
+        wrong = ~absent & ((offsets < start) | (offsets > end) | (lengths > room))
+        if wrong.any():
+            at = tuple(int(i) for i in np.argwhere(wrong)[0])
+            raise InputError(
+                f"{self.path}: shard {name}: its index places inner chunk {at} at bytes "
+                f"{int(offsets[at]):,}+{int(lengths[at]):,}, outside the data of the "
+                f"{size:,}-byte file"
+            )
+        return absent
+
+    def checked(self, raw: bytes, name: str) -> bytes:
+        """The index without its CRC-32C, which must match."""
+        import google_crc32c  # zarr-python's own dependency, as its crc32c codec uses
+
+        body, stored = raw[:-4], int.from_bytes(raw[-4:], "little")
+        if google_crc32c.value(body) != stored:
+            raise InputError(f"{self.path}: shard {name}: its index fails its CRC-32C check")
+        return body
 
 
 def node_type(path: Path) -> str:
     try:
-        meta = json.loads((path / ZARR_JSON).read_text())
+        meta = json.loads(Root(path).resolve(ZARR_JSON).read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: damaged Zarr store ({ZARR_JSON}: {exc})") from exc
     if not isinstance(meta, dict) or meta.get("zarr_format") != 3:
@@ -168,10 +345,10 @@ def open_zarr(path: Path, key: str | None = None) -> ZarrSource:
         if kind == "array":
             if key:
                 raise InputError(f"{path}: is a single Zarr array; --key does not apply")
-            array = zarr.open_array(str(path), mode="r", zarr_format=3)
+            array = zarr.open_array(contained_store(path), mode="r", zarr_format=3)
             key = ""
         else:
-            group = zarr.open_group(str(path), mode="r", zarr_format=3)
+            group = zarr.open_group(contained_store(path), mode="r", zarr_format=3)
             key = find_images(group, path) if key is None else key
             try:
                 array = group[key]

@@ -18,10 +18,11 @@ import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.formats import RECORD_ATTRIBUTE
+from pixscale.core.hdf5_open import local_dataset, local_object
 from pixscale.core.params import Params
 from pixscale.errors import ParamsError, PixscaleError
 from pixscale.sources.npy import read_npy_header
-from pixscale.store.naming import PARAMS_GROUP, is_hdf5, sidecar_path
+from pixscale.store.naming import IMAGES_DATASET, PARAMS_GROUP, is_hdf5, sidecar_path
 
 Arrays = dict[str, npt.NDArray[Any]]
 
@@ -140,19 +141,23 @@ def read_hdf5(path: Path) -> tuple[dict[str, Any], Arrays]:
 
 
 def read_hdf5_arrays(path: Path, handle: h5py.File) -> Arrays:
-    """Numeric datasets of the ``params/`` group, no larger than the images."""
-    if PARAMS_GROUP not in handle:
+    """Numeric datasets of the ``params/`` group, no larger than the images, each stored in
+    this very file (``local_dataset`` refuses links, external storage and virtual ones)."""
+    group = local_object(handle, path, PARAMS_GROUP, "parameter group", ParamsError)
+    if group is None:
         return {}
-    group = handle[PARAMS_GROUP]
     if not isinstance(group, h5py.Group):
         raise ParamsError(f"{path}: {PARAMS_GROUP} is not a group")
-    limit = handle["images"].size if isinstance(handle.get("images"), h5py.Dataset) else 0
+    images = local_dataset(handle, path, IMAGES_DATASET, "dataset", ParamsError, virtual=True)
+    limit = 0 if images is None else images.size
     arrays: Arrays = {}
-    for name, item in group.items():
-        if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "biuf":
-            raise ParamsError(f"{path}: {PARAMS_GROUP}/{name} is not a numeric array")
+    for name in group:  # names only: nothing is looked up through a link here
+        key = f"{PARAMS_GROUP}/{name}"
+        item = local_dataset(handle, path, key, "parameter array", ParamsError)
+        if item is None or item.dtype.kind not in "biuf":
+            raise ParamsError(f"{path}: {key} is not a numeric array")
         if item.size > max(limit, 1):
-            raise ParamsError(f"{path}: {PARAMS_GROUP}/{name} is larger than the images")
+            raise ParamsError(f"{path}: {key} is larger than the images")
         arrays[name] = item[()]
     return arrays
 

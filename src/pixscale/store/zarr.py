@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.containment import contained_store
 from pixscale.core.formats import RECORD_ATTRIBUTE
 from pixscale.core.params import dumps
 from pixscale.errors import InputError, OutputError, ParamsError, PixscaleError
@@ -41,6 +42,7 @@ from pixscale.store.io.atomic import (
     current_umask,
     folder_lock,
     folder_of,
+    temporary_name,
 )
 from pixscale.store.io.checksum import StreamChecksum
 from pixscale.store.io.direct import ALIGN, DirectFile
@@ -207,9 +209,9 @@ def commit_store(temp: Path, target: Path, overwrite: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def new_store_folder(target: Path) -> Path:
-    """A fresh temporary folder beside ``target`` for the store being built."""
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder_of(target)))
+def make_store_folder(temp: Path) -> None:
+    """The temporary folder ``temp`` (a name already recorded for removal)."""
+    os.mkdir(temp, 0o700)
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -579,8 +581,10 @@ class ZarrWriter(Writer):
         check_store_target(target, staged.overwrite, staged.inputs)
         staged.expect_images(shape[0])
         rows = chunk_images or chunk_images_for(shape[1:])
-        self.temp: Path | None = new_store_folder(target)
+        # the name is kept before the folder exists: an interrupt leaves nothing unrecorded
+        self.temp: Path | None = temporary_name(target)
         try:
+            make_store_folder(self.temp)
             create_store(self.temp, shape, rows, compression, layout)
             self.images = ZarrImages.of(self.temp, direct)
             self.region = self.images.region(0, shape[0])
@@ -651,7 +655,10 @@ class ZarrWriter(Writer):
 def open_zarr_group(path: Path, error: type[PixscaleError] = InputError) -> Any:
     zarr = require_zarr(error)
     try:
-        return zarr.open_group(str(path), mode="r", zarr_format=3)
+        # every key read must resolve inside the output (no chunk linked from elsewhere)
+        return zarr.open_group(contained_store(path), mode="r", zarr_format=3)
+    except PixscaleError:
+        raise
     except Exception as exc:  # zarr raises many kinds on a damaged or foreign store
         raise error(f"{path}: not a readable Zarr v3 group ({exc})") from exc
 

@@ -35,8 +35,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import secrets
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -58,6 +58,11 @@ PLACED: list[Path] = []
 
 #: ``os.link`` failures meaning "this file system has no hard links", not "target exists".
 NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
+
+
+def temporary_name(target: Path) -> Path:
+    """A fresh hidden name beside ``target`` (same folder, so same file system)."""
+    return folder_of(target) / f".{target.name}.{secrets.token_hex(8)}.tmp"
 
 
 def folder_of(target: Path) -> Path:
@@ -222,10 +227,17 @@ class StagedOutputs:
         says ``main``.
         """
         self.check(target)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder_of(target))
-        os.close(fd)
-        temp = Path(name)
-        self.staged[target] = temp
+        while True:
+            temp = temporary_name(target)
+            # recorded before it exists: an interrupt at any point leaves nothing unrecorded
+            self.staged[target] = temp
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                del self.staged[target]  # another's file: never ours to remove
+                continue
+            os.close(fd)
+            break
         if main or self.main is None:
             self.main = target
         return temp
