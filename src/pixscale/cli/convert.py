@@ -28,7 +28,7 @@ from pixscale.core.storage import DTYPES, STORES
 from pixscale.engine.plan import plan
 from pixscale.sources import open_source
 from pixscale.sources.stdin import STDIN, spooled
-from pixscale.store.hdf5 import COMPRESSIONS
+from pixscale.store.backends import COMPRESSIONS, FORMATS
 from pixscale.store.io.direct import IO_MODES
 from pixscale.store.output import Output, check_before_reading
 
@@ -92,7 +92,7 @@ def check_stdout(spec: Spec, params_from: Path | None, params_out: Path | None) 
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["h5", "npy", "zarr"]),
+    type=click.Choice(FORMATS),
     help="Output format (default: from the extension).",
 )
 @click.option(
@@ -100,12 +100,12 @@ def check_stdout(spec: Spec, params_from: Path | None, params_out: Path | None) 
     type=click.Choice(COMPRESSIONS),
     default="none",
     show_default=True,
-    help="HDF5 compression.",
+    help="Compression of HDF5 or Zarr outputs (lzf: HDF5 only).",
 )
 @click.option(
     "--chunk-images",
     type=click.IntRange(min=1),
-    help="HDF5 chunk length in images (uncompressed HDF5 is contiguous unless this is given).",
+    help="Chunk length in images, HDF5 or Zarr (uncompressed HDF5 is contiguous without it).",
 )
 @click.option(
     "--io",

@@ -37,9 +37,6 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-import numpy.typing as npt
-
 from pixscale.core.layouts import output_shape
 from pixscale.core.params import Params, dumps
 from pixscale.core.spec import Spec, build_params
@@ -55,16 +52,13 @@ from pixscale.engine.record import build_record
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, Progress, dataset_sums
 from pixscale.errors import OutputError, PixscaleError
 from pixscale.sources import ConcatSource, Source
-from pixscale.sources.base import Labels, UInt8Array, WindowSource, window_of
+from pixscale.sources.base import UInt8Array, WindowSource, window_of
 from pixscale.sources.parallel import useful_workers
-from pixscale.store.base import Float32Array, Writer
-from pixscale.store.hdf5 import Hdf5Writer, is_contiguous
+from pixscale.store.base import Writer
 from pixscale.store.io.atomic import StagedOutputs, staged_outputs
-from pixscale.store.io.checksum import ALGORITHM, StreamChecksum, crc32_combine
-from pixscale.store.io.direct import ALIGN, DirectFile, use_direct
+from pixscale.store.io.checksum import ALGORITHM, crc32_combine
 from pixscale.store.io.space import check_room
-from pixscale.store.npy import NpyWriter, padded_npy_header
-from pixscale.store.output import Output, check_targets, open_writer, room_needed, write_mode
+from pixscale.store.output import Output, check_targets, room_needed, write_mode
 
 #: Input megabytes per task: large enough to amortise scheduling (about 1 ms a task) and
 #: the start of each task's read, small enough to balance two workers to within a few %.
@@ -137,62 +131,6 @@ def partitions(
 
 
 # -- what the tasks write into ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RawRegion:
-    """The contiguous float32 values of a file being built (a .npy, or an uncompressed
-    HDF5 dataset allocated up front): ``offset`` is where image 0 starts."""
-
-    path: Path
-    offset: int
-    shape: tuple[int, ...]
-    direct: bool = False
-
-    @property
-    def row_bytes(self) -> int:
-        return 4 * math.prod(self.shape[1:])
-
-    def region(self, start: int, count: int) -> Writer:
-        return RawRegionWriter(self, start, count)
-
-
-class RawRegionWriter(Writer):
-    """Writes images ``start``… of a ``RawRegion`` front to back (``O_DIRECT`` where the
-    region starts on a block boundary and ``direct`` is set), with the CRC-32 of the
-    bytes written summed beside the writes."""
-
-    def __init__(self, raw: RawRegion, start: int, count: int) -> None:
-        self.target, self.shape = raw.path, (count, *raw.shape[1:])
-        self.expected = count * raw.row_bytes
-        self.written = 0
-        self.checksum = StreamChecksum()
-        self.handle = DirectFile(
-            raw.path, raw.direct, offset=raw.offset + start * raw.row_bytes, create=False
-        )
-
-    def write(self, chunk: Float32Array) -> None:
-        data = np.ascontiguousarray(chunk, "<f4")
-        try:
-            with self.checksum.during(data):
-                self.handle.write(data)
-        except OSError as exc:
-            raise OutputError(f"{self.target}: write failed: {exc.strerror or exc}") from exc
-        self.written += chunk.nbytes
-
-    def finish(
-        self, record: dict[str, Any], arrays: dict[str, npt.NDArray[Any]], labels: Labels | None
-    ) -> dict[str, Any]:
-        self.close()
-        return dict(record.get("output", {}))
-
-    def close(self) -> None:
-        self.checksum.close()
-        if not self.handle.closed:
-            try:
-                self.handle.close()
-            except OSError as exc:
-                raise OutputError(f"{self.target}: write failed: {exc.strerror or exc}") from exc
 
 
 # -- tasks -------------------------------------------------------------------------------------
@@ -346,54 +284,17 @@ def dask_params(
 # -- the conversion ----------------------------------------------------------------------------
 
 
-def output_kind(output: Output) -> str:
-    """``zarr``, ``h5`` or ``npy``."""
-    if output.format == "zarr" or (output.format is None and output.path.suffix.lower() == ".zarr"):
-        return "zarr"
-    return output.resolved_format()
-
-
 def open_parallel(
     output: Output, shape: tuple[int, ...], staged: StagedOutputs
 ) -> tuple[Writer, Any, int]:
     """The output's writer on the client, where the tasks write (a sink), and the images
-    per chunk that every task's first image must be a multiple of."""
-    kind = output_kind(output)
-    nbytes = 4 * math.prod(shape)
-    row_bytes = 4 * math.prod(shape[1:])
-    step = ALIGN // math.gcd(row_bytes, ALIGN)  # rows per whole number of blocks
-    if kind == "zarr":
-        from pixscale.store.zarr import ZarrWriter
-
-        direct = write_mode(output, nbytes) == "direct"
-        check_targets(output, staged)
-        check_room(output.path, room_needed(output, nbytes))
-        zarr_writer = ZarrWriter(
-            output.path.absolute(),
-            shape,
-            staged,
-            output.compression,
-            output.chunk_images,
-            direct,
-            output.layout,
-        )
-        images = zarr_writer.parallel()
-        return zarr_writer, images, images.file_rows
-    if kind == "h5" and not is_contiguous(output.compression, output.chunk_images):
-        raise OutputError(
-            f"{output.path}: the dask engine writes uncompressed, contiguous HDF5 (tasks write "
-            "their own byte ranges); for compressed or chunked output use a .zarr store"
-        )
-    writer = open_writer(output, shape, staged)
-    direct = use_direct(output.io, nbytes)
-    if isinstance(writer, Hdf5Writer):
-        offset = int(writer.images.id.get_offset())
-        return writer, RawRegion(writer.temp.absolute(), offset, shape, direct), step
-    if isinstance(writer, NpyWriter):
-        offset = len(padded_npy_header(shape))
-        return writer, RawRegion(writer.temp.absolute(), offset, shape, direct), step
-    writer.close()
-    raise OutputError(f"{output.path}: the dask engine cannot write this output")
+    per region that every task's first image must be a multiple of: the output's backend
+    decides, after the same target and room checks as the local engine's."""
+    nbytes = output.item_bytes * math.prod(shape)
+    direct = write_mode(output, nbytes) == "direct"
+    check_targets(output, staged)
+    check_room(output.path, room_needed(output, nbytes))
+    return output.backend.open_parallel(output, shape, staged, direct)
 
 
 def convert_on_dask(

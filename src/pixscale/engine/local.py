@@ -30,10 +30,11 @@ from pixscale.engine.record import build_record
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, Progress, aligned_chunk_images
 from pixscale.errors import ParamsError
 from pixscale.sources import Source, open_source
+from pixscale.store.backends import all_companions
 from pixscale.store.base import Writer
 from pixscale.store.io.atomic import staged_outputs
 from pixscale.store.io.background import BackgroundWriter
-from pixscale.store.naming import STREAM, companions
+from pixscale.store.naming import STREAM
 from pixscale.store.output import Output, check_targets, open_writer
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def named_inputs(
         named.append(Path(labels))
     if isinstance(params_from, str | os.PathLike):
         reused = Path(params_from)
-        named += [reused, *companions(reused, "npy")]
+        named += [reused, *all_companions(reused)]
     return [p for p in named if str(p) != STREAM]
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.labels import Labels
 from pixscale.errors import OutputError
-from pixscale.sources.base import Labels
 from pixscale.store.io.checksum import Checksum, checksum_of
 
 Float32Array = npt.NDArray[np.float32]

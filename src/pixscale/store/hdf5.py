@@ -11,8 +11,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.formats import RECORD_ATTRIBUTE
+from pixscale.core.labels import Labels
 from pixscale.core.params import dumps
-from pixscale.sources.base import Labels
 from pixscale.store.base import (
     Float32Array,
     Writer,

@@ -11,8 +11,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.labels import Labels
 from pixscale.core.params import dumps
-from pixscale.sources.base import Labels
 from pixscale.store.base import (
     Float32Array,
     Writer,

@@ -14,29 +14,30 @@ import numpy as np
 
 from pixscale.core.storage import DTYPES, STORES
 from pixscale.errors import OutputError
+from pixscale.store.backends import BACKENDS, COMPRESSIONS, Backend, backend_named
 from pixscale.store.base import Writer
-from pixscale.store.hdf5 import COMPRESSIONS, Hdf5Writer, is_contiguous
 from pixscale.store.io.atomic import StagedOutputs
 from pixscale.store.io.direct import IO_MODES, use_direct
 from pixscale.store.io.space import check_room
-from pixscale.store.naming import STREAM, companions, output_format
-from pixscale.store.npy import NpyWriter, StreamNpyWriter
+from pixscale.store.naming import STREAM
+from pixscale.store.npy import StreamNpyWriter
 
 
 @dataclass(frozen=True)
 class Output:
-    """Where and how to write: format (h5|npy), compression, HDF5 chunking, layout.
+    """Where and how to write: format (a backend's name), compression, chunking, layout.
 
     Parameters
     ----------
     path
         The output file; ``"-"`` streams .npy to standard output.
     format
-        ``"h5"`` or ``"npy"``; None takes it from the extension.
+        A backend's name (``pixscale.store.backends.FORMATS``); None takes it from the
+        extension.
     overwrite
         Replace an existing output (atomically).
     compression
-        HDF5 compression: ``"none"``, ``"gzip"`` or ``"lzf"``.
+        ``"none"``, ``"gzip"`` or (HDF5) ``"lzf"``: each format takes its own.
     chunk_images
         HDF5 chunk length in images (uncompressed HDF5 is contiguous without it).
     layout
@@ -82,11 +83,7 @@ class Output:
             raise OutputError("--store uint8 decodes to float32: --dtype does not apply to it")
         if self.store == "uint8" and self.to_stdout:
             raise OutputError("-o -: a packed output needs its record beside it; write a file")
-        if (self.dtype, self.store) != ("float32", "float") and self.resolved_format() == "zarr":
-            raise OutputError(
-                f"{self.path}: --dtype float16 and --store uint8 write .h5 or .npy outputs; "
-                "a .zarr output holds float32"
-            )
+        self.backend.check_options(self)
 
     @property
     def stored_dtype(self) -> str:
@@ -103,15 +100,23 @@ class Output:
     def to_stdout(self) -> bool:
         return str(self.path) == STREAM
 
+    @property
+    def backend(self) -> Backend:
+        """The output format: ``format`` (``--format``) or the path's suffix; a stream is .npy."""
+        if self.to_stdout:
+            if self.format not in (None, "npy"):
+                named = BACKENDS[self.format].title if self.format in BACKENDS else self.format
+                raise OutputError(f"{named} cannot be streamed: it needs a seekable file")
+            return BACKENDS["npy"]
+        return backend_named(self.path, self.format)
+
     def resolved_format(self) -> str:
-        """``"h5"`` or ``"npy"``."""
-        return output_format(self.path, self.format)
+        """The ``--format`` name of the output's backend."""
+        return self.backend.name
 
     def targets(self) -> list[Path]:
         """Every file this output may create: the data, its companions, ``params_out``."""
-        found = (
-            [] if self.to_stdout else [self.path, *companions(self.path, self.resolved_format())]
-        )
+        found = [] if self.to_stdout else [self.path, *self.backend.companions(self.path)]
         if self.params_out is not None:
             found.append(self.params_out)
         return found
@@ -119,17 +124,7 @@ class Output:
 
 def write_mode(output: Output, nbytes: int) -> str:
     """How the output's bytes reach the disk: stream, direct or buffered (page cache)."""
-    fmt = output.resolved_format()
-    if fmt == "zarr" and output.compression not in ("none", "gzip"):
-        raise OutputError(
-            f"{output.path}: {output.compression} is HDF5's own filter; "
-            "Zarr outputs take --compression none or gzip"
-        )
-    raw = (
-        fmt == "npy"
-        or (fmt == "zarr" and output.compression == "none")
-        or (fmt == "h5" and is_contiguous(output.compression, output.chunk_images))
-    )
+    raw = output.backend.raw(output)
     if output.io == "direct" and (output.to_stdout or not raw):
         raise OutputError(
             f"{output.path}: direct writes need a .npy file or uncompressed, unchunked HDF5"
@@ -155,12 +150,10 @@ def check_targets(output: Output, staged: StagedOutputs) -> None:
             )
         seen[real] = target
     for target in output.targets():
-        if target == output.path and output.resolved_format() == "zarr":
-            from pixscale.store.zarr import check_store_target
-
-            check_store_target(target, staged.overwrite, staged.inputs)  # a folder store
-            continue
-        staged.check(target)
+        if target == output.path:
+            output.backend.check_target(output, staged)  # a file, or a folder store
+        else:
+            staged.check(target)
 
 
 def check_before_reading(output: Output, inputs: Iterable[Path]) -> None:
@@ -189,29 +182,7 @@ def open_writer(output: Output, shape: tuple[int, ...], staged: StagedOutputs) -
     if output.to_stdout:
         return StreamNpyWriter(sys.stdout.buffer, shape, dtype)
     check_room(output.path, room_needed(output, nbytes))
-    if output.resolved_format() == "npy":
-        return NpyWriter(output.path, shape, staged, mode == "direct", dtype)
-    if output.resolved_format() == "zarr":
-        from pixscale.store.zarr import ZarrWriter  # zarr is an optional extra
-
-        return ZarrWriter(
-            output.path,
-            shape,
-            staged,
-            output.compression,
-            output.chunk_images,
-            mode == "direct",
-            output.layout,
-        )
-    return Hdf5Writer(
-        output.path,
-        shape,
-        staged,
-        output.compression,
-        output.chunk_images,
-        mode == "direct",
-        dtype,
-    )
+    return output.backend.open_writer(output, shape, staged, mode == "direct")
 
 
 __all__ = [

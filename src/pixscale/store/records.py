@@ -22,7 +22,7 @@ from pixscale.core.hdf5_open import local_dataset, local_object
 from pixscale.core.params import Params
 from pixscale.errors import ParamsError, PixscaleError
 from pixscale.sources.npy import read_npy_header
-from pixscale.store.naming import IMAGES_DATASET, PARAMS_GROUP, is_hdf5, sidecar_path
+from pixscale.store.naming import IMAGES_DATASET, PARAMS_GROUP, sidecar_path
 
 Arrays = dict[str, npt.NDArray[Any]]
 
@@ -207,24 +207,21 @@ def read_npy_output(path: Path) -> tuple[dict[str, Any], Arrays]:
 
 
 def read_record(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Arrays]:
-    """The record and its external arrays, from JSON, HDF5 output or .npy output.
+    """The record and its external arrays, from a params JSON or any output.
 
     Raises
     ------
     ParamsError
         For any file that does not hold a well-formed record (see ``parse_record``).
     """
-    path = Path(path)
-    from pixscale.store.zarr import is_zarr_store, read_zarr_record  # imports no zarr
+    from pixscale.store.backends import backend_of  # its backends read records from here
 
-    if is_zarr_store(path):
-        return read_zarr_record(path)
+    path = Path(path)
+    backend = backend_of(path)
+    if backend is not None:
+        return backend.read_record(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such file")
-    if is_hdf5(path):
-        return read_hdf5(path)
-    if path.suffix == ".npy":
-        return read_npy_output(path)
     return parse_record(read_text(path), str(path)), {}
 
 

@@ -32,9 +32,9 @@ import numpy.typing as npt
 
 from pixscale.core.containment import contained_store
 from pixscale.core.formats import RECORD_ATTRIBUTE
+from pixscale.core.labels import Labels
 from pixscale.core.params import dumps
 from pixscale.errors import InputError, OutputError, ParamsError, PixscaleError
-from pixscale.sources.base import Labels
 from pixscale.store.base import Float32Array, Writer, checksum_field, labels_checksum
 from pixscale.store.io.atomic import (
     StagedOutputs,

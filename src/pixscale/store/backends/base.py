@@ -1,0 +1,100 @@
+"""What an output format offers the rest of pixscale: one ``Backend`` per format.
+
+A backend owns everything a format means: its names (``--format`` choice, suffixes,
+companion files), how its target is checked and placed (a file or a folder), its writers
+(the whole run here, and regions written by Dask workers), how it stores the record,
+labels and parameter arrays, and how an output of it is read back (``pixscale.open``,
+``verify``, ``invert``). Nothing above ``store/`` names a format: it asks the registry
+(``pixscale.store.backends``) for the backend of a path or a ``--format``.
+
+Adding a format is one module with a ``Backend`` subclass and one line in the registry.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from pixscale.errors import OutputError
+
+if TYPE_CHECKING:
+    from pixscale.store.base import Writer
+    from pixscale.store.io.atomic import StagedOutputs
+    from pixscale.store.output import Output
+
+#: What ``read_record`` returns: the record and its parameter arrays stored apart.
+Record = tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]
+#: What ``read_data`` returns: the stored images' shape and dtype, and the labels.
+StoredData = tuple[tuple[int, ...], np.dtype[Any], npt.NDArray[Any] | None]
+
+
+class Backend(ABC):
+    """One output format (see the module notes)."""
+
+    #: The ``--format`` choice and the record's ``output.format``.
+    name: ClassVar[str]
+    #: How messages name the format.
+    title: ClassVar[str]
+    #: File name endings that select this format, lower case, the first the usual one.
+    suffixes: ClassVar[tuple[str, ...]]
+    #: Whether an output is a folder (a store) rather than a file.
+    folder: ClassVar[bool] = False
+    #: ``--compression`` choices.
+    compressions: ClassVar[tuple[str, ...]] = ("none",)
+    #: Storage variants it writes: (``--dtype``, ``--store``) pairs.
+    variants: ClassVar[tuple[tuple[str, str], ...]] = (("float32", "float"),)
+
+    def companions(self, target: Path) -> list[Path]:
+        """Files an output at ``target`` may write beside itself (record, labels, arrays)."""
+        return []
+
+    @abstractmethod
+    def holds(self, path: Path) -> bool:
+        """True when ``path`` is, by its content, an output of this format."""
+
+    def check_options(self, output: Output) -> None:
+        """Refuse writing options this format cannot honour, naming the output."""
+        if output.compression not in self.compressions:
+            raise OutputError(
+                f"{output.path}: {output.compression} compression is not for {self.title} "
+                f"outputs; choose from {', '.join(self.compressions)}"
+            )
+        if (output.dtype, output.store) not in self.variants:
+            raise OutputError(
+                f"{output.path}: --dtype {output.dtype} --store {output.store} is not written "
+                f"as {self.title}"
+            )
+
+    def raw(self, output: Output) -> bool:
+        """Whether the data is one run of raw bytes (written directly, by byte ranges)."""
+        return False
+
+    def check_target(self, output: Output, staged: StagedOutputs) -> None:
+        """Refuse the data target up front (see ``StagedOutputs.check``)."""
+        staged.check(output.path)
+
+    @abstractmethod
+    def open_writer(
+        self, output: Output, shape: tuple[int, ...], staged: StagedOutputs, direct: bool
+    ) -> Writer:
+        """The writer of a whole run on this machine."""
+
+    def open_parallel(
+        self, output: Output, shape: tuple[int, ...], staged: StagedOutputs, direct: bool
+    ) -> tuple[Writer, Any, int]:
+        """The client's writer, the sink Dask tasks write their regions into (its
+        ``region(start, count)`` is a ``Writer``), and the images per region boundary."""
+        raise OutputError(f"{output.path}: the dask engine cannot write {self.title} outputs")
+
+    @abstractmethod
+    def read_record(self, path: Path) -> Record:
+        """The record and its parameter arrays, from an output of this format."""
+
+    @abstractmethod
+    def read_data(self, path: Path, output: dict[str, Any]) -> StoredData:
+        """Shape and dtype of the stored images and the labels (``output``: the record's
+        ``output`` section)."""

@@ -1,0 +1,75 @@
+"""The HDF5 backend: one self-contained ``.h5`` with the ``images`` dataset (contiguous
+unless compressed or chunked), ``labels``, parameter arrays under ``params/`` and the
+record as the attribute ``pixscale_params``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pixscale.errors import OutputError
+from pixscale.store.backends.base import Backend, Record, StoredData
+from pixscale.store.hdf5 import COMPRESSIONS, Hdf5Writer, is_contiguous
+from pixscale.store.io.region import RawRegion, rows_per_block
+from pixscale.store.naming import is_hdf5
+
+if TYPE_CHECKING:
+    from pixscale.store.base import Writer
+    from pixscale.store.io.atomic import StagedOutputs
+    from pixscale.store.output import Output
+
+
+class Hdf5Backend(Backend):
+    name: ClassVar[str] = "h5"
+    title: ClassVar[str] = "HDF5"
+    suffixes: ClassVar[tuple[str, ...]] = (".h5", ".hdf5")
+    compressions: ClassVar[tuple[str, ...]] = COMPRESSIONS
+    variants: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("float32", "float"),
+        ("float16", "float"),
+        ("float32", "uint8"),
+    )
+
+    def holds(self, path: Path) -> bool:
+        return is_hdf5(path)
+
+    def raw(self, output: Output) -> bool:
+        return is_contiguous(output.compression, output.chunk_images)
+
+    def open_writer(
+        self, output: Output, shape: tuple[int, ...], staged: StagedOutputs, direct: bool
+    ) -> Writer:
+        return Hdf5Writer(
+            output.path,
+            shape,
+            staged,
+            output.compression,
+            output.chunk_images,
+            direct,
+            output.stored_dtype,
+        )
+
+    def open_parallel(
+        self, output: Output, shape: tuple[int, ...], staged: StagedOutputs, direct: bool
+    ) -> tuple[Writer, Any, int]:
+        if not self.raw(output):
+            raise OutputError(
+                f"{output.path}: the dask engine writes uncompressed, contiguous HDF5 (tasks "
+                "write their own byte ranges); for compressed or chunked output use a .zarr store"
+            )
+        writer = self.open_writer(output, shape, staged, direct)
+        assert isinstance(writer, Hdf5Writer)
+        offset = int(writer.images.id.get_offset())
+        return writer, RawRegion(writer.temp.absolute(), offset, shape, direct), rows_per_block(
+            shape
+        )
+
+    def read_record(self, path: Path) -> Record:
+        from pixscale.store.records import read_hdf5
+
+        return read_hdf5(path)
+
+    def read_data(self, path: Path, output: dict[str, Any]) -> StoredData:
+        from pixscale.store.reader import read_hdf5_data
+
+        return read_hdf5_data(path)

@@ -1,0 +1,88 @@
+"""The Zarr backend: a Zarr v3 store (a folder) with the float32 ``images`` array, ``labels``,
+parameter arrays under ``params/`` and the record in the group's attributes; written by
+this process or region by region by Dask workers, placed by one rename."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pixscale.errors import OutputError
+from pixscale.store.backends.base import Backend, Record, StoredData
+
+if TYPE_CHECKING:
+    from pixscale.store.base import Writer
+    from pixscale.store.io.atomic import StagedOutputs
+    from pixscale.store.output import Output
+
+#: ``--compression`` choices of Zarr outputs (HDF5's lzf filter has no Zarr codec here).
+ZARR_COMPRESSIONS = ("none", "gzip")
+
+
+class ZarrBackend(Backend):
+    name: ClassVar[str] = "zarr"
+    title: ClassVar[str] = "Zarr"
+    suffixes: ClassVar[tuple[str, ...]] = (".zarr",)
+    folder: ClassVar[bool] = True
+    compressions: ClassVar[tuple[str, ...]] = ZARR_COMPRESSIONS
+
+    def holds(self, path: Path) -> bool:
+        from pixscale.store.zarr import is_zarr_store  # imports no zarr
+
+        return is_zarr_store(path)
+
+    def check_options(self, output: Output) -> None:
+        if output.compression not in self.compressions:
+            raise OutputError(
+                f"{output.path}: {output.compression} is HDF5's own filter; "
+                "Zarr outputs take --compression none or gzip"
+            )
+        if (output.dtype, output.store) not in self.variants:
+            raise OutputError(
+                f"{output.path}: --dtype float16 and --store uint8 write .h5 or .npy outputs; "
+                "a .zarr output holds float32"
+            )
+
+    def raw(self, output: Output) -> bool:
+        return output.compression == "none"
+
+    def check_target(self, output: Output, staged: StagedOutputs) -> None:
+        from pixscale.store.zarr import check_store_target
+
+        check_store_target(output.path, staged.overwrite, staged.inputs)
+
+    def open_writer(
+        self, output: Output, shape: tuple[int, ...], staged: StagedOutputs, direct: bool
+    ) -> Writer:
+        from pixscale.store.zarr import ZarrWriter  # zarr is an optional extra
+
+        return ZarrWriter(
+            output.path.absolute(),
+            shape,
+            staged,
+            output.compression,
+            output.chunk_images,
+            direct,
+            output.layout,
+        )
+
+    def open_parallel(
+        self, output: Output, shape: tuple[int, ...], staged: StagedOutputs, direct: bool
+    ) -> tuple[Writer, Any, int]:
+        from pixscale.store.zarr import ZarrWriter
+
+        writer = self.open_writer(output, shape, staged, direct)
+        assert isinstance(writer, ZarrWriter)
+        images = writer.parallel()
+        return writer, images, images.file_rows
+
+    def read_record(self, path: Path) -> Record:
+        from pixscale.store.zarr import read_zarr_record
+
+        return read_zarr_record(path)
+
+    def read_data(self, path: Path, output: dict[str, Any]) -> StoredData:
+        from pixscale.store.zarr import open_zarr_output
+
+        opened = open_zarr_output(path)
+        return opened.shape, opened.dtype, opened.labels
