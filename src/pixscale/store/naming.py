@@ -8,8 +8,6 @@ from pathlib import Path
 from pixscale.core.formats import HDF5_SIGNATURE, NPY_MAGIC, RECORD_ATTRIBUTE
 from pixscale.errors import OutputError
 
-#: Output format by file extension.
-FORMATS = {".h5": "h5", ".hdf5": "h5", ".npy": "npy", ".zarr": "zarr"}
 #: Names inside an HDF5 output.
 IMAGES_DATASET = "images"
 LABELS_DATASET = "labels"
@@ -39,23 +37,6 @@ def companions(target: Path, fmt: str) -> list[Path]:
     if fmt != "npy":
         return []
     return [sidecar_path(target), labels_path(target), arrays_path(target)]
-
-
-def output_format(path: Path, fmt: str | None = None) -> str:
-    """``h5`` or ``npy``: ``fmt`` when given, else from the extension."""
-    if str(path) == STREAM:
-        if fmt == "h5":
-            raise OutputError("HDF5 cannot be streamed: it needs a seekable file")
-        return "npy"
-    if fmt is not None:
-        return fmt
-    found = FORMATS.get(path.suffix.lower())
-    if found is None:
-        raise OutputError(
-            f"{path}: cannot tell the output format from the extension; "
-            "use .h5, .hdf5, .npy or .zarr, or --format h5|npy|zarr"
-        )
-    return found
 
 
 def uint8_format(path: Path) -> str:

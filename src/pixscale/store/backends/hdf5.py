@@ -60,8 +60,10 @@ class Hdf5Backend(Backend):
         writer = self.open_writer(output, shape, staged, direct)
         assert isinstance(writer, Hdf5Writer)
         offset = int(writer.images.id.get_offset())
-        return writer, RawRegion(writer.temp.absolute(), offset, shape, direct), rows_per_block(
-            shape
+        return (
+            writer,
+            RawRegion(writer.temp.absolute(), offset, shape, direct),
+            rows_per_block(shape),
         )
 
     def read_record(self, path: Path) -> Record:

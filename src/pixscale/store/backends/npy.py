@@ -49,8 +49,10 @@ class NpyBackend(Backend):
     ) -> tuple[Writer, Any, int]:
         writer = NpyWriter(output.path, shape, staged, direct, output.stored_dtype)
         offset = len(padded_npy_header(shape, ALIGN))
-        return writer, RawRegion(writer.temp.absolute(), offset, shape, direct), rows_per_block(
-            shape
+        return (
+            writer,
+            RawRegion(writer.temp.absolute(), offset, shape, direct),
+            rows_per_block(shape),
         )
 
     def read_record(self, path: Path) -> Record:

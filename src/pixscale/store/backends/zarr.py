@@ -9,14 +9,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pixscale.errors import OutputError
 from pixscale.store.backends.base import Backend, Record, StoredData
+from pixscale.store.zarr import (  # imports no zarr: writing and reading do, when used
+    ZARR_COMPRESSIONS,
+    ZarrWriter,
+    check_store_target,
+    is_zarr_store,
+    open_zarr_output,
+    read_zarr_record,
+)
 
 if TYPE_CHECKING:
     from pixscale.store.base import Writer
     from pixscale.store.io.atomic import StagedOutputs
     from pixscale.store.output import Output
-
-#: ``--compression`` choices of Zarr outputs (HDF5's lzf filter has no Zarr codec here).
-ZARR_COMPRESSIONS = ("none", "gzip")
 
 
 class ZarrBackend(Backend):
@@ -24,11 +29,9 @@ class ZarrBackend(Backend):
     title: ClassVar[str] = "Zarr"
     suffixes: ClassVar[tuple[str, ...]] = (".zarr",)
     folder: ClassVar[bool] = True
-    compressions: ClassVar[tuple[str, ...]] = ZARR_COMPRESSIONS
+    compressions: ClassVar[tuple[str, ...]] = ZARR_COMPRESSIONS  # lzf has no Zarr codec here
 
     def holds(self, path: Path) -> bool:
-        from pixscale.store.zarr import is_zarr_store  # imports no zarr
-
         return is_zarr_store(path)
 
     def check_options(self, output: Output) -> None:
@@ -47,15 +50,11 @@ class ZarrBackend(Backend):
         return output.compression == "none"
 
     def check_target(self, output: Output, staged: StagedOutputs) -> None:
-        from pixscale.store.zarr import check_store_target
-
         check_store_target(output.path, staged.overwrite, staged.inputs)
 
     def open_writer(
         self, output: Output, shape: tuple[int, ...], staged: StagedOutputs, direct: bool
     ) -> Writer:
-        from pixscale.store.zarr import ZarrWriter  # zarr is an optional extra
-
         return ZarrWriter(
             output.path.absolute(),
             shape,
@@ -69,20 +68,14 @@ class ZarrBackend(Backend):
     def open_parallel(
         self, output: Output, shape: tuple[int, ...], staged: StagedOutputs, direct: bool
     ) -> tuple[Writer, Any, int]:
-        from pixscale.store.zarr import ZarrWriter
-
         writer = self.open_writer(output, shape, staged, direct)
         assert isinstance(writer, ZarrWriter)
         images = writer.parallel()
         return writer, images, images.file_rows
 
     def read_record(self, path: Path) -> Record:
-        from pixscale.store.zarr import read_zarr_record
-
         return read_zarr_record(path)
 
     def read_data(self, path: Path, output: dict[str, Any]) -> StoredData:
-        from pixscale.store.zarr import open_zarr_output
-
         opened = open_zarr_output(path)
         return opened.shape, opened.dtype, opened.labels
