@@ -50,7 +50,8 @@ def local():
     source = open_source(source_path)
     if target.suffix == ".zarr":  # until output.py picks the writer for .zarr
         from pixscale.engine.fitting import prepare_params
-        from pixscale.engine.local import write_images, hash_quietly
+        from pixscale.engine.local import write_images
+        from pixscale.engine.pipeline import hash_quietly
         from pixscale.engine.record import build_record
         from pixscale.engine.scan import DEFAULT_CHUNK_MB
         from pixscale.store.io.direct import use_direct

@@ -21,7 +21,8 @@ from pixscale.tasks.invert import invert
 
 distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
 
-from pixscale.engine.distributed import convert_on_dask, partitions  # noqa: E402
+from pixscale.engine.distributed import convert_on_dask  # noqa: E402
+from pixscale.sources.partition import partitions  # noqa: E402
 
 #: Record fields that describe the output file rather than the transform.
 OUTPUT_ONLY = ("output",)
@@ -201,29 +202,14 @@ def test_cli_dask_engine_with_a_local_cluster(tmp_path: Path, shards) -> None:  
     assert record["output"]["engine"] == "dask"
 
 
-def test_tasks_let_malloc_reuse_memory_and_restore_the_workers_setting(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from pixscale.engine.distributed import MemoryReuse
+def test_workers_of_a_local_cluster_start_with_malloc_reusing_memory() -> None:
+    """Dask's nanny turns glibc's adaptive thresholds off; pixscale's local cluster sets them
+    where glibc would settle, through Dask's own configuration of the workers' environment."""
+    import os
 
-    calls: list[tuple[int, int]] = []
+    from pixscale.engine.distributed import WORKER_ENVIRONMENT, dask_client
 
-    class FakeLibc:
-        def mallopt(self, option: int, value: int) -> int:
-            calls.append((option, value))
-            return 1
-
-        def malloc_trim(self, pad: int) -> int:
-            calls.append((0, pad))
-            return 1
-
-    reuse = MemoryReuse()
-    reuse.libc = FakeLibc()
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    with reuse:
-        pass
-    assert calls == []  # glibc adapts by itself: nothing to change
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as dask's nanny starts workers
-    with reuse, reuse:  # two tasks at once: set once, restored when the last one ends
-        assert calls == [(-3, 32 << 20), (-1, 64 << 20)]
-    assert calls[2:] == [(-3, 128 << 10), (-1, 65536), (0, 0)]
+    names = sorted(WORKER_ENVIRONMENT)
+    with dask_client(None, 1) as client:
+        seen = client.run(lambda: [os.environ.get(name) for name in names])
+    assert list(seen.values()) == [[WORKER_ENVIRONMENT[name] for name in names]]

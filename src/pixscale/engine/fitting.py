@@ -16,7 +16,7 @@ from pixscale.core.params import Params
 from pixscale.core.pixels import above_message, check_bits, dtype_bits, first_above, max_value
 from pixscale.core.spec import Geometry, Spec, build_params
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, Progress, dataset_sums
-from pixscale.errors import InputError, ParamsError, TestSplitWarning
+from pixscale.errors import InputError, ParamsError, ShapeMismatchWarning, TestSplitWarning
 from pixscale.sources.base import Source
 from pixscale.store.records import load_params
 
@@ -116,8 +116,28 @@ def check_fits(params: Params, data: Geometry, origin: str) -> None:
 
 
 def fitted_to(params: Params, data: Geometry, origin: str) -> Params:
-    """``params`` checked against ``data`` and set to its image shape and layout."""
+    """``params`` checked against ``data`` and set to its image shape and layout.
+
+    Statistics of one scope fit any image shape, so parameters fitted on images of another
+    size or channel count are applied, with a ``ShapeMismatchWarning`` naming both shapes:
+    they are statistics of other data (MNIST's applied to CIFAR, say).
+    """
     check_fits(params, data, origin)
+    shapes = [
+        "×".join(str(n) for axis, n in enumerate(shape) if axis != channel_axis)
+        + ("" if channel_axis is None or shape[channel_axis] == 1 else f"×{shape[channel_axis]}")
+        for shape, channel_axis in (
+            (params.image_shape, params.channel_axis),
+            (data.image_shape, data.channel_axis),
+        )
+    ]
+    if params.stats is not None and shapes[0] != shapes[1]:
+        warnings.warn(
+            f"{origin}: parameters fitted on {shapes[0]} images, applied to {shapes[1]} images "
+            f"({params.scope} scope): statistics of other data",
+            ShapeMismatchWarning,
+            stacklevel=2,
+        )
     return replace(
         params, layout=data.layout, image_shape=data.image_shape, channel_axis=data.channel_axis
     )

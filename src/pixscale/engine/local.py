@@ -1,111 +1,85 @@
-"""convert and fit on this machine: read in chunks, fit if needed, scale, write atomically."""
+"""convert and fit on this machine: the pipeline's passes run by threads here (chunks read,
+scaled and written in the background, statistics on every core)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixscale.core.layouts import convert_layout, output_shape
+from pixscale.core.layouts import convert_layout
 from pixscale.core.params import Params, dumps
 from pixscale.core.spec import Spec, build_params
 from pixscale.core.stats import image_stats
-from pixscale.core.storage import PACKED_UINT16, Packing
 from pixscale.core.transform import Transform
 from pixscale.engine.fitting import (
     check_chunk_range,
     fit_params,
-    fitted_to,
     geometry_of,
     merge_image_params,
     prepare_params,
     warn_if_test_split,
 )
-from pixscale.engine.record import build_record
+from pixscale.engine.pipeline import (
+    Executor,
+    Written,
+    as_source,
+    check_reading,
+    check_reuse,
+    named_inputs,
+    run_conversion,
+)
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, Progress, aligned_chunk_images
 from pixscale.errors import ParamsError
-from pixscale.sources import Source, open_source
-from pixscale.store.backends import all_companions
+from pixscale.sources import Source
 from pixscale.store.base import Writer
-from pixscale.store.io.atomic import staged_outputs
+from pixscale.store.io.atomic import StagedOutputs, staged_outputs
 from pixscale.store.io.background import BackgroundWriter
-from pixscale.store.naming import STREAM
-from pixscale.store.output import Output, check_targets, open_writer
+from pixscale.store.output import Output, open_writer
 
 if TYPE_CHECKING:
     from pixscale.engine.scaler import Scaler
 
-#: Niceness of the hashing thread (Linux applies it per thread).
-HASH_NICENESS = 10
-
 PathLike = str | os.PathLike[str]
 
 
-def hash_quietly(source: Source) -> str:
-    """sha256 of the source at low priority, so it fills idle time beside the main work."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICENESS)
-    return source.sha256()
+class LocalExecutor(Executor):
+    """The passes on this machine: statistics on every core, the write pass with the
+    writing done by a background thread."""
 
+    def check(self, output: Output) -> None:
+        """Every output kind is written here."""
 
-#: The input options ``convert`` and ``fit`` take as keywords (``open_source``'s).
-READING_OPTIONS = ("key", "mode", "layout", "labels", "resize")
+    def open(self, output: Output, shape: tuple[int, ...], staged: StagedOutputs) -> Writer:
+        return open_writer(output, shape, staged)
 
+    def fit(
+        self,
+        source: Source,
+        spec: Spec,
+        reused: Params | PathLike | None,
+        chunk_mb: float,
+        progress: Progress | None,
+    ) -> Params:
+        return prepare_params(source, spec, reused, chunk_mb, progress)
 
-def check_reading(verb: str, reading: dict[str, Any]) -> None:
-    """Refuse, as Python does, a keyword that is no input option of ``verb``."""
-    for name in reading:
-        if name not in READING_OPTIONS:
-            raise TypeError(
-                f"{verb}() got an unexpected keyword argument {name!r}; its input options "
-                f"are {', '.join(READING_OPTIONS)}"
-            )
-
-
-def as_source(
-    inputs: PathLike | Sequence[PathLike] | Source, reading: dict[str, Any] | None = None
-) -> Source:
-    """``inputs`` opened with the input options in ``reading`` (key, mode, layout, labels)."""
-    if isinstance(inputs, Source):
-        return inputs
-    return open_source(inputs, **(reading or {}))
-
-
-def named_inputs(
-    inputs: PathLike | Sequence[PathLike] | Source,
-    reading: dict[str, Any],
-    params_from: object = None,
-) -> list[Path]:
-    """The files a run names before any is opened: its inputs, a ``labels`` file, and the
-    ``params_from`` file with the record companions it may have come with. None of them
-    may be an output; what the source finds beside them is added once it is open
-    (``StagedOutputs.protect``)."""
-    if isinstance(inputs, Source):
-        named = list(inputs.reads)
-    elif isinstance(inputs, str | os.PathLike):
-        named = [Path(inputs)]
-    else:
-        named = [Path(p) for p in inputs]
-    labels = reading.get("labels")
-    if labels is not None:
-        named.append(Path(labels))
-    if isinstance(params_from, str | os.PathLike):
-        reused = Path(params_from)
-        named += [reused, *all_companions(reused)]
-    return [p for p in named if str(p) != STREAM]
-
-
-def check_reuse(spec: Spec | None, params_from: object) -> Spec:
-    """Reused parameters replace every strategy option but the zero-std policy."""
-    spec = spec or Spec()
-    if params_from is not None and spec != Spec(zero_std=spec.zero_std):
-        raise ParamsError("--params-from replaces the strategy options; give one or the other")
-    return spec
+    def write(
+        self,
+        source: Source,
+        params: Params,
+        spec: Spec,
+        writer: Writer,
+        output: Output,
+        chunk_mb: float,
+        progress: Progress | None,
+    ) -> Written:
+        params, images = write_images(
+            source, params, spec, writer, chunk_mb, progress, output.layout, output.dtype,
+            output.store,
+        )  # fmt: skip
+        return Written(params, images)
 
 
 def convert(
@@ -159,90 +133,17 @@ def convert(
     output = output if isinstance(output, Output) else Output(Path(output))
     if overwrite and not output.overwrite:
         output = replace(output, overwrite=True)
-    with (
-        ThreadPoolExecutor(max_workers=1) as pool,
-        staged_outputs(output.overwrite, named_inputs(inputs, reading, params_from)) as staged,
-    ):
-        check_targets(output, staged)  # before any input is read (stdin, say)
-        source = as_source(inputs, reading)
-        staged.protect(source.reads)
-        reused: Params | PathLike | None = params_from
-        if scaler is not None:
-            spec, reused = scaler_params(scaler, source)
-        if spec.needs_dataset_stats and reused is None:
-            warn_if_test_split(source.files)
-        layout = output.layout or source.layout
-        shape = output_shape(source.shape, source.layout, layout)
-        writer = open_writer(replace(output, layout=layout), shape, staged)
-        try:
-            params = prepare_params(source, spec, reused, chunk_mb, progress)
-            check_storage(params, output)  # float16 range, packed exactness: before writing
-            # Hashing releases the GIL and overlaps the transform pass, which waits on the
-            # disk; during a statistics pass it would only take CPU from the two threads.
-            digest = pool.submit(hash_quietly, source)
-            params, written = write_images(
-                source, params, spec, writer, chunk_mb, progress, layout, output.dtype, output.store
-            )
-            fitted_here = spec.needs_stats and reused is None and params.scope != "image"
-            record = build_record(
-                params, source, digest.result(), fitted_here, layout, output.dtype
-            )
-            arrays = params.external_arrays()
-            if output.store == "uint8":
-                packing = Transform(params).packing()
-                record["output"].update(store="uint8", packing=packing_record(params, packing))
-                arrays.update(packing_arrays(params, packing))
-            record["output"] = writer.finish(record, arrays, source.labels)
-            if not output.to_stdout:
-                staged.seal(written, record)
-            if output.params_out is not None:
-                staged.stage(output.params_out).write_text(dumps(record))
-        finally:
-            writer.close()
-    return record
-
-
-def check_storage(params: Params, output: Output) -> None:
-    """Refuse, before any data is written, a float16 output that would overflow and a
-    packed output that would not decode exactly (both proven on every input), or whose
-    pixels do not fit uint8."""
-    if output.store == "uint8" and params.source_dtype != "uint8":
-        raise ParamsError(PACKED_UINT16)
-    if output.store == "uint8" and params.scope != "image":
-        Transform(params).packing()
-    elif output.dtype == "float16":
-        Transform(params, "float16")  # per-image scope: checked on a bound
-
-
-def packing_record(params: Params, packing: Packing) -> dict[str, Any]:
-    """The record's ``output.packing``: the CF pair per scope element, and how it decodes."""
-
-    def encode(name: str, values: Any) -> Any:
-        if params.stored_apart(values):
-            return {"array": name, "shape": list(values.shape)}
-        return values.tolist()
-
-    return {
-        "decode": "float32(float64(x) * scale_factor + add_offset)",
-        "scale_factor": encode("scale_factor", packing.scale_factor),
-        "add_offset": encode("add_offset", packing.add_offset),
-        "nudged": packing.nudged,
-    }
-
-
-def packing_arrays(params: Params, packing: Packing) -> dict[str, Any]:
-    """The CF pairs too large for the record (per pixel, per image), stored beside it."""
-    pairs = {"scale_factor": packing.scale_factor, "add_offset": packing.add_offset}
-    return {name: values for name, values in pairs.items() if params.stored_apart(values)}
-
-
-def scaler_params(scaler: Scaler, source: Source) -> tuple[Spec, Params | None]:
-    """What ``scaler`` contributes to a conversion: its strategy, and its fitted parameters
-    checked against ``source`` (none for per-image scope, fitted per chunk as usual)."""
-    if scaler.spec.scope == "image" and (scaler.params_ is None or scaler.params_.scope == "image"):
-        return scaler.spec, None
-    params = fitted_to(scaler.fitted(), geometry_of(source), "scaler")
-    return Spec(zero_std=scaler.spec.zero_std), replace(params, fitted_on=scaler.fitted_on)
+    return run_conversion(
+        LocalExecutor(),
+        inputs,
+        output,
+        spec,
+        params_from=params_from,
+        scaler=scaler,
+        chunk_mb=chunk_mb,
+        progress=progress,
+        reading=reading,
+    )
 
 
 def write_images(

@@ -16,7 +16,7 @@ from pixscale.core.spec import Geometry, Spec, build_params
 from pixscale.core.stats import PixelSums, image_stats
 from pixscale.core.transform import Transform
 from pixscale.engine.fitting import fit_params, fitted_to
-from pixscale.engine.local import as_source
+from pixscale.engine.pipeline import as_source
 from pixscale.engine.scan import DEFAULT_CHUNK_MB
 from pixscale.errors import InputError, ParamsError
 from pixscale.store.records import load_params
@@ -74,7 +74,17 @@ class Scaler:
 
     @classmethod
     def load(cls, path: PathLike) -> Scaler:
-        """The parameters of a params JSON or of any pixscale output."""
+        """The parameters of a params JSON or of any pixscale output.
+
+        Read exactly as ``convert --params-from`` reads them (``load_params``): the four
+        defining numbers are authoritative, and a record whose ``scale``, ``offset`` or
+        fitted statistics disagree with them is refused, never half-applied.
+
+        Raises
+        ------
+        ParamsError
+            Naming ``path``: a malformed or inconsistent record, or per-image parameters.
+        """
         params, record = load_params(path)
         if params.scope == "image":
             raise ParamsError(f"{path}: per-image parameters cannot be applied to other data")
