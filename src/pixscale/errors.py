@@ -25,3 +25,7 @@ class TestSplitWarning(PixscaleWarning):
     """Statistics fitted on what looks like a test or validation split."""
 
     __test__ = False  # not a pytest test class, whatever its name
+
+
+class ShapeMismatchWarning(PixscaleWarning):
+    """Parameters fitted on images of one shape applied to images of another."""

@@ -169,8 +169,19 @@ def convert(
     spec: Spec,
     reading: dict[str, Any],
 ) -> None:
-    """Scale INPUTS (IDX, .npy, .npz, HDF5, image folders, CIFAR .bin; - for stdin)
-    to float32 OUTPUT (.h5 or .npy; - for .npy on stdout) and record the parameters.
+    """Scale INPUTS to float32 OUTPUT and record the parameters.
+
+    \b
+    INPUTS, recognised by content (several of one kind are read as one dataset):
+      IDX (.gz too), .npy, .npz (--key), HDF5 (--key), Zarr v3 stores,
+      image folders (one sub-folder per class; PNG, JPEG, BMP, TIFF),
+      .zip / .tar / .tar.gz archives of images (--key picks a folder),
+      Hugging Face Hub Parquet (--key image column, --labels label column),
+      WebDataset shards (quoted globs or braces: 'shard-{000000..000099}.tar'),
+      CIFAR (.bin, pickled python batches, their .tar.gz),
+      - for standard input.
+    OUTPUT: .h5/.hdf5, .npy (sidecar <output>.json; - for standard output)
+      or .zarr (pip install 'pixscale[zarr]').
 
     Each output value is the float32 nearest to
     y = (x - source_low) * target_span / source_span + target_low.
@@ -182,10 +193,13 @@ def convert(
       pixscale convert mnist.npz --key x_train -o train.h5 --layout nchw
       pixscale convert train.npy -o train16.h5 --dtype float16
       pixscale convert train.npy -o packed.h5 --store uint8 -s standardize --scope channel
+      pixscale convert photos -o photos.zarr --resize 64x64
+      pixscale convert train-00000-of-00001.parquet --labels coarse_label -o c.h5
+      pixscale convert 'shard-{000000..000009}.tar' -o shards.h5
       gunzip -c t10k-images-idx3-ubyte.gz | pixscale convert - -o - --params-out p.json > t.npy
     """
-    from pixscale.engine.local import check_reuse, named_inputs
     from pixscale.engine.local import convert as run_convert
+    from pixscale.engine.pipeline import check_reuse, named_inputs
 
     spec = check_reuse(spec, params_from)
     if str(output) == STDIN:

@@ -51,6 +51,12 @@ def info_lines(details: dict[str, Any]) -> list[str]:
         lines.append(f"  labels     {details['labels']}, {details['classes']} classes{extra}")
     else:
         lines.append("  labels     none")
+    columns = details.get("label_columns") or []
+    if len(columns) > 1:
+        taken = details.get("label_column") or "none"
+        lines.append(
+            f"  label column {taken} (of {', '.join(columns)}; --labels COLUMN picks another)"
+        )
     stats = details["stats"]
     exact = "exact" if stats["exact"] else "float64 sums"
     for index, (low, high, mean, std) in enumerate(

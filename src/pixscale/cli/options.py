@@ -81,8 +81,11 @@ def input_options(command: F) -> F:
             ),
             click.option(
                 "--labels",
+                metavar="FILE|COLUMN",
                 type=click.Path(path_type=Path),
-                help="Labels file (IDX or .npy); default: found beside the images.",
+                help="Labels file (IDX or .npy); for Parquet, the label column when no such "
+                "file exists (coarse_label), or none for no labels; default: found beside the "
+                "images (Parquet: label or fine_label, which info shows).",
             ),
             click.option(
                 "--resize",

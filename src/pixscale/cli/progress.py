@@ -1,10 +1,13 @@
-"""The progress bar: images, input bytes and rate on stderr, for runs that last."""
+"""The progress bar: share of the work done, time left, input bytes and rate on stderr, for
+runs that last."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -15,39 +18,83 @@ from pixscale.engine.scan import Progress
 PROGRESS_AFTER_SECONDS = 1.0
 
 
+@dataclass
+class Tally:
+    """The work a run has reported so far (images read, over every pass)."""
+
+    start: float
+    done: int = 0
+    total: int = 0
+    nbytes: int = 0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def seconds_left(self) -> float | None:
+        """Time left at the rate of the run so far (its start, not the bar's, since the
+        bar appears only once the run has lasted), or None before anything is done."""
+        if self.done <= 0 or self.done >= self.total:
+            return None
+        return self.elapsed() * (self.total - self.done) / self.done
+
+    def status(self) -> str:
+        """``ETA 00:01:05  94 MiB at 51 MiB/s``: time left, then bytes read and rate."""
+        seconds = self.elapsed()
+        rate = f" at {format_bytes(self.nbytes / seconds)}/s" if self.nbytes and seconds > 0 else ""
+        left = self.seconds_left()
+        eta = f"ETA {format_duration(left)}  " if left is not None else ""
+        return f"{eta}{format_bytes(self.nbytes)}{rate}"
+
+
 def progress_bar(quiet: bool, label: str) -> tuple[Progress | None, Callable[[], None]]:
-    """A click progress bar on stderr (images, input bytes and rate) for runs that last
-    over ``PROGRESS_AFTER_SECONDS``; none without a terminal or with --quiet."""
+    """A click progress bar on stderr for runs that last over ``PROGRESS_AFTER_SECONDS``;
+    none without a terminal or with --quiet.
+
+    Engines report images read out of a total over every pass (a fitted strategy reads
+    the data twice), so the bar shows the share of that work, not a count of images, and
+    the time left at the rate since the run began.
+    """
     if quiet or not sys.stderr.isatty():
         return None, lambda: None
-    state: dict[str, Any] = {"start": time.monotonic(), "images": 0, "bytes": 0}
-
-    def throughput(done: int | None) -> str:
-        seconds = time.monotonic() - state["start"]
-        rate = f" at {format_bytes(done / seconds)}/s" if done and seconds > 0 else ""
-        return f"{format_bytes(done or 0)}{rate}"
+    tally = Tally(time.monotonic())
+    bars: list[Any] = []
 
     def advance(images: int, total: int, nbytes: int) -> None:
-        state["images"] += images
-        state["bytes"] += nbytes
-        if "bar" in state:
-            state["bar"].update(images, state["bytes"])
-        elif time.monotonic() - state["start"] >= PROGRESS_AFTER_SECONDS:
-            state["bar"] = click.progressbar(
+        tally.done += images
+        tally.nbytes += nbytes
+        tally.total = total
+        if bars:
+            bars[0].length = total  # an engine whose next stage counts anew
+            bars[0].update(images)
+        elif tally.elapsed() >= PROGRESS_AFTER_SECONDS:
+            bar: Any = click.progressbar(
                 length=total,
-                label=f"{label} (images)",
+                label=label,
                 file=sys.stderr,
-                show_pos=True,
-                item_show_func=throughput,
+                show_eta=False,
+                show_percent=True,
+                item_show_func=lambda _: tally.status(),
             )
-            state["bar"].__enter__()
-            state["bar"].update(state["images"], state["bytes"])
+            bar.__enter__()
+            bars.append(bar)
+            bar.update(tally.done)
 
     def close() -> None:
-        if "bar" in state:
-            state["bar"].__exit__(None, None, None)
+        if bars:
+            bars[0].__exit__(None, None, None)
 
     return advance, close
+
+
+def format_duration(seconds: float) -> str:
+    """``65.2`` → ``00:01:06`` (rounded up: time left is never shown as none); days ahead as
+    ``1d 02:00:00``."""
+    whole = math.ceil(seconds)
+    days, whole = divmod(whole, 86400)
+    hours, whole = divmod(whole, 3600)
+    minutes, whole = divmod(whole, 60)
+    clock = f"{hours:02}:{minutes:02}:{whole:02}"
+    return f"{days}d {clock}" if days else clock
 
 
 def format_bytes(count: float) -> str:

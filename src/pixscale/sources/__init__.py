@@ -12,6 +12,7 @@ from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source
 from pixscale.sources.concat import ConcatSource, concat
 from pixscale.sources.detect import IMAGE_FORMATS, open_one, read_labels, sniff
+from pixscale.sources.parquet import NO_LABELS
 from pixscale.sources.resize import Resize, recorded_resize
 
 __all__ = [
@@ -44,7 +45,9 @@ def open_source(
     paths
         One input, or several of one format and image shape (shards, batches).
     labels
-        A labels file (IDX or .npy) overriding the labels found beside the images.
+        A labels file (IDX or .npy) overriding the labels found beside the images; for
+        Parquet inputs, a name that is no existing file picks the label column
+        (``fine_label``, ``coarse_label``), and ``none`` reads no labels.
     layout
         ``nhw``, ``nhwc`` or ``nchw``: overrides the layout the format implies.
     key
@@ -67,7 +70,10 @@ def open_source(
     files = [Path(p) for p in paths]
     if not files:
         raise InputError("no input given")
-    parts = [open_one(path, key, mode, resize) for path in files]
+    column = label_column(labels)
+    # a labels file replaces the labels a Parquet file holds: its columns are not read
+    in_file = column if column is not None or labels is None else NO_LABELS
+    parts = [open_one(path, key, mode, resize, in_file) for path in files]
     source = parts[0] if len(parts) == 1 else concat(parts)
     if layout is not None:
         if LAYOUT_NDIM.get(layout) != len(source.shape):
@@ -75,7 +81,11 @@ def open_source(
                 f"{source.files[0]}: layout {layout} does not fit an array of shape {source.shape}"
             )
         source.layout = layout
-    if labels is not None:
+    if column is not None and source.format != "parquet":
+        raise InputError(
+            f"{labels}: no such labels file (a column name picks the labels of Parquet inputs only)"
+        )
+    if labels is not None and column is None:
         source.labels = Labels(
             read_labels(Path(labels), source.n_images), Path(labels).name, path=Path(labels)
         )
@@ -87,6 +97,13 @@ def open_source(
             f"{source.n_images} images"
         )
     return source
+
+
+def label_column(labels: PathLike | None) -> str | None:
+    """``labels`` as the label column of Parquet inputs: a name that is no existing file."""
+    if labels is None or os.path.lexists(labels):
+        return None
+    return os.fspath(labels)
 
 
 #: Recorded source formats whose name ends in ``:KEY``.
@@ -122,4 +139,19 @@ def open_recorded_source(
         options["mode"] = "RGB" if described.get("layout") == "nhwc" else "L"
     if "resize" not in options and isinstance(described.get("resize"), dict):
         options["resize"] = recorded_resize(described["resize"])
+    if "labels" not in options and described.get("format") == "parquet":
+        options["labels"] = recorded_label_column(described)
     return open_source(path, **options)
+
+
+def recorded_label_column(described: dict[str, Any]) -> str:
+    """The label column a recorded Parquet source was read with (its labels are named
+    ``FILE:COLUMN``), or ``none``: read without labels, or with labels from a file, which
+    re-deriving the images does not need."""
+    recorded = described.get("labels")
+    files = described.get("files")
+    if isinstance(recorded, str) and isinstance(files, list):
+        file, _, column = recorded.split(", ")[0].rpartition(":")
+        if file in files and column:
+            return column
+    return NO_LABELS

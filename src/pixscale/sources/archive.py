@@ -26,11 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
-import numpy as np
-
 from pixscale.core.formats import NPY_MAGIC
 from pixscale.errors import InputError
-from pixscale.sources.base import Labels, Source, UInt8Array
+from pixscale.sources.base import Source, UInt8Array
 from pixscale.sources.cifar import looks_like_pickle
 from pixscale.sources.npz import METHODS, ZIP_ERRORS, arrays, refuse_unread_member
 from pixscale.sources.parallel import choose_backend, decode_chunks
@@ -45,12 +43,12 @@ from pixscale.sources.pictures import (
 )
 from pixscale.sources.rawio import check_deflate_ratio
 from pixscale.sources.resize import Resize
+from pixscale.sources.tree import Plan, labels_of, parents, plan_tree
+from pixscale.sources.tree import is_hidden as is_hidden  # webdataset's rule too
 
 PILLOW_PURPOSE = "reading images in archives"
 #: Exceptions by which tarfile and its decompressors report a damaged archive.
 TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
-#: Folders that archivers add beside the data (macOS resource forks).
-SYSTEM_FOLDERS = ("__MACOSX",)
 #: How far format detection looks into a tar: members, and bytes of the stream.
 SNIFF_MEMBERS = 64
 SNIFF_BYTES = 64 << 20
@@ -102,11 +100,6 @@ def check_member_name(path: Path, name: str) -> None:
         )
 
 
-def is_hidden(name: str) -> bool:
-    """Hidden files and folders, and the ones archivers add (``__MACOSX``)."""
-    return any(p.startswith(".") or p in SYSTEM_FOLDERS for p in PurePosixPath(name).parts)
-
-
 def matches(name: str, key: str | None) -> bool:
     """Whether ``--key`` (a pattern, or a folder) selects member ``name``."""
     if key is None:
@@ -115,37 +108,19 @@ def matches(name: str, key: str | None) -> bool:
     return fnmatch.fnmatchcase(normal, wanted) or normal.startswith(wanted + "/")
 
 
-@dataclass
-class Plan:
-    """Which members are the dataset's images (positions in archive order), with labels."""
-
-    members: list[int]
-    labels: list[int] | None = None
-    classes: list[str] | None = None
+def plan_members(path: Path, images: list[tuple[int, str]], folders: set[str]) -> Plan:
+    """The rule of trees (``tree.plan_tree``), shared with image folders, on an archive's
+    image members (positions and names, in archive order) and its ``folders`` (folder
+    members, and the folders any member lies in)."""
+    return plan_tree(path, [name for _, name in images], folders, hint="--key picks a folder")
 
 
-def plan_class_folders(path: Path, images: list[tuple[int, str]]) -> Plan:
-    """Flat images (no labels), or one folder per class (labels index the sorted class
-    names, as for image folders); folders every image shares (``photos/train/``) are
-    looked through."""
-    parts = [PurePosixPath(name).parts for _, name in images]
-    depth = 0
-    while all(len(p) > depth + 1 for p in parts) and len({p[depth] for p in parts}) == 1:
-        depth += 1
-    below = [p[depth:] for p in parts]
-    depths = {len(p) for p in below}
-    if depths == {1}:
-        return Plan([position for position, _ in images])
-    if depths != {2}:
-        shallow = next(n for (_, n), p in zip(images, below, strict=True) if len(p) == min(depths))
-        deep = next(n for (_, n), p in zip(images, below, strict=True) if len(p) == max(depths))
-        raise InputError(
-            f"{path}: images at different depths ({shallow}, {deep}); expected flat images or "
-            "one folder of images per class (--key picks a folder)"
-        )
-    classes = sorted({p[0] for p in below})
-    index = {name: number for number, name in enumerate(classes)}
-    return Plan([position for position, _ in images], [index[p[0]] for p in below], classes)
+def member_folders(name: str, is_dir: bool) -> set[str]:
+    """The folders a member shows: those it lies in, and itself if it is one."""
+    found = parents([name])
+    if is_dir:
+        found.add(name.rstrip("/"))
+    return found
 
 
 def no_images(path: Path, key: str | None) -> InputError:
@@ -265,16 +240,19 @@ def open_zip_images(
         infos = archive.infolist()
         for info in infos:
             check_member_name(path, info.filename)
+        chosen = [(n, i) for n, i in enumerate(infos) if matches(i.filename, key)]
         images = [
             (position, info.filename)
-            for position, info in enumerate(infos)
+            for position, info in chosen
             if not info.is_dir() and is_image_name(info.filename) and not is_hidden(info.filename)
-            if matches(info.filename, key)
         ]
         if not images:
             raise no_images(path, key)
-        plan = plan_class_folders(path, images)
-        first = infos[plan.members[0]]
+        folders: set[str] = set()
+        for _, info in chosen:
+            folders |= member_folders(info.filename, info.is_dir())
+        plan = plan_members(path, images, folders)
+        first = infos[images[0][0]]
         item = Encoded(f"{path}:{first.filename}", read_zip_member(archive, path, first))
     expect = first_expect(image_module, item, mode, resize)
     return ZipImages(
@@ -282,15 +260,9 @@ def open_zip_images(
         format="image-zip",
         files=(path,),
         labels=labels_of(plan, path),
-        members=tuple(plan.members),
-        **image_fields(expect, len(plan.members)),
+        members=tuple(position for position, _ in images),
+        **image_fields(expect, len(images)),
     )
-
-
-def labels_of(plan: Plan, path: Path) -> Labels | None:
-    if plan.labels is None:
-        return None
-    return Labels(np.asarray(plan.labels, np.int64), f"{path.name} (class folders)", plan.classes)
 
 
 # --------------------------------------------------------------------------- tar
@@ -421,12 +393,14 @@ def open_tar_images(
     """The images of a tar archive: flat, or one folder per class (one pass over it)."""
     image_module = require_pillow(PILLOW_PURPOSE)
     images: list[tuple[int, str]] = []
+    folders: set[str] = set()
     first: Encoded | None = None
     for position, archive, member in tar_members(path):
         check_member_name(path, member.name)
-        if member.isdir() or not is_image_name(member.name) or is_hidden(member.name):
-            continue
         if not matches(member.name, key):
+            continue
+        folders |= member_folders(member.name, member.isdir())
+        if member.isdir() or not is_image_name(member.name) or is_hidden(member.name):
             continue
         origin = f"{path}:{member.name}"
         if first is None:
@@ -436,13 +410,13 @@ def open_tar_images(
         images.append((position, member.name))
     if first is None:
         raise no_images(path, key)
-    plan = plan_class_folders(path, images)
+    plan = plan_members(path, images, folders)
     expect = first_expect(image_module, first, mode, resize)
     return TarImages(
         name=path.name if key is None else f"{path.name}:{key}",
         format="image-tar",
         files=(path,),
         labels=labels_of(plan, path),
-        members=tuple(plan.members),
-        **image_fields(expect, len(plan.members)),
+        members=tuple(position for position, _ in images),
+        **image_fields(expect, len(images)),
     )

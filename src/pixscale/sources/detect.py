@@ -117,16 +117,25 @@ def special_kind(mode: int) -> str:
 
 
 def open_one(
-    path: Path, key: str | None = None, mode: str | None = None, resize: Resize | None = None
+    path: Path,
+    key: str | None = None,
+    mode: str | None = None,
+    resize: Resize | None = None,
+    labels: str | None = None,
 ) -> Source:
-    """Open one input of any format, refusing images that are empty or over the size limit."""
-    source = open_format(path, key, mode, resize)
+    """Open one input of any format, refusing images that are empty or over the size limit.
+    ``labels`` names the label column of a Parquet input (``none``: no labels)."""
+    source = open_format(path, key, mode, resize, labels)
     check_images(path, source.shape)
     return source
 
 
 def open_format(
-    path: Path, key: str | None, mode: str | None, resize: Resize | None = None
+    path: Path,
+    key: str | None,
+    mode: str | None,
+    resize: Resize | None = None,
+    labels: str | None = None,
 ) -> Source:
     fmt = sniff(path, key)
     if key is not None and fmt not in KEYED:
@@ -158,7 +167,7 @@ def open_format(
     if fmt == "cifar-python":
         return open_cifar_batch(path)
     if fmt == "parquet":
-        return open_parquet(path, key, mode, resize)
+        return open_parquet(path, key, mode, resize, labels)
     if fmt == "image-zip":
         return open_zip_images(path, key, mode, resize)
     if fmt == "image-tar":

@@ -1,5 +1,8 @@
 """Folders of PNG/JPEG/BMP/TIFF images; one sub-folder per class gives labels.
 
+A folder reads as the archive of it does (``tree``): folders every image shares
+(``photos/train/<class>/``) are looked through, and images at mixed depths are refused.
+
 Every header is read when the folder is opened, so that sizes and kinds are known (and the
 first offender named) before anything is converted; the checks themselves are the ones all
 image sources share (``pictures``), and pixels are decoded on every core (``parallel``).
@@ -7,12 +10,11 @@ image sources share (``pictures``), and pixels are decoded on every core (``para
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
-
-import numpy as np
 
 from pixscale.core.containment import Root
 from pixscale.errors import InputError
@@ -25,11 +27,13 @@ from pixscale.sources.pictures import (
     Encoded,
     Expect,
     choose_mode,
+    is_image_name,
     refuse_mode_for_16_bits,
     require_pillow,
     scan,
 )
 from pixscale.sources.resize import Resize
+from pixscale.sources.tree import is_hidden_part, labels_of, plan_tree
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -41,39 +45,56 @@ __all__ = [
 ]
 
 
-def list_images(folder: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
-    """Files in a deterministic order, with class indices when sub-folders name classes.
+def list_images(folder: Path) -> tuple[list[Path], Labels | None]:
+    """The images under ``folder`` in a deterministic order (names sorted, folder by
+    folder), with labels when class folders hold them: the rule archives follow too
+    (``tree``), so that a folder and the archive of it read alike.
 
-    Only files inside ``folder`` are listed: a class folder or an image that is a link
-    leading out of it is refused, naming the link (``containment``).
+    Only files inside ``folder`` are listed: a folder or an image that is a link leading
+    out of it is refused, naming the link (``containment``).
     """
     root = Root(folder)
-    classes = sorted(
-        name for name, _ in root.entries("", lambda e: e.is_dir() and not is_hidden(e.name))
+    images: list[str] = []
+    folders: list[str] = []
+    walk(root, images, folders)
+    if not images:
+        return [], None
+    plan = plan_tree(
+        folder, images, folders, hint="name the one folder to read, as in photos/train"
     )
-
-    def images_in(where: str) -> list[Path]:
-        found = root.entries(where, lambda e: is_image(e.name) and not e.is_dir())
-        return sorted(folder / name for name, entry in found if entry.is_file())
-
-    if not classes:
-        return images_in(""), None, None
-    files: list[Path] = []
-    labels: list[int] = []
-    for index, name in enumerate(classes):
-        found = images_in(name)
-        files += found
-        labels += [index] * len(found)
-    return files, labels, classes
+    return [folder / name for name in images], labels_of(plan, folder)
 
 
-def is_hidden(name: str) -> bool:
-    return name.startswith(".")
+def walk(root: Root, images: list[str], folders: list[str]) -> None:
+    """Add the images and folders under ``root`` (names relative to it), depth first with
+    names sorted. A link back to a folder it lies in is refused rather than followed for
+    ever (its target is inside the root, so containment allows it)."""
+    # (name, is a folder, real paths of the folders it lies in), next to visit on top
+    stack: list[tuple[str, bool, frozenset[str]]] = [("", True, frozenset())]
+    while stack:
+        name, is_folder, above = stack.pop()
+        if not is_folder:
+            images.append(name)
+            continue
+        real = str(root.resolve(name))
+        if real in above:
+            raise InputError(
+                f"{root.path / name}: is a link to a folder holding it; refusing to follow a loop"
+            )
+        if name:
+            folders.append(name)
+        within = above | {real}
+        inside = [
+            (found, entry.is_dir(), within)
+            for found, entry in root.entries(name, wanted)
+            if entry.is_dir() or entry.is_file()
+        ]
+        stack += sorted(inside, reverse=True)
 
 
-def is_image(name: str) -> bool:
-    """An image's name: a known suffix, not hidden."""
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES and not is_hidden(name)
+def wanted(entry: os.DirEntry[str]) -> bool:
+    """Folders and images (by their suffix), hidden ones aside."""
+    return not is_hidden_part(entry.name) and (is_image_name(entry.name) or entry.is_dir())
 
 
 @dataclass
@@ -100,7 +121,7 @@ def open_folder(
     image_module = require_pillow()
     if mode is not None and mode not in MODES:
         raise InputError(f"--mode {mode}: choose L or RGB")
-    files, labels, classes = list_images(folder)
+    files, labels = list_images(folder)
     if not files:
         raise InputError(f"{folder}: holds no PNG, JPEG, BMP or TIFF images")
     found = scan(image_module, files, one_size=resize is None)
@@ -115,7 +136,7 @@ def open_folder(
         shape=shape,
         layout="nhwc" if mode == "RGB" else "nhw",
         files=tuple(files),
-        labels=None if labels is None else Labels(np.asarray(labels), "sub-folders", classes),
+        labels=labels,
         mode=mode,
         size=(width, height),
         resize=resize,

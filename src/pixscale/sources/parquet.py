@@ -3,7 +3,10 @@
 ``train-00000-of-00002.parquet``: an image column of structs ``{bytes, path}`` holding PNG
 or JPEG bytes, and an integer ``label`` column. The class names come from the schema's
 ``huggingface`` metadata, where ``datasets`` writes its features
-(``info.features.label = {"names": [...], "_type": "ClassLabel"}``). The file is read one
+(``info.features.label = {"names": [...], "_type": "ClassLabel"}``). Where several columns
+hold labels (CIFAR-100's ``fine_label`` and ``coarse_label``), ``label`` or ``fine_label`` is
+taken unless ``--labels COLUMN`` names another (``--labels none``: no labels); ``info`` says
+which was taken. The file is read one
 row group at a time, and only the image bytes: memory stays near one row group's images
 plus the labels.
 
@@ -38,6 +41,10 @@ MAX_ROW_GROUP_BYTES = 1 << 30
 ROW_READ_BYTES = 16
 #: Integer columns taken as the labels, in this order, before any other ClassLabel column.
 LABEL_NAMES = ("label", "labels", "fine_label")
+#: How the names of other label columns end (``coarse_label``), offered as choices.
+LABEL_ENDINGS = ("_label", "_labels")
+#: ``--labels none``: no labels, whatever columns the file holds.
+NO_LABELS = "none"
 #: The schema metadata where ``datasets`` stores its features.
 HUB_METADATA = b"huggingface"
 PILLOW_PURPOSE = "reading images in Parquet files"
@@ -132,23 +139,59 @@ def image_leaves(schema: Any, column: str) -> tuple[str, str | None]:
     return f"{column}.bytes", f"{column}.path" if has_path else None
 
 
-def label_column(path: Path, schema: Any, features: dict[str, Any]) -> str | None:
-    """The column of labels: ``label`` (or ``labels``, ``fine_label``), else the only
-    ClassLabel column; one that does not hold integers is refused, not passed over."""
+def label_candidates(schema: Any, features: dict[str, Any], image: str) -> list[str]:
+    """Columns that look like labels, in schema order: named ``label`` or ``labels``, ending
+    in ``_label`` (``fine_label``, ``coarse_label``), or marked ClassLabel by the Hub."""
+    return [
+        name
+        for name in schema.names
+        if name != image
+        and (
+            name.lower() in LABEL_NAMES
+            or name.lower().endswith(LABEL_ENDINGS)
+            or feature_type(features, name) == "ClassLabel"
+        )
+    ]
+
+
+def label_column(
+    path: Path, schema: Any, features: dict[str, Any], image: str, chosen: str | None = None
+) -> str | None:
+    """The column of labels: ``chosen`` (``--labels COLUMN``; ``none`` for no labels), else
+    ``label`` (or ``labels``, ``fine_label``), else the only ClassLabel column. One that does
+    not hold integers is refused, not passed over."""
+    if chosen == NO_LABELS:
+        return None
+    if chosen is not None:
+        if chosen not in schema.names or chosen == image:
+            others = ", ".join(n for n in schema.names if n != image) or "none"
+            raise InputError(
+                f"{path}: no column {chosen!r} for --labels; columns: {others} ({image} holds "
+                "the images)"
+            )
+        column = chosen
+    else:
+        found = [name for name in LABEL_NAMES if name in schema.names]
+        marked = [n for n in schema.names if feature_type(features, n) == "ClassLabel"]
+        if not found and len(marked) != 1:
+            return None
+        column = (found or marked)[0]
+    check_label_type(path, schema, column, chosen is not None)
+    return column
+
+
+def check_label_type(path: Path, schema: Any, column: str, chosen: bool) -> None:
+    """Refuse a label column that does not hold integers (class indices)."""
     import pyarrow as pa
 
-    found = [name for name in LABEL_NAMES if name in schema.names]
-    marked = [n for n in schema.names if feature_type(features, n) == "ClassLabel"]
-    if not found and len(marked) != 1:
-        return None
-    column: str = (found or marked)[0]
     kind = schema.field(column).type
     value_kind = kind.value_type if pa.types.is_dictionary(kind) else kind
-    if not pa.types.is_integer(value_kind):
-        raise InputError(
-            f"{path}: label column {column!r} holds {kind} values, not integer class labels"
-        )
-    return column
+    if pa.types.is_integer(value_kind):
+        return
+    advice = "" if chosen else "; choose another with --labels COLUMN, or --labels none"
+    raise InputError(
+        f"{path}: label column {column!r} holds {kind} values, not integer class labels{advice}"
+    )
 
 
 def class_names(features: dict[str, Any], column: str) -> list[str] | None:
@@ -289,6 +332,9 @@ class ParquetSource(Source):
     random_access: ClassVar[bool] = True
     column: str = "image"
     columns: tuple[str, ...] = ()
+    #: The column the labels were read from, and every column that looks like labels.
+    label_column: str | None = None
+    label_columns: tuple[str, ...] = ()
     #: Rows of each row group, as verified when the file was opened.
     groups: tuple[int, ...] = ()
     #: The Parquet paths of the image bytes and of the image's stored path (``image_leaves``).
@@ -357,8 +403,14 @@ class ParquetSource(Source):
         return [value for array in arrays for value in values_of(array)]
 
     def details(self) -> dict[str, Any]:
-        """The columns of the file and the ones read, for ``info``."""
-        return {"columns": list(self.columns), "image_column": self.column}
+        """The columns of the file and the ones read, for ``info``: which column gave the
+        labels, among the ones that could have (``--labels COLUMN`` picks another)."""
+        return {
+            "columns": list(self.columns),
+            "image_column": self.column,
+            "label_column": self.label_column,
+            "label_columns": list(self.label_columns),
+        }
 
 
 def looks_like_parquet(head: bytes) -> bool:
@@ -366,10 +418,15 @@ def looks_like_parquet(head: bytes) -> bool:
 
 
 def open_parquet(
-    path: Path, key: str | None, mode: str | None, resize: Resize | None = None
+    path: Path,
+    key: str | None,
+    mode: str | None,
+    resize: Resize | None = None,
+    labels: str | None = None,
 ) -> ParquetSource:
-    """One Parquet file: its image column and, where present, its label column. Counts come
-    from the row groups once they agree with the footer; nothing is read before."""
+    """One Parquet file: its image column and, where present, its label column (``labels``
+    names it; ``none``: no labels). Counts come from the row groups once they agree with
+    the footer; nothing is read before."""
     parquet = require_pyarrow(path)
     image_module = require_pillow(PILLOW_PURPOSE)
     with arrow_errors(path):
@@ -377,22 +434,23 @@ def open_parquet(
         schema = handle.schema_arrow
     features = hub_features(schema.metadata)
     column = image_column(path, schema, features, key)
-    labels_column = label_column(path, schema, features)
+    labels_column = label_column(path, schema, features, column, labels)
     read = [column, *([labels_column] if labels_column is not None else [])]
     groups = checked_row_groups(path, handle.metadata, read)
     count = sum(groups)
     if count == 0:
         raise InputError(f"{path}: holds zero images")
-    labels = read_labels(path, handle, labels_column, features, groups)
     source = ParquetSource(
         name=f"{path.name}:{column}",
         format="parquet",
         shape=(count,),
         layout="nhw",
         files=(path,),
-        labels=labels,
+        labels=read_labels(path, handle, labels_column, features, groups),
         column=column,
         columns=tuple(schema.names),
+        label_column=labels_column,
+        label_columns=tuple(label_candidates(schema, features, column)),
         groups=groups,
         leaves=image_leaves(schema, column),
         resize=resize,

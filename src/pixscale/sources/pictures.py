@@ -246,12 +246,18 @@ def pillow_errors(origin: str | Path, action: str) -> Iterator[None]:
         raise InputError(f"{origin}: cannot {action} image ({exc})") from exc
 
 
+def resize_advice(size: tuple[int, int]) -> str:
+    """How to convert images of several sizes: ``--resize`` to one of them."""
+    return f"give --resize {size[0]}x{size[1]} (WxH) to bring every image to one size"
+
+
 def check_image(origin: str, image: Any, expect: Expect) -> None:
     """Refuse an opened image that does not fit the dataset ``expect`` describes."""
     if expect.resize is None and image.size != expect.size:
         raise InputError(
             f"{origin}: image is {image.size[0]}×{image.size[1]}, "
-            f"the others {expect.size[0]}×{expect.size[1]} (no silent resize)"
+            f"the others {expect.size[0]}×{expect.size[1]} (no silent resize); "
+            f"{resize_advice(expect.size)}"
         )
     kind = kind_of(origin, image)
     if (kind == "grey16") != (expect.kind == "grey16"):
@@ -332,7 +338,7 @@ def scan(image_module: Any, files: list[Path], one_size: bool = True) -> Scan:
             (first_size, first), (size, _) = list(found.sizes.items())[:2]
             raise InputError(
                 f"{path}: image is {size[0]}×{size[1]}, {first.name} is "
-                f"{first_size[0]}×{first_size[1]} (no silent resize)"
+                f"{first_size[0]}×{first_size[1]} (no silent resize); {resize_advice(first_size)}"
             )
     return found
 

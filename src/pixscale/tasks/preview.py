@@ -136,6 +136,23 @@ def to_display(images: npt.NDArray[np.uint8], layout: str) -> npt.NDArray[np.uin
     return images
 
 
+def ellipsised(draw: Any, text: str, font: Any, width: int) -> str:
+    """``text``, or its longest beginning that fits ``width`` pixels with an ellipsis after
+    it, so that a long class name stays under its own tile."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    # only FreeType fonts (those with a name) have "…"; Pillow's bitmap font has not
+    mark = "…" if hasattr(font, "getname") else "..."
+    low, high = 0, len(text)  # the longest fitting beginning is text[:low]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if draw.textlength(text[:middle].rstrip() + mark, font=font) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low].rstrip() + mark
+
+
 def draw_histogram(
     draw: Any,
     box: tuple[int, int, int, int],
@@ -218,6 +235,7 @@ def preview(
         if labels is not None:
             label = int(labels[index])
             text = names[label] if names and label < len(names) else str(label)
+            text = ellipsised(draw, text, font, CELL - 8)
             draw.text((x, y + CELL - 6), text, fill="black", font=font)
     top = 24 + grid_rows * (CELL + LABEL_HEIGHT) + 4
     draw_histogram(
