@@ -113,6 +113,23 @@ def test_per_channel_packing_gives_cf_readers_one_view_per_channel(
         assert handle["images"].nbytes == want.size  # stored once, as uint8
 
 
+@pytest.mark.parametrize("store", ["float", "uint8"])
+def test_no_object_of_an_hdf5_output_carries_a_time(
+    tmp_path: Path, photo_npy: Path, store: str
+) -> None:
+    """Byte-reproducible outputs (for Make and data-versioning tools): the per-channel views
+    of a packed output included."""
+    out = tmp_path / "x.h5"
+    pixscale.convert(
+        photo_npy, pixscale.Output(out, store=store), pixscale.Spec("standardize", "channel")
+    )
+    with h5py.File(out) as handle:
+        names = ["/", *handle]
+        times = {name: h5py.h5o.get_info(handle[name].id).mtime for name in names}
+    assert ("images_c0" in times) == (store == "uint8")  # the views exist only when packed
+    assert times == dict.fromkeys(names, 0)
+
+
 def test_commands_accept_the_smaller_outputs(tmp_path: Path, sample_npy: Path) -> None:
     runner = CliRunner()
     for name, flags in (("f16.h5", ["--dtype", "float16"]), ("u8.npy", ["--store", "uint8"])):

@@ -275,11 +275,25 @@ def add_cf_attributes(
         source = h5py.VirtualSource(".", images.name, shape=shape, dtype=images.dtype)
         layout[...] = source[tuple(channel if i == axis else slice(None) for i in range(4))]
         name = f"{images.name.lstrip('/')}_c{channel}"
-        view = file.create_virtual_dataset(name, layout)
+        view = untimed_virtual_dataset(file, name, layout)
         view.attrs["scale_factor"] = np.float64(scale[channel])
         view.attrs["add_offset"] = np.float64(offset[channel])
         names.append(name)
     return names
+
+
+def untimed_virtual_dataset(file: h5py.File, name: str, layout: Any) -> h5py.Dataset:
+    """``file.create_virtual_dataset(name, layout)`` without a modification time, so that
+    two runs write the same bytes (h5py's own call offers no ``track_times``; its layout
+    builds the mapping, the creation is done here with the time switched off)."""
+    import h5py
+
+    dcpl = layout._get_dcpl(file.filename)
+    dcpl.set_obj_track_times(False)
+    space = h5py.h5s.create_simple(tuple(layout.shape))
+    kind = h5py.h5t.py_create(np.dtype(layout.dtype), logical=1)
+    created = h5py.h5d.create(file.id, name=name.encode(), tid=kind, space=space, dcpl=dcpl)
+    return h5py.Dataset(created)
 
 
 def store_record(
