@@ -612,7 +612,7 @@ def test_data_written_around_the_writer_gets_no_checksum_unless_adopted(
     tmp_path: Path, name: str
 ) -> None:
     """The dask engine's tasks write the data region themselves: the writer must not record
-    the checksum of the nothing it saw, only one it is given."""
+    the checksum of the nothing it saw, only the one the record's ``output`` gives it."""
     values = (np.arange(6 * 4 * 4).reshape(6, 4, 4) % 256 / 255).astype("<f4")
     for adopt in (False, True):
         target = tmp_path / f"{adopt}-{name}"
@@ -622,9 +622,12 @@ def test_data_written_around_the_writer_gets_no_checksum_unless_adopted(
             with open(writer.temp, "r+b") as handle:
                 handle.seek(offset)
                 handle.write(values.tobytes())
-            if adopt:
-                writer.adopt_checksum(zlib.crc32(values.tobytes()), len(values))
-            record = writer.finish({"strategy": "unit", "scale": 1.0, "offset": 0.0}, {}, None)
+            given = {"checksum": {"algorithm": "crc32", "value": f"{zlib.crc32(values):08x}"}}
+            record = writer.finish(
+                {"strategy": "unit", "scale": 1.0, "offset": 0.0, "output": given if adopt else {}},
+                {},
+                None,
+            )
             if adopt:
                 staged.seal(len(values), {"output": record})
             else:  # and so the commit refuses it

@@ -141,12 +141,6 @@ class Hdf5Writer(Writer):
             raise write_failed(self.target, exc) from exc
         self.position = stop
 
-    def adopt_checksum(self, crc: int, images: int) -> None:
-        """Take as the data's checksum the CRC-32 of ``images`` images that others wrote
-        into this file's data region, in order (the dask engine's tasks, their parts
-        combined with ``pixscale.store.io.checksum.crc32_combine``)."""
-        self.checksum.crc, self.position = crc, images
-
     def finish(
         self, record: dict[str, Any], arrays: dict[str, npt.NDArray[Any]], labels: Labels | None
     ) -> dict[str, Any]:
