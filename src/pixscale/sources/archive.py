@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from pixscale.core.formats import NPY_MAGIC
+from pixscale.core.rawio import check_deflate_ratio
 from pixscale.errors import InputError
 from pixscale.sources.base import Source, UInt8Array
 from pixscale.sources.cifar import looks_like_pickle
@@ -41,7 +42,6 @@ from pixscale.sources.pictures import (
     is_image_name,
     require_pillow,
 )
-from pixscale.sources.rawio import check_deflate_ratio
 from pixscale.sources.resize import Resize
 from pixscale.sources.tree import Plan, labels_of, parents, plan_tree
 from pixscale.sources.tree import is_hidden as is_hidden  # webdataset's rule too

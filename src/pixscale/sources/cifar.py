@@ -9,9 +9,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from pixscale.core.rawio import read_images
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
-from pixscale.sources.rawio import read_images
 
 PIXELS = 3 * 32 * 32
 PICKLE_PROTOCOL_BYTE = 0x80

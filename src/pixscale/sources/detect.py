@@ -9,6 +9,14 @@ import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.formats import HDF5_SIGNATURE, NPY_MAGIC
+from pixscale.core.rawio import (
+    GZIP_MAGIC,
+    check_size,
+    is_gzip,
+    open_maybe_gzip,
+    read_images,
+    read_npy_header,
+)
 from pixscale.errors import InputError
 from pixscale.sources.archive import open_tar_images, open_zip_images, tar_kind, zip_kind
 from pixscale.sources.base import Source, check_images
@@ -17,16 +25,9 @@ from pixscale.sources.cifar_python import open_cifar_archive, open_cifar_batch
 from pixscale.sources.folder import open_folder
 from pixscale.sources.hdf5 import open_hdf5
 from pixscale.sources.idx import looks_like_idx, open_idx, read_idx_array
-from pixscale.sources.npy import open_npy, read_npy_header, require_labels
+from pixscale.sources.npy import open_npy, require_labels
 from pixscale.sources.npz import ZIP_MAGIC, open_npz
 from pixscale.sources.parquet import looks_like_parquet, open_parquet
-from pixscale.sources.rawio import (
-    GZIP_MAGIC,
-    check_size,
-    is_gzip,
-    open_maybe_gzip,
-    read_images,
-)
 from pixscale.sources.resize import Resize
 from pixscale.sources.webdataset import open_webdataset
 from pixscale.sources.zarr import looks_like_zarr, open_zarr

@@ -13,9 +13,9 @@ from typing import BinaryIO
 import numpy as np
 
 from pixscale.core.layouts import default_layout
+from pixscale.core.rawio import check_size, open_maybe_gzip, read_exact, read_images
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, check_labels_size
-from pixscale.sources.rawio import check_size, open_maybe_gzip, read_exact, read_images
 
 IDX_DTYPES = {
     0x08: "uint8",

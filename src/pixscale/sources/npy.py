@@ -7,30 +7,15 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from pixscale.core.layouts import default_layout
 from pixscale.core.pixels import native, require_source_dtype
+from pixscale.core.rawio import read_images, read_npy_header
 from pixscale.errors import InputError
 from pixscale.sources.base import Source, UInt8Array, check_labels_size
-from pixscale.sources.rawio import read_images
-
-
-def read_npy_header(handle: BinaryIO, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """Return (shape, fortran_order, dtype) and leave ``handle`` at the data."""
-    try:
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-    except Exception as exc:  # numpy's header parser raises many kinds on damaged input
-        raise InputError(f"{path}: not a valid .npy file (damaged header)") from exc
-    if any(n < 0 for n in shape):
-        raise InputError(f"{path}: not a valid .npy file (shape {shape} in the header)")
-    return shape, fortran, dtype
 
 
 def require_labels(path: Path, shape: tuple[int, ...], dtype: np.dtype, expected: int) -> None:

@@ -24,10 +24,10 @@ import numpy.typing as npt
 
 from pixscale.core.layouts import default_layout
 from pixscale.core.pixels import native
+from pixscale.core.rawio import check_deflate_ratio, read_images, read_npy_header
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
-from pixscale.sources.npy import read_npy_header, require_labels, require_pixels
-from pixscale.sources.rawio import check_deflate_ratio, read_images
+from pixscale.sources.npy import require_labels, require_pixels
 
 ZIP_MAGIC = b"PK\x03\x04"
 #: Compression methods read (numpy writes these two).

@@ -24,11 +24,10 @@ from typing import BinaryIO
 import numpy as np
 
 from pixscale.core.formats import HDF5_SIGNATURE, NPY_MAGIC
+from pixscale.core.rawio import GZIP_MAGIC, MAX_DEFLATE_RATIO, read_npy_header
 from pixscale.errors import InputError, PixscaleError
 from pixscale.sources.idx import IDX_DTYPES, looks_like_idx
-from pixscale.sources.npy import read_npy_header
 from pixscale.sources.npz import ZIP_MAGIC
-from pixscale.sources.rawio import GZIP_MAGIC, MAX_DEFLATE_RATIO
 
 #: Name that stands for standard input on the command line and in the record.
 STDIN = "-"

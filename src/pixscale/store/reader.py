@@ -24,8 +24,8 @@ from pixscale.core.params import Params
 from pixscale.core.storage import DTYPES, STORES
 from pixscale.core.transform import Transform
 from pixscale.errors import InputError, ParamsError
-from pixscale.sources.npy import read_npy_header
-from pixscale.sources.rawio import read_images
+from pixscale.core.rawio import read_npy_header
+from pixscale.core.rawio import read_images
 from pixscale.sources.resize import recorded_resize
 from pixscale.store.io.atomic import folder_lock, folder_of
 from pixscale.store.naming import IMAGES_DATASET, LABELS_DATASET, is_hdf5, sidecar_path

@@ -20,8 +20,8 @@ import numpy.typing as npt
 from pixscale.core.formats import RECORD_ATTRIBUTE
 from pixscale.core.hdf5_open import local_dataset, local_object
 from pixscale.core.params import Params
+from pixscale.core.rawio import read_npy_header
 from pixscale.errors import ParamsError, PixscaleError
-from pixscale.sources.npy import read_npy_header
 from pixscale.store.naming import IMAGES_DATASET, PARAMS_GROUP, sidecar_path
 
 Arrays = dict[str, npt.NDArray[Any]]

@@ -1,4 +1,5 @@
-"""Reading exact byte counts from plain or gzip files, with clean errors."""
+"""Reading exact byte counts from plain or gzip files, and .npy headers, with clean errors:
+the raw reads both the readers of inputs and the readers of outputs rely on."""
 
 from __future__ import annotations
 
@@ -122,3 +123,18 @@ def read_images(
             )
         filled += got
     return chunk
+
+
+def read_npy_header(handle: BinaryIO, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Return (shape, fortran_order, dtype) and leave ``handle`` at the data."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+    except Exception as exc:  # numpy's header parser raises many kinds on damaged input
+        raise InputError(f"{path}: not a valid .npy file (damaged header)") from exc
+    if any(n < 0 for n in shape):
+        raise InputError(f"{path}: not a valid .npy file (shape {shape} in the header)")
+    return shape, fortran, dtype
