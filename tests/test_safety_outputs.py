@@ -521,8 +521,11 @@ def test_verify_catches_a_tampered_scale_or_offset(
     record = json.loads(sidecar_path(out).read_text())
     record[field] = value
     sidecar_path(out).write_text(json.dumps(record))
-    assert "scale and offset derived from the four numbers" in failed_checks(out)
-    assert error_line(cli("verify", out))
+    reason = "scale disagrees" if field == "scale" else "offset disagrees"
+    with pytest.raises(ParamsError, match=f"{reason} .*: the record is inconsistent"):
+        failed_checks(out)  # the one validation point refuses the record itself
+    line = error_line(cli("verify", out))
+    assert line.startswith(f"Error: {out}: {reason}"), line
 
 
 @pytest.mark.parametrize("attribute", ["scale", "offset", "strategy"])
@@ -576,7 +579,6 @@ def dask_output(tmp_path: Path) -> Path:
         with h5py.File(tmp_path / name, "w") as handle:
             handle["images"] = part
         layout[start : start + len(part)] = h5py.VirtualSource(name, "images", shape=part.shape)
-    del record["output"]["checksum"]  # that engine recorded none
     record["output"].update(engine="dask", virtual=True, shards=[name for _, name in parts])
     out = tmp_path / "d.h5"
     with h5py.File(out, "w") as handle:

@@ -53,4 +53,5 @@ def verify(
         if not quiet:
             click.echo(f"{'ok  ' if passed else 'FAIL'} {name}: {detail}")
     if not report.ok:
-        raise click.ClickException(f"{converted}: verification failed ({', '.join(report.failed)})")
+        failures = "; ".join(report.failures)
+        raise click.ClickException(f"{converted}: verification failed ({failures})")

@@ -152,7 +152,7 @@ class Params:
         try:
             values = {name: _decode(record[name], arrays or {}, name) for name in ARRAY_FIELDS}
             axis = record["channel_axis"]
-            return cls(
+            params = cls(
                 strategy=_text(record["strategy"], "strategy"),
                 scope=_text(record["scope"], "scope"),
                 source_low=values["source_low"],
@@ -168,10 +168,55 @@ class Params:
                 fitted_on=record.get("fitted_on"),
                 **pixel_fields(record),
             )
+            check_derived(params, record, arrays or {})
+            return params
         except KeyError as exc:
             raise ParamsError(f"parameter record lacks the field {exc.args[0]!r}") from exc
         except (TypeError, ValueError, OverflowError) as exc:
             raise ParamsError(f"parameter record is malformed: {exc}") from exc
+
+
+#: Fields of a record derived from the four defining numbers, and how.
+DERIVED = {"scale": "target_span / source_span", "offset": "target_low - source_low * scale"}
+
+
+def check_derived(params: Params, record: dict[str, Any], arrays: dict[str, Float64Array]) -> None:
+    """The record's ``scale`` and ``offset`` (inline, or stored arrays), where present, are
+    exactly those the four defining numbers give.
+
+    The four numbers are authoritative; a derived field that disagrees means the record was
+    changed after it was written, and which of its numbers to trust cannot be told. Every
+    reader of records (``--params-from``, ``Scaler.load``, ``invert``, ``verify``,
+    ``pixscale.open``) builds its ``Params`` through ``from_record`` and so refuses it.
+
+    Raises
+    ------
+    ParamsError
+        Naming the field and the value the defining numbers give.
+    """
+    for name, formula in DERIVED.items():
+        if name not in record:
+            continue
+        value = record[name]
+        if isinstance(value, dict):
+            value = _decode(value, arrays, name)
+        elif isinstance(value, bool) or not isinstance(value, int | float | list):
+            raise ParamsError(f"{name} must hold numbers, found {type(value).__name__}")
+        found = np.asarray(value, np.float64)
+        expected = getattr(params, name)
+        if found.size != expected.size:
+            raise ParamsError(
+                f"{name} holds {found.size} values, the parameters {expected.size}: "
+                "the record is inconsistent"
+            )
+        differ = int(np.count_nonzero(found.reshape(expected.shape) != expected))
+        if differ:
+            shown = f"{differ} values differ"
+            if expected.size == 1:
+                shown = f"which gives {float(expected.ravel()[0])!r}"
+            raise ParamsError(
+                f"{name} disagrees with {formula} ({shown}): the record is inconsistent"
+            )
 
 
 def pixel_fields(record: dict[str, Any]) -> dict[str, Any]:
@@ -240,6 +285,7 @@ def validate(params: Params) -> None:
     if largest > FLOAT32_MAX:
         raise ParamsError(f"outputs would reach {largest:.3g}, beyond float32's range")
     _check_sections(params)
+    _check_spread(params)
 
 
 def _check_geometry(params: Params) -> None:
@@ -292,6 +338,54 @@ def _check_sections(params: Params) -> None:
         count = zero.get("constant_count")
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise ParamsError(f"zero_std constant_count must be a count, not {count!r}")
+
+
+#: Statistics a fitted strategy maps from: (low, top) fields of ``stats``, the span being
+#: ``top - low``, or ``top`` itself when ``low`` is also the centre (standardize).
+FITTED_FROM = {"standardize": ("mean", "std"), "range": ("min", "max")}
+
+
+def _check_spread(params: Params) -> None:
+    """Spreads are positive where they divide and never negative where they are recorded;
+    the defining numbers of a fitted strategy are those its recorded statistics give."""
+    if params.strategy == "standardize" and np.any(params.source_span < 0):
+        raise ParamsError(
+            "source_span holds a negative std: standardize divides by a standard deviation, "
+            "which is never negative"
+        )
+    stats = params.stats
+    if not stats:
+        return
+    for name in ("std", "std_unit"):
+        if name in stats and np.any(_stat(stats, name) < 0):
+            raise ParamsError(f"stats.{name} holds a negative value: a std is never negative")
+    names = FITTED_FROM.get(params.strategy)
+    if names is None or not all(name in stats for name in names):
+        return
+    low, top = (_stat(stats, name) for name in names)
+    spread = top if params.strategy == "standardize" else top - low
+    span = np.where(spread == 0, 1.0, spread)  # constant data: centred only (zero_std)
+    for name, implied in (("source_low", low), ("source_span", span)):
+        values = getattr(params, name)
+        if implied.size != values.size or np.any(implied.reshape(values.shape) != values):
+            raise ParamsError(
+                f"{name} disagrees with the recorded stats ({' and '.join(names)}): "
+                "the record is inconsistent"
+            )
+
+
+def _stat(stats: dict[str, Any], name: str) -> Float64Array:
+    """``stats[name]`` as finite float64 numbers."""
+    value = stats[name]
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | list):
+            raise TypeError
+        found = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        raise ParamsError(f"stats.{name} must hold numbers, not {type(value).__name__}") from None
+    if not np.all(np.isfinite(found)):
+        raise ParamsError(f"stats.{name} holds non-finite values")
+    return found
 
 
 def _decode(value: Any, arrays: dict[str, Float64Array], field: str) -> Float64Array:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,17 +75,51 @@ class ZarrSource(Source):
         return self.window(0, self.n_images, max_images)
 
     def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
+        """Images ``start``…``stop - 1``, each stored chunk read once.
+
+        Uncompressed chunks of whole images (the ``bytes`` codec alone, sharded or not)
+        are read by byte range straight into each chunk handed out (``RawChunks``), so a
+        chunk is never read whole for a slice of it; any other store is read through
+        zarr-python in pieces that never straddle a stored chunk, a chunk larger than a
+        piece decoded once and handed out in slices.
+        """
         array = self._array()
         path = self.files[0]
-        for first in range(start, stop, max_images):
-            last = min(first + max_images, stop)
-            try:
-                values = np.ascontiguousarray(array[first:last], np.dtype(self.dtype))
-            except InputError:
-                raise
-            except Exception as exc:  # a missing or corrupt chunk object
-                raise InputError(f"{path}: cannot read images {first}…{last - 1} ({exc})") from exc
-            yield values
+        raw = RawChunks.of(array, path, self.key)
+        if raw is not None:
+            yield from raw.window(start, stop, max_images, np.dtype(self.dtype))
+            return
+        unit = stored_rows(array)
+        for first, last in decoded_spans(start, stop, max_images, unit):
+            values = self._decode(array, first, last)
+            for at in range(0, last - first, max_images):
+                yield values[at : at + max_images]
+
+    def _decode(self, array: Any, first: int, last: int) -> UInt8Array:
+        """Images ``first``…``last - 1`` decoded by zarr-python into a new array."""
+        from zarr.core.buffer import default_buffer_prototype
+
+        values = np.empty((last - first, *self.image_shape), np.dtype(self.dtype))
+        out = default_buffer_prototype().nd_buffer.from_numpy_array(values)
+        try:
+            array.get_basic_selection(slice(first, last), out=out)
+        except InputError:
+            raise
+        except Exception as exc:  # a missing or corrupt chunk object
+            raise InputError(
+                f"{self.files[0]}: cannot read images {first}…{last - 1} ({exc})"
+            ) from exc
+        return values
+
+    @property
+    def preferred_rows(self) -> int | None:
+        """Images per stored chunk along the first axis when chunks are decoded whole
+        (compressed, or not of whole images): chunks of the engine that are a multiple or
+        a fraction of it decode each stored chunk once. None when any length reads alike."""
+        array = self._array()
+        if RawChunks.of(array, self.files[0], self.key) is not None:
+            return None
+        return stored_rows(array)
 
     def sha256(self) -> str:
         """Digest of the values in C order (little-endian; a store is many objects, compressed or
@@ -94,6 +129,176 @@ class ZarrSource(Source):
         for chunk in self.chunks(rows):
             digest.update(chunk.data)
         return digest.hexdigest()
+
+
+def stored_rows(array: Any) -> int:
+    """Images per stored chunk along the first axis (inner chunks, when sharded)."""
+    return max(1, int(array.chunks[0]))
+
+
+def decoded_spans(start: int, stop: int, most: int, unit: int) -> Iterator[tuple[int, int]]:
+    """Spans of ``start``…``stop`` to decode whole, stored chunks being ``unit`` images:
+    whole chunks, at most ``most`` images of them, when they are no larger; else the rest
+    of one chunk (handed out ``most`` at a time). A chunk is never decoded twice, but at
+    the window's edges."""
+    first = start
+    while first < stop:
+        boundary = (first // unit + 1) * unit
+        end = boundary if boundary - first > most else (first + most) // unit * unit
+        end = min(end, stop)
+        yield first, end
+        first = end
+
+
+@dataclass
+class RawChunks:
+    """Uncompressed chunks of whole images in a store's files (one chunk per file, or inner
+    chunks of shards found through each shard's index), read by byte range: each image's
+    bytes are read once, straight into the array handed out.
+
+    Every file is found by the containment rule (``Root.resolve``), its size (or its shard
+    index's entry) checked before any byte of it is read.
+    """
+
+    path: Path
+    key: str
+    root: Root
+    shape: tuple[int, ...]
+    unit: int
+    image_bytes: int
+    encode: Any
+    shards: Shards | None
+
+    @classmethod
+    def of(cls, array: Any, path: Path, key: str) -> RawChunks | None:
+        """The raw reader of ``array``, or None when its chunks must be decoded (compressed,
+        other codecs, big-endian on this machine, chunks that split an image)."""
+        shape = tuple(int(n) for n in array.shape)
+        if tuple(int(n) for n in array.chunks[1:]) != shape[1:]:
+            return None
+        sharding = sharding_of(array, path, key)
+        codecs = list(array.metadata.codecs if sharding is None else sharding.codecs)
+        if not native_bytes_only(codecs, np.dtype(array.dtype).itemsize):
+            return None
+        shards = None if sharding is None else Shards(array, sharding, path)
+        if shards is not None and shards.shard[1:] != shape[1:]:
+            return None
+        image_bytes = math.prod(shape[1:]) * np.dtype(array.dtype).itemsize
+        encode = array.metadata.encode_chunk_key
+        return cls(path, key, Root(path), shape, stored_rows(array), image_bytes, encode, shards)
+
+    def window(
+        self, start: int, stop: int, most: int, dtype: np.dtype[Any]
+    ) -> Iterator[UInt8Array]:
+        """Images ``start``…``stop - 1``, ``most`` at a time, each a new array."""
+        opened = OpenFile()
+        try:
+            for first in range(start, stop, most):
+                values = np.empty((min(most, stop - first), *self.shape[1:]), dtype)
+                self.fill(values, first, opened)
+                yield values
+        finally:
+            opened.close()
+
+    def fill(self, values: UInt8Array, first: int, opened: OpenFile) -> None:
+        """Read images ``first``… into ``values``, file by file."""
+        row_bytes = self.image_bytes
+        target = values.reshape(-1).view(np.uint8).data
+        row, last = first, first + values.shape[0]
+        while row < last:
+            chunk, within = divmod(row, self.unit)
+            take = min(self.unit - within, last - row)
+            name, offset = self.locate(chunk, opened)
+            at = (row - first) * row_bytes
+            read_exactly(
+                opened,
+                name,
+                target[at : at + take * row_bytes],
+                offset + within * row_bytes,
+                self.path,
+            )
+            row += take
+
+    def locate(self, chunk: int, opened: OpenFile) -> tuple[str, int]:
+        """The file holding stored chunk ``chunk`` (opened in ``opened``) and where the
+        chunk starts in it."""
+        chunk_bytes = self.unit * self.image_bytes
+        zeros = (0,) * (len(self.shape) - 1)
+        if self.shards is None:
+            name = os.path.join(self.key, self.encode((chunk, *zeros)))
+            size = opened.open(self.root, name)
+            if size != chunk_bytes:
+                raise InputError(
+                    f"{self.path}: chunk {name} holds {size:,} bytes, not the "
+                    f"{chunk_bytes:,} of its uncompressed images"
+                )
+            return name, 0
+        shard, inner = divmod(chunk, self.shards.per_shard[0])
+        name = os.path.join(self.key, self.encode((shard, *zeros)))
+        if opened.name != name:
+            opened.open(self.root, name)
+            opened.table = self.shards.table(opened.real, name)
+        offsets, lengths = opened.table
+        entry = (inner, *zeros)
+        if int(lengths[entry]) != chunk_bytes:
+            stored = "not stored" if offsets[entry] == ABSENT else f"{int(lengths[entry]):,} bytes"
+            raise InputError(
+                f"{self.path}: shard {name}: inner chunk {entry} is {stored}, not the "
+                f"{chunk_bytes:,} bytes of its uncompressed images"
+            )
+        return name, int(offsets[entry])
+
+
+class OpenFile:
+    """The one file a raw read has open (files are read in order, each once)."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.fd = -1
+        self.real = Path()
+        self.table: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]] = (
+            np.empty(0, np.uint64),
+            np.empty(0, np.uint64),
+        )
+
+    def open(self, root: Root, name: str) -> int:
+        """Open ``name`` under ``root`` (containment-checked); its size."""
+        if self.name == name:
+            return os.fstat(self.fd).st_size
+        self.close()
+        self.real = root.resolve(name)
+        try:
+            self.fd = os.open(self.real, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise InputError(f"{root.path}: cannot read {name} ({exc.strerror})") from exc
+        self.name = name
+        return os.fstat(self.fd).st_size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd, self.name = -1, None
+
+
+def read_exactly(opened: OpenFile, name: str, target: memoryview, offset: int, path: Path) -> None:
+    """Fill ``target`` from ``offset`` of the open file, or refuse a file that ends early."""
+    done = 0
+    while done < len(target):
+        got = os.preadv(opened.fd, [target[done:]], offset + done)
+        if got <= 0:
+            raise InputError(f"{path}: {name} ends at byte {offset + done:,} (truncated?)")
+        done += got
+
+
+def native_bytes_only(codecs: list[Any], itemsize: int) -> bool:
+    """True for a codec chain that is only the ``bytes`` codec in this machine's order
+    (any order for one-byte values)."""
+    from zarr.codecs import BytesCodec
+
+    if len(codecs) != 1 or not isinstance(codecs[0], BytesCodec):
+        return False
+    endian = codecs[0].endian
+    return itemsize == 1 or (endian is not None and endian.value == sys.byteorder)
 
 
 def find_images(group: Any, path: Path) -> str:
@@ -282,6 +487,14 @@ class Shards:
     def absent(self, file: Path, name: str) -> npt.NDArray[np.bool_]:
         """Which inner chunks the index of the shard ``file`` lists as not stored, its
         entries checked against the bytes the file has."""
+        offsets, lengths = self.table(file, name)
+        absent: npt.NDArray[np.bool_] = (offsets == ABSENT) & (lengths == ABSENT)
+        return absent
+
+    def table(self, file: Path, name: str) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+        """The offsets and lengths of the inner chunks the index of the shard ``file``
+        lists (``ABSENT`` both for one not stored), each entry checked against the bytes
+        the file has."""
         with file.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size < self.index_bytes:
@@ -298,7 +511,7 @@ class Shards:
         table: npt.NDArray[np.uint64] = np.frombuffer(raw, np.dtype(f"{self.order}u8"))
         table = table.reshape(*self.per_shard, 2)
         offsets, lengths = table[..., 0], table[..., 1]
-        absent: npt.NDArray[np.bool_] = (offsets == ABSENT) & (lengths == ABSENT)
+        absent = (offsets == ABSENT) & (lengths == ABSENT)
         start, end = (self.index_bytes, size) if self.at_start else (0, size - self.index_bytes)
         room = np.uint64(end) - np.minimum(offsets, np.uint64(end))
         wrong = ~absent & ((offsets < start) | (offsets > end) | (lengths > room))
@@ -309,7 +522,7 @@ class Shards:
                 f"{int(offsets[at]):,}+{int(lengths[at]):,}, outside the data of the "
                 f"{size:,}-byte file"
             )
-        return absent
+        return offsets, lengths
 
     def checked(self, raw: bytes, name: str) -> bytes:
         """The index without its CRC-32C, which must match."""

@@ -19,18 +19,19 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.containment import Root
+from pixscale.core.hdf5_open import local_dataset, local_object
 from pixscale.core.layouts import convert_layout, restore_layout
 from pixscale.core.params import Params
+from pixscale.core.rawio import read_images, read_npy_header
 from pixscale.core.storage import DTYPES, STORES
 from pixscale.core.transform import Transform
 from pixscale.errors import InputError, ParamsError
-from pixscale.core.rawio import read_npy_header
-from pixscale.core.rawio import read_images
 from pixscale.sources.resize import recorded_resize
 from pixscale.store.io.atomic import folder_lock, folder_of
 from pixscale.store.naming import IMAGES_DATASET, LABELS_DATASET, is_hdf5, sidecar_path
 from pixscale.store.records import companion, first_line, params_of, read_record
-from pixscale.store.zarr import is_zarr_store, open_zarr_output
+from pixscale.store.zarr import is_zarr_store, open_zarr_images, open_zarr_output
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -116,13 +117,16 @@ class ConvertedFile:
         """The stored values as stored (output layout), ``max_images`` images at a time."""
         count_all = self.stored_shape[0]
         if is_zarr_store(self.path):
-            images = open_zarr_output(self.path).images
+            images = open_zarr_images(self.path)
             for start in range(0, count_all, max_images):
                 yield np.asarray(images[start : start + max_images])
             return
         if is_hdf5(self.path):
             with h5py.File(self.path, "r") as handle:
-                images = handle[IMAGES_DATASET]
+                images = stored_dataset(self.path, handle, IMAGES_DATASET, virtual=True)
+                if images is None:
+                    raise InputError(f"{self.path}: no 'images' dataset")
+                check_virtual(self.path, images)
                 for start in range(0, count_all, max_images):
                     yield images[start : start + max_images]
             return
@@ -187,7 +191,7 @@ def read_hdf5_data(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], npt.NDAr
     """Shape and dtype of ``images`` (its shards checked when virtual) and the labels."""
     try:
         with h5py.File(path, "r") as handle:
-            images = stored_dataset(path, handle, IMAGES_DATASET)
+            images = stored_dataset(path, handle, IMAGES_DATASET, virtual=True)
             if images is None:
                 raise InputError(f"{path}: no 'images' dataset")
             check_virtual(path, images)
@@ -198,19 +202,15 @@ def read_hdf5_data(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], npt.NDAr
         raise InputError(f"{path}: cannot read: {first_line(exc)}") from exc
 
 
-def stored_dataset(path: Path, handle: h5py.File, name: str) -> h5py.Dataset | None:
-    """The dataset ``name`` of this very file: no link to another file, no external raw
-    storage (a virtual ``images`` is checked by ``check_virtual``)."""
-    link = handle.get(name, getlink=True)
-    if link is None:
-        return None
-    if not isinstance(link, h5py.HardLink):
-        raise InputError(f"{path}: '{name}' is a link to elsewhere")
-    found = handle[name]
-    if not isinstance(found, h5py.Dataset):
+def stored_dataset(
+    path: Path, handle: h5py.File, name: str, virtual: bool = False
+) -> h5py.Dataset | None:
+    """The dataset ``name`` of this very file (None when there is none), through the one
+    HDF5 opener: no link to another file, no external raw storage, not virtual unless
+    ``virtual`` (a virtual ``images`` is then checked by ``check_virtual``)."""
+    found = local_dataset(handle, path, name, "dataset", virtual=virtual)
+    if found is None and local_object(handle, path, name, "dataset") is not None:
         raise InputError(f"{path}: '{name}' is not a dataset")
-    if found.external:
-        raise InputError(f"{path}: '{name}' keeps its data in an external file")
     return found
 
 
@@ -249,7 +249,7 @@ def check_virtual(path: Path, images: h5py.Dataset) -> None:
             continue
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise InputError(f"{path}: virtual images read {name}, outside the output's folder")
-        shard = path.parent / name
+        shard = Root(path.parent).resolve(name)  # nor through a link leading out of it
         if not shard.is_file():
             raise InputError(
                 f"{path}: shard {name} missing (keep the shards folder beside {path.name})"
@@ -271,11 +271,11 @@ def source_bounds(plist: Any, index: int) -> tuple[int, ...] | None:
 
 def shard_holds(shard: Path, dataset: str, points: int, high: tuple[int, ...] | None) -> bool:
     """The shard has a dataset ``dataset`` of at least ``points`` values reaching at least
-    index ``high``."""
+    index ``high``, stored in the shard itself (refused otherwise, as any dataset read)."""
     try:
         with h5py.File(shard, "r") as handle:
-            found = handle.get(dataset)
-            if not isinstance(found, h5py.Dataset) or found.size < points:
+            found = local_dataset(handle, shard, dataset, "shard dataset")
+            if found is None or found.size < points:
                 return False
             if high is None:
                 return True
@@ -343,19 +343,135 @@ def stored_image_shape(
     raise InputError(f"{path}: the record's layouts ({source!r} → {target!r}) do not fit its data")
 
 
+#: Paths as ``os`` takes them: text, bytes, or an object giving either.
+PathArgument = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+#: Images selected: one position, evenly spaced positions, or any positions (all checked
+#: to lie among the images, and not negative).
+Selection = int | range | npt.NDArray[np.intp]
+
+#: What ``Dataset`` indexing takes, for messages.
+INDEX_KINDS = "an integer, a slice, 1-D integer positions or a boolean mask"
+
+
+def path_of(path: PathArgument) -> Path:
+    """``path`` as a ``Path``; bytes decoded as ``os`` does (``os.fsdecode``).
+
+    Raises
+    ------
+    TypeError
+        ``path`` is not a path.
+    """
+    return Path(os.fsdecode(os.fspath(path)))
+
+
+def image_selection(index: Any, count: int) -> Selection:
+    """The images among ``count`` that ``index`` selects, judged the same way for every
+    format (see ``Dataset.__getitem__``).
+
+    Raises
+    ------
+    IndexError
+        An integer, or one of the positions, out of range; a mask of the wrong length.
+    TypeError
+        Any other kind of index (floats, booleans alone, 2-D positions, None, …).
+    ValueError
+        A slice step of zero.
+    """
+    if isinstance(index, slice):
+        try:
+            return range(*index.indices(count))
+        except TypeError:
+            raise TypeError(f"slice {index!r}: bounds and step must be integers or None") from None
+    if isinstance(index, bool | np.bool_):
+        raise TypeError(
+            f"cannot select images with a lone boolean ({bool(index)}): use {INDEX_KINDS}"
+        )
+    if isinstance(index, int | np.integer):
+        return checked_position(operator.index(index), count)
+    if isinstance(index, list | tuple | range | np.ndarray) or hasattr(index, "__array__"):
+        return positions_of(index, count)
+    raise TypeError(f"cannot select images with {type(index).__name__}: use {INDEX_KINDS}")
+
+
+def checked_position(position: int, count: int) -> int:
+    """``position`` among ``count`` images, counted from the end when negative."""
+    if not -count <= position < count:
+        raise IndexError(f"image index {position} is out of range for {count} images")
+    return position % count
+
+
+def positions_of(index: Any, count: int) -> Selection:
+    """The positions an array-like ``index`` selects: integers or a boolean mask."""
+    if isinstance(index, list | tuple) and not index:
+        return np.empty(0, np.intp)
+    picked = np.asarray(index)
+    if picked.dtype == np.bool_:
+        if picked.ndim != 1:
+            raise TypeError(f"a boolean mask of images must be 1-D, not of shape {picked.shape}")
+        if picked.shape[0] != count:
+            raise IndexError(
+                f"a boolean mask needs one value per image ({count}), not {len(picked)}"
+            )
+        return np.flatnonzero(picked).astype(np.intp)
+    if picked.dtype == object and picked.ndim == 1 and all(is_integer(v) for v in picked.tolist()):
+        # numpy keeps integers beyond 64 bits as objects: none is a position
+        raise IndexError(f"an image index is out of range for {count} images")
+    if picked.dtype.kind not in "iu":
+        raise TypeError(f"cannot select images with {picked.dtype} values: use {INDEX_KINDS}")
+    if picked.ndim == 0:
+        return checked_position(int(picked), count)
+    if picked.ndim != 1:
+        raise TypeError(f"image positions must be 1-D, not of shape {picked.shape}")
+    outside = picked >= count
+    if picked.dtype.kind == "i":
+        outside |= picked < -count
+    if outside.any():
+        first = picked[outside][0]
+        raise IndexError(f"image index {first} is out of range for {count} images")
+    positions = picked.astype(np.intp)
+    positions[positions < 0] += count
+    return positions
+
+
+def is_integer(value: object) -> bool:
+    """An integer that is not a boolean."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def read_rows(data: Any, selection: range | npt.NDArray[np.intp]) -> npt.NDArray[Any]:
+    """Rows of ``data`` (a numpy array or memory map, an h5py dataset or a zarr array) at
+    the selected positions, as an array of its own. Each format is asked only what all of
+    them read alike: increasing slices, or increasing unique positions."""
+    if isinstance(selection, range):
+        if not selection:
+            return np.array(data[0:0])
+        if selection.step < 0:  # read increasing, hand back reversed
+            ascending = range(selection[-1], selection[0] + 1, -selection.step)
+            return read_rows(data, ascending)[::-1]
+        found = data[selection.start : selection.stop : selection.step]
+        return np.array(found) if isinstance(data, np.memmap) else np.asarray(found)
+    if isinstance(data, np.ndarray):
+        return np.asarray(data[selection])  # numpy's fancy indexing copies
+    if not len(selection):
+        return np.asarray(data[0:0])
+    unique, back = np.unique(selection, return_inverse=True)
+    return np.asarray(data[unique])[back.reshape(-1)]
+
+
 class Dataset:
     """A pixscale output opened for reading, as a training loop wants it.
 
-    ``len(d)``, ``d[i]``, ``d[a:b]`` and ``d[[i, j, …]]`` (any order, repeats allowed) give
-    the values in the output's layout: float32, float16 as stored, and packed outputs
-    decoded to float32 bit-identical to a float32 convert's. ``labels``, ``record`` and
-    ``params`` come from the record. The data file is opened on first use in each process,
-    so a ``Dataset`` made in a parent survives ``fork``, pickling (spawn) and
-    ``DataLoader`` workers; .npy data is memory-mapped.
+    ``len(d)``, ``d[i]``, ``d[a:b:k]``, ``d[[i, j, …]]`` (any order, repeats allowed) and
+    ``d[mask]`` give the values in the output's layout, indexed alike whatever the format:
+    float32, float16 as stored, and packed outputs decoded to float32 bit-identical to a
+    float32 convert's. ``labels``, ``record`` and ``params`` come from the record. The data
+    file is opened on first use in each process, so a ``Dataset`` made in a parent survives
+    ``fork``, pickling (spawn) and ``DataLoader`` workers; .npy data is memory-mapped.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: PathArgument) -> None:
+        self.path = path_of(path)
         self._converted = open_converted(self.path)
         self._images: Any = None
         self._handle: Any = None
@@ -416,55 +532,49 @@ class Dataset:
         return self.shape[0]
 
     def __getitem__(self, index: Any) -> Any:
-        rest: tuple[Any, ...] = ()
-        if isinstance(index, tuple):
-            index, rest = (index[0] if index else slice(None)), index[1:]
-        data = self._data()
-        scalar = isinstance(index, int | np.integer)
-        if not self.packed and (scalar or isinstance(index, slice)):
-            found = data[(index, *rest)] if rest else data[index]
-            # a memory map gives views of the file: hand out arrays of their own
-            return np.array(found) if isinstance(data, np.memmap) else found
-        if scalar and self._lookup is not None:
-            values, offsets = self._lookup
-            pixels = np.asarray(data[index])  # numpy and h5py check the bounds
-            found = values.take(pixels if offsets is None else offsets + pixels)
-            return found[rest] if rest else found
-        positions = self._positions(index)
-        if scalar:
-            stored = data[int(positions[0]) : int(positions[0]) + 1]
-        elif isinstance(index, slice) and index.step in (None, 1):
-            stored = data[index]
-        elif isinstance(data, np.ndarray):
-            stored = data[positions]
-        else:  # h5py reads increasing, unique positions only
-            unique, back = np.unique(positions, return_inverse=True)
-            stored = data[unique] if len(unique) else data[0:0]
-            stored = stored[back.reshape(-1)]
-        values = self._converted.decode(np.asarray(stored), positions)
-        values = values[0] if scalar else values
-        return values[rest] if rest else values
+        """The values of the images ``index`` selects, the same for every format.
 
-    def _positions(self, index: Any) -> npt.NDArray[np.intp]:
-        """Image positions selected by an integer, slice, boolean mask or integer array."""
-        count = len(self)
-        if isinstance(index, slice):
-            return np.arange(count, dtype=np.intp)[index]
-        if isinstance(index, int | np.integer):
-            position = operator.index(index)
-            if not -count <= position < count:
-                raise IndexError(f"index {position} is out of range for {count} images")
-            return np.asarray([position % count], np.intp)
-        picked = np.asarray(index)
-        if picked.dtype == bool:
-            if picked.shape != (count,):
-                raise IndexError(f"a boolean index needs {count} values, got {picked.shape}")
-            return np.flatnonzero(picked).astype(np.intp)
-        if picked.dtype.kind not in "iu" or picked.ndim != 1:
-            raise IndexError(f"cannot index images with {index!r}")
-        if picked.size and (picked.min() < -count or picked.max() >= count):
-            raise IndexError(f"an index is out of range for {count} images")
-        return (picked % max(count, 1)).astype(np.intp)
+        ``index`` is an integer (numpy integers too), a slice (any step), 1-D integer
+        positions (any order, repeats allowed, none for an empty selection) or a boolean
+        mask of one value per image; in a tuple, the rest indexes within the images as
+        numpy does. An integer out of range is an ``IndexError``, any other kind of index
+        a ``TypeError``.
+        """
+        rest: tuple[Any, ...] = ()
+        if index is Ellipsis:
+            index = slice(None)
+        elif isinstance(index, tuple):
+            if index and index[0] is Ellipsis:  # numpy's meaning, over every image
+                index, rest = slice(None), index
+            else:
+                index, rest = (index[0] if index else slice(None)), index[1:]
+        selection = image_selection(index, len(self))
+        values = self._read(selection)
+        if not rest:
+            return values
+        return values[rest] if isinstance(selection, int) else values[(slice(None), *rest)]
+
+    def _read(self, selection: Selection) -> Any:
+        """The values of the selected images (one image for an integer)."""
+        data = self._data()
+        if isinstance(selection, int):
+            if not self.packed:
+                found = data[selection]
+                # a memory map gives views of the file: hand out arrays of their own
+                return np.array(found) if isinstance(data, np.memmap) else found
+            if self._lookup is not None:
+                values, offsets = self._lookup
+                pixels = np.asarray(data[selection])
+                return values.take(pixels if offsets is None else offsets + pixels)
+            return self._read(range(selection, selection + 1))[0]
+        stored = read_rows(data, selection)
+        if not self.packed:
+            return stored
+        if not len(selection):  # nothing to decode
+            return np.empty((0, *self.shape[1:]), self.dtype)
+        if isinstance(selection, range):
+            selection = np.arange(selection.start, selection.stop, selection.step, dtype=np.intp)
+        return self._converted.decode(stored, selection)
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled (spawned workers): the path and record travel, never an open file.
@@ -476,7 +586,7 @@ class Dataset:
         if self._images is None or self._pid != os.getpid():
             self._handle = None
             if is_zarr_store(self.path):
-                self._images = open_zarr_output(self.path).images  # zarr.Array: d[i], d[a:b]
+                self._images = open_zarr_images(self.path)  # shards mapped, or zarr.Array
             elif is_hdf5(self.path):
                 self._handle = h5py.File(self.path, "r")
                 self._images = self._handle[IMAGES_DATASET]
@@ -502,13 +612,13 @@ class Dataset:
         self.close()
 
 
-def open(path: str | os.PathLike[str]) -> Dataset:  # noqa: A001 (the package face's verb)
-    """Open a pixscale output (.h5, or .npy with its sidecar) for reading.
+def open(path: PathArgument) -> Dataset:  # noqa: A001 (the package face's verb)
+    """Open a pixscale output (.h5, .zarr, or .npy with its sidecar) for reading.
 
     Parameters
     ----------
     path
-        The output file.
+        The output: a ``str``, ``bytes`` or ``os.PathLike`` path.
 
     Returns
     -------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import math
+import mmap
 import os
 import shutil
 import tempfile
@@ -92,6 +93,20 @@ def is_zarr_output(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and RECORD_ATTRIBUTE in (meta.get("attributes") or {})
+
+
+#: Target bytes of float32 values per inner chunk of an uncompressed shard: a training
+#: loop's random sample costs zarr-python (or xarray, TensorStore) a read of about this
+#: much, where a 4 MiB chunk cost a read and decode of 4 MiB (850 samples/s for MNIST).
+SAMPLE_CHUNK_BYTES = 64 << 10
+
+
+def sample_chunk_images(image_shape: tuple[int, ...], rows: int) -> int:
+    """Images per inner chunk of an uncompressed shard: the most that fit in
+    ``SAMPLE_CHUNK_BYTES`` (at least one) and divide ``rows``, so that a shard of whole
+    ``rows``-image runs holds whole inner chunks."""
+    wanted = max(1, min(rows, SAMPLE_CHUNK_BYTES // (4 * max(1, math.prod(image_shape)))))
+    return next(n for n in range(wanted, 0, -1) if rows % n == 0)
 
 
 def chunk_images_for(image_shape: tuple[int, ...], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
@@ -240,18 +255,20 @@ def create_store(
     rows: int,
     compression: str = "none",
     layout: str | None = None,
+    inner: int | None = None,
 ) -> None:
     """The float32 ``images`` array in the folder ``root`` (chunks of ``rows`` images,
     NaN where nothing was written, so a missing chunk never reads as data);
     ``store_zarr_record`` makes ``root`` its group.
 
-    Uncompressed chunks are stored ``CHUNKS_PER_SHARD`` to a file (Zarr v3's
-    ``sharding_indexed`` codec, its index after the chunks, without a checksum of its
-    own): a reader still fetches one chunk at a time, and the writer streams each file
-    front to back in large writes, as for one contiguous HDF5 dataset. A file per 4 MiB
-    chunk measured up to 2× slower to write on ext4, and a 1 TB output would be 250,000
-    files. Compressed chunks are one file each. File keys are ``c.<i>.0.0…``, every file
-    in the array's folder (the separator ``/`` would give each file folders of its own).
+    Uncompressed, a file (a shard: Zarr v3's ``sharding_indexed`` codec, its index after
+    the chunks, without a checksum of its own) holds ``CHUNKS_PER_SHARD`` × ``rows``
+    images as inner chunks of ``inner`` images (default ``rows``; a divisor of it): the
+    writer streams each file front to back in large writes, as for one contiguous HDF5
+    dataset, and a reader fetches one inner chunk at a time. A file per 4 MiB chunk
+    measured up to 2× slower to write on ext4, and a 1 TB output would be 250,000 files.
+    Compressed chunks are one file each. File keys are ``c.<i>.0.0…``, every file in the
+    array's folder (the separator ``/`` would give each file folders of its own).
     """
     zarr = require_zarr()
     from zarr.codecs import BytesCodec, GzipCodec, ShardingCodec
@@ -265,9 +282,10 @@ def create_store(
         options["compressors"] = GzipCodec(level=DEFAULT_GZIP_LEVEL)
     else:
         per_file = max(1, min(CHUNKS_PER_SHARD, -(-max(1, shape[0]) // rows)))
+        inner = rows if inner is None or rows % min(inner, rows) else min(inner, rows)
         options["chunks"] = (rows * per_file, *shape[1:])
         options["serializer"] = ShardingCodec(
-            chunk_shape=(rows, *shape[1:]),
+            chunk_shape=(inner, *shape[1:]),
             codecs=[little],
             index_codecs=[little],
             index_location="end",
@@ -581,11 +599,13 @@ class ZarrWriter(Writer):
         check_store_target(target, staged.overwrite, staged.inputs)
         staged.expect_images(shape[0])
         rows = chunk_images or chunk_images_for(shape[1:])
+        # without a chunk length asked for, inner chunks sized for a training loop's reads
+        inner = chunk_images or sample_chunk_images(shape[1:], min(rows, max(1, shape[0])))
         # the name is kept before the folder exists: an interrupt leaves nothing unrecorded
         self.temp: Path | None = temporary_name(target)
         try:
             make_store_folder(self.temp)
-            create_store(self.temp, shape, rows, compression, layout)
+            create_store(self.temp, shape, rows, compression, layout, inner)
             self.images = ZarrImages.of(self.temp, direct)
             self.region = self.images.region(0, shape[0])
             self.elsewhere = False
@@ -699,6 +719,184 @@ def open_zarr_output(path: Path) -> ZarrOutput:
     return ZarrOutput(images, tuple(images.shape), np.dtype(images.dtype), labels)
 
 
+def open_zarr_images(path: Path) -> Any:
+    """The ``images`` of a pixscale Zarr output for reading samples: ``ShardedImages``
+    where the files are uncompressed shards as pixscale writes them, else the zarr array."""
+    images = open_zarr_output(path).images
+    return ShardedImages.of(path, images) or images
+
+
+class ShardedImages:
+    """The images of uncompressed shards, each file's run of inner chunks read as one
+    memory map (``d[i]``, ``d[a:b]``, ``d[positions]`` as numpy gives them, each result an
+    array of its own): a sample costs about a read of its own bytes, and no call into
+    zarr-python.
+
+    A shard is mapped on first use, after its index (read through the containment rule)
+    shows every inner chunk of its images stored, of full size, one after the other from
+    its first; a shard laid out otherwise is read through zarr-python.
+    """
+
+    def __init__(self, path: Path, array: Any, shards: Any) -> None:
+        from pixscale.core.containment import Root
+
+        self.path = path
+        self.array = array
+        self.layout = shards
+        self.root = Root(path)
+        self.shape: tuple[int, ...] = tuple(int(n) for n in array.shape)
+        self.dtype: np.dtype[Any] = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+        self.file_rows = shards.shard[0]
+        self.maps: list[npt.NDArray[Any] | None] = [None] * shards.grid[0]
+        self.encode = array.metadata.encode_chunk_key
+
+    @classmethod
+    def of(cls, path: Path, array: Any) -> ShardedImages | None:
+        """The reader of ``array`` (the ``images`` of the store ``path``), or None when its
+        files are not uncompressed shards of whole images in this machine's byte order."""
+        from zarr.codecs import ShardingCodec
+
+        from pixscale.sources.zarr import Shards, native_bytes_only
+
+        codecs = list(array.metadata.codecs)
+        if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+            return None
+        codec = codecs[0]
+        shape = tuple(int(n) for n in array.shape)
+        itemsize = np.dtype(array.dtype).itemsize
+        if (
+            not native_bytes_only(list(codec.codecs), itemsize)
+            or tuple(codec.chunk_shape[1:]) != shape[1:]
+            or tuple(array.shards[1:]) != shape[1:]
+            or not shape[0]
+        ):
+            return None
+        try:
+            shards = Shards(array, codec, path)
+        except InputError:
+            return None
+        return cls(path, array, shards)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> npt.NDArray[Any]:
+        if isinstance(index, int | np.integer) and not isinstance(index, bool | np.bool_):
+            return self.one(int(index))
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.shape[0])
+            if step == 1:
+                return self.span(start, max(start, stop))
+            index = np.arange(start, stop, step)
+        positions = np.asarray(index)
+        if positions.dtype.kind not in "iu" or positions.ndim != 1:
+            return np.asarray(self.array[index])
+        return self.take(positions.astype(np.intp, copy=False))
+
+    def one(self, position: int) -> npt.NDArray[Any]:
+        """Image ``position`` (counted from the end when negative)."""
+        if position < 0:
+            position += self.shape[0]
+        if not 0 <= position < self.shape[0]:
+            raise IndexError(f"image index {position} is out of range for {self.shape[0]}")
+        shard, row = divmod(position, self.file_rows)
+        mapped = self.maps[shard]
+        if mapped is None:
+            mapped = self.mapped(shard)
+        if mapped.size:
+            copied: npt.NDArray[Any] = mapped[row].copy()
+            return copied
+        return np.asarray(self.array[position])
+
+    def span(self, start: int, stop: int) -> npt.NDArray[Any]:
+        """Images ``start``…``stop - 1``, shard by shard."""
+        out = np.empty((stop - start, *self.shape[1:]), self.dtype)
+        row = start
+        while row < stop:
+            shard = row // self.file_rows
+            end = min(stop, (shard + 1) * self.file_rows)
+            mapped = self.maps[shard]
+            if mapped is None:
+                mapped = self.mapped(shard)
+            first = shard * self.file_rows
+            if mapped.size:
+                out[row - start : end - start] = mapped[row - first : end - first]
+            else:
+                out[row - start : end - start] = self.array[row:end]
+            row = end
+        return out
+
+    def take(self, positions: npt.NDArray[np.intp]) -> npt.NDArray[Any]:
+        """Images at ``positions`` (in range, any order), gathered shard by shard."""
+        count = self.shape[0]
+        if not len(positions):
+            return np.empty((0, *self.shape[1:]), self.dtype)
+        low, high = int(positions.min()), int(positions.max())
+        if low < -count or high >= count:
+            raise IndexError(f"an image index is out of range for {count} images")
+        if low < 0:
+            positions = np.where(positions < 0, positions + count, positions)
+            low = int(positions.min())
+        shard = low // self.file_rows
+        if high // self.file_rows == shard:  # one shard: one gather
+            return self.gather(shard, positions - shard * self.file_rows, positions)
+        out = np.empty((len(positions), *self.shape[1:]), self.dtype)
+        order = np.argsort(positions, kind="stable")
+        ordered = positions[order]
+        shards = ordered // self.file_rows
+        cuts = [0, *(np.flatnonzero(shards[1:] != shards[:-1]) + 1).tolist(), len(ordered)]
+        for first, last in zip(cuts, cuts[1:], strict=False):
+            shard = int(shards[first])
+            picked = ordered[first:last]
+            found = self.gather(shard, picked - shard * self.file_rows, picked)
+            out[order[first:last]] = found
+        return out
+
+    def gather(
+        self, shard: int, rows: npt.NDArray[np.intp], positions: npt.NDArray[np.intp]
+    ) -> npt.NDArray[Any]:
+        """Rows ``rows`` of shard ``shard`` (the images at ``positions``)."""
+        mapped = self.maps[shard]
+        if mapped is None:
+            mapped = self.mapped(shard)
+        if mapped.size:
+            return mapped.take(rows, axis=0)
+        return np.asarray(self.array.get_orthogonal_selection(positions))
+
+    def mapped(self, shard: int) -> npt.NDArray[Any]:
+        """Shard ``shard``'s images as one memory map, its index checked first (an empty
+        map: the shard is laid out otherwise and read through zarr-python)."""
+        layout = self.layout
+        zeros = (0,) * (self.ndim - 1)
+        name = f"{IMAGES_DATASET}/{self.encode((shard, *zeros))}"
+        file = self.root.resolve(name)
+        if not file.is_file():
+            raise InputError(f"{self.path}: {name} is missing (every file of images is needed)")
+        offsets, lengths = layout.table(file, name)
+        rows = min(self.file_rows, self.shape[0] - shard * self.file_rows)
+        inner = layout.inner[0]
+        needed = -(-rows // inner)
+        chunk_bytes = inner * self.dtype.itemsize * math.prod(self.shape[1:])
+        offsets = offsets.reshape(-1)[:needed]
+        lengths = lengths.reshape(-1)[:needed]
+        absent = (offsets == NO_CHUNK) & (lengths == NO_CHUNK)
+        if absent.any():
+            at = int(np.flatnonzero(absent)[0])
+            raise InputError(f"{self.path}: shard {name}: inner chunk {at} is not stored")
+        expected = offsets[0] + np.arange(needed, dtype=np.uint64) * np.uint64(chunk_bytes)
+        found: npt.NDArray[Any] = np.empty(0, self.dtype)
+        if (lengths == chunk_bytes).all() and (offsets == expected).all():
+            # a plain array over the map: indexing it costs less than a np.memmap's
+            with file.open("rb") as handle:
+                whole = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            values = rows * math.prod(self.shape[1:])
+            found = np.frombuffer(whole, self.dtype, values, int(offsets[0]))
+            found = found.reshape(rows, *self.shape[1:])
+        self.maps[shard] = found
+        return found
+
+
 __all__ = [
     "ZarrImages",
     "ZarrWriter",
@@ -707,6 +905,7 @@ __all__ = [
     "create_store",
     "is_zarr_output",
     "is_zarr_store",
+    "open_zarr_images",
     "open_zarr_output",
     "read_zarr_record",
     "require_zarr",

@@ -1,4 +1,5 @@
-"""invert: back to the exact source images (uint8 or uint16), using only the record."""
+"""invert: back to the exact source images (uint8 or uint16), using only the record, once
+the record is found consistent and the data's checksum the recorded one."""
 
 from __future__ import annotations
 
@@ -18,10 +19,18 @@ from pixscale.errors import InputError
 from pixscale.sources import open_recorded_source
 from pixscale.sources.resize import recorded_resize
 from pixscale.store.io.atomic import staged_outputs
+from pixscale.store.io.checksum import Checksum
 from pixscale.store.naming import companions, is_hdf5
 from pixscale.store.reader import ConvertedFile, open_converted
 from pixscale.store.uint8 import PixelWriter
-from pixscale.tasks.verify import Rechunked
+from pixscale.tasks.verify import (
+    NO_CHECKSUM,
+    Rechunked,
+    VerifyReport,
+    check_labels,
+    check_record,
+    recorded_checksum,
+)
 
 #: Images per chunk when reading float32 outputs back (about 4 MiB of MNIST).
 DEFAULT_CHUNK_IMAGES = 1024
@@ -48,26 +57,29 @@ class InvertReport:
 
 
 def pixels_of(
-    converted: ConvertedFile, transform: Transform | None = None
+    converted: ConvertedFile, transform: Transform | None = None, checksum: Checksum | None = None
 ) -> Iterator[tuple[int, npt.NDArray[np.float32], npt.NDArray[Any], int, int]]:
     """(start, stored values, source images, values that do not round-trip, values at clip
-    bounds), chunk by chunk in the source's layout."""
+    bounds), chunk by chunk in the source's layout; ``checksum`` is fed the stored bytes
+    on the way, in order."""
     transform = transform or converted.transform()
     bounds = clip_bounds(converted)
     start = 0
-    if converted.packed:  # the pixels themselves: inverting is reading them
-        for stored in converted.stored_chunks(converted.chunk_rows):
-            pixels = restore_layout(stored, converted.params.layout, converted.layout)
-            yield start, transform.apply(pixels, start), pixels, 0, 0
-            start += pixels.shape[0]
-        return
-    for values in converted.chunks(converted.chunk_rows):
-        pixels, mismatches = transform.invert(values, start)
+    for chunk in converted.stored_chunks(converted.chunk_rows):
+        stored = np.ascontiguousarray(chunk)
+        if checksum is not None:
+            checksum.update(stored)
+        restored = restore_layout(stored, converted.params.layout, converted.layout)
+        if converted.packed:  # the pixels themselves: inverting is reading them
+            yield start, transform.apply(restored, start), restored, 0, 0
+            start += restored.shape[0]
+            continue
+        pixels, mismatches = transform.invert(restored, start)
         clipped = 0
         if bounds is not None:
-            clipped = int(np.count_nonzero((values == bounds[0]) | (values == bounds[1])))
-        yield start, values, pixels, mismatches, clipped
-        start += values.shape[0]
+            clipped = int(np.count_nonzero((restored == bounds[0]) | (restored == bounds[1])))
+        yield start, restored, pixels, mismatches, clipped
+        start += restored.shape[0]
 
 
 def clip_bounds(converted: ConvertedFile) -> tuple[np.float32, np.float32] | None:
@@ -116,10 +128,15 @@ def invert(
     Raises
     ------
     InputError
-        With ``verify_source``: pixels differ from the source beyond what clipping explains.
+        Nothing is written when the record is inconsistent (with itself, or with the
+        stored data's shape, dtype or values), carries no checksum, or its checksum is
+        not the data's (checked in the same pass, before the output is committed); and,
+        with ``verify_source``, when pixels differ from the source beyond what clipping
+        explains.
     """
     path, output = Path(path), Path(output)
     converted = open_converted(path)
+    recorded = trusted_checksum(converted, output)
     source = None
     if verify_source is not None:
         source = open_recorded_source(verify_source, converted.record, reading)
@@ -135,19 +152,68 @@ def invert(
         writer = PixelWriter(output, converted.shape, staged, converted.params.source_dtype)
         try:
             transform = converted.transform()
-            for start, values, pixels, mismatches, clipped in pixels_of(converted, transform):
+            checksum = Checksum(recorded[0])
+            for start, values, pixels, mismatches, clipped in pixels_of(
+                converted, transform, checksum
+            ):
                 writer.write(pixels)
                 report.not_round_trip += mismatches
                 report.at_clip_bounds += clipped
                 if comparison is not None:
                     comparison.add(transform, start, values, pixels)
-            if comparison is not None:
+            if comparison is not None:  # with the source, the more telling refusal first
                 report.source_mismatches = comparison.differing
                 comparison.check(path, verify_source, output)
+            check_read(path, output, checksum, recorded[1], report.not_round_trip)
             writer.finish(converted.labels)
         finally:
             writer.close()
     return report
+
+
+def trusted_checksum(converted: ConvertedFile, output: Path) -> tuple[str, str]:
+    """The record's (algorithm, checksum) of the stored data, once the record is found
+    consistent with itself and its file (the checks ``verify`` makes of it, labels
+    included).
+
+    Raises
+    ------
+    InputError
+        Naming the file and what disagrees, or that the record carries no (well-formed)
+        checksum: nothing says the data is what was written, so nothing is inverted.
+    """
+    report = VerifyReport()
+    check_record(report, converted)
+    check_labels(report, converted)
+    if not report.ok:
+        raise InputError(
+            f"{converted.path}: inconsistent record ({'; '.join(report.failures)}); "
+            f"{output} was not written"
+        )
+    recorded = recorded_checksum(converted.output)
+    if recorded is None:
+        found = converted.output.get("checksum")
+        reason = NO_CHECKSUM if found is None else f"the record's checksum is malformed: {found!r}"
+        raise InputError(f"{converted.path}: {reason}; {output} was not written")
+    return recorded
+
+
+def check_read(
+    path: Path, output: Path, checksum: Checksum, recorded: str, not_round_trip: int
+) -> None:
+    """Refuse, before anything is committed, data whose checksum is not the recorded one
+    (damaged) or holding values the record's parameters cannot produce (the record does
+    not describe this data)."""
+    if checksum.value != recorded:
+        raise InputError(
+            f"{path}: checksum mismatch, the data is damaged: its {checksum.algorithm} is "
+            f"{checksum.value}, the record says {recorded}; {output} was not written"
+        )
+    if not_round_trip:
+        raise InputError(
+            f"{path}: {not_round_trip} stored values are not ones the record's parameters "
+            f"produce (the record does not describe this data); {output} was not written"
+        )
 
 
 @dataclass
@@ -210,8 +276,6 @@ def describe(report: InvertReport) -> list[str]:
             f"Warning: lossy: {report.shared_float16} source values share their float16 value "
             "with a neighbour; each inverts to one of them"
         )
-    if report.not_round_trip:
-        lines.append(f"Warning: {report.not_round_trip} values do not map back exactly")
     if report.source_mismatches is not None:
         lines.append(f"{report.source_mismatches} pixels differ from the source")
     return lines

@@ -3,9 +3,10 @@
 Without the source, an output is checked against what its record promises: every field
 there, float32 data of the recorded shape, the derived ``scale``/``offset`` (and the HDF5
 attributes readers use) equal to those of the four defining numbers, the checksum of the
-data bytes as written, and every value one of the 256 its scope element's parameters can
-produce. With the source, its sha256 and every image re-derived bit for bit. One streaming
-pass over the data does all the value checks.
+data bytes as written (a record without one fails: its data cannot be verified), and every
+value one of the 256 its scope element's parameters can produce. With the source, its
+sha256 and every image re-derived bit for bit. One streaming pass over the data does all
+the value checks.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ class VerifyReport:
     def failed(self) -> list[str]:
         """Names of the checks that failed, in order."""
         return [name for name, passed, _ in self.checks if not passed]
+
+    @property
+    def failures(self) -> list[str]:
+        """``name: detail`` of each check that failed, in order."""
+        return [f"{name}: {detail}" for name, passed, detail in self.checks if not passed]
 
     def add(self, name: str, passed: bool, detail: str = "") -> None:
         self.checks.append((name, passed, detail))
@@ -241,6 +247,9 @@ def hdf5_attributes_differing(converted: ConvertedFile) -> list[str]:
 
 # ------------------------------------------------------------------------- the values
 
+#: Why a record without a checksum fails: nothing says whether its data is what was written.
+NO_CHECKSUM = "the record carries no checksum, so the data cannot be verified"
+
 
 @dataclass
 class Scan:
@@ -322,7 +331,7 @@ def report_values(report: VerifyReport, converted: ConvertedFile, scan: Scan) ->
     output = converted.output
     recorded = recorded_checksum(output)
     if "checksum" not in output:
-        report.add("checksum", True, "none recorded")
+        report.add("checksum", False, NO_CHECKSUM)
     elif recorded is None or scan.checksum is None:
         report.add("checksum", False, f"malformed in the record: {output.get('checksum')!r}")
     else:
@@ -336,17 +345,24 @@ def report_values(report: VerifyReport, converted: ConvertedFile, scan: Scan) ->
         f"{scan.not_allowed} values are not among the "
         f"{converted.params.value_max + 1:,} the parameters allow",
     )
-    if "labels_checksum" in output and converted.labels is not None:
-        recorded = recorded_checksum(output, "labels_checksum")
-        if recorded is None:
-            report.add("labels checksum", False, "malformed in the record")
-            return
-        found = checksum_of(np.ascontiguousarray(converted.labels), recorded[0])["value"]
-        report.add(
-            "labels checksum",
-            found == recorded[1],
-            f"{recorded[0]} {found}, recorded {recorded[1]}",
-        )
+    check_labels(report, converted)
+
+
+def check_labels(report: VerifyReport, converted: ConvertedFile) -> None:
+    """The stored labels against the record's ``labels_checksum``, when it has one."""
+    output = converted.output
+    if "labels_checksum" not in output or converted.labels is None:
+        return
+    recorded = recorded_checksum(output, "labels_checksum")
+    if recorded is None:
+        report.add("labels checksum", False, "malformed in the record")
+        return
+    found = checksum_of(np.ascontiguousarray(converted.labels), recorded[0])["value"]
+    report.add(
+        "labels checksum",
+        found == recorded[1],
+        f"{recorded[0]} {found}, recorded {recorded[1]}",
+    )
 
 
 class Rechunked:
