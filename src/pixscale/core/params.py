@@ -37,6 +37,13 @@ Float64Array = npt.NDArray[np.float64]
 ARRAY_FIELDS = ("source_low", "source_span")
 
 STRATEGIES = ("unit", "range", "symmetric", "standardize", "none")
+#: (source_low, source_span, target_low, target_span) of the fixed strategies; a span of
+#: ``None`` is the source's largest value (255, 65535, or 2**bits - 1).
+FIXED: dict[str, tuple[float, float | None, float, float]] = {
+    "unit": (0.0, None, 0.0, 1.0),
+    "symmetric": (0.0, None, -1.0, 2.0),
+    "none": (0.0, 1.0, 0.0, 1.0),
+}
 SCOPES = ("global", "channel", "pixel", "image")
 ZERO_STD_POLICIES = ("unit", "error")
 #: The largest finite float32; outputs beyond it would be written as inf.
@@ -198,11 +205,7 @@ def check_derived(params: Params, record: dict[str, Any], arrays: dict[str, Floa
         if name not in record:
             continue
         value = record[name]
-        if isinstance(value, dict):
-            value = _decode(value, arrays, name)
-        elif isinstance(value, bool) or not isinstance(value, int | float | list):
-            raise ParamsError(f"{name} must hold numbers, found {type(value).__name__}")
-        found = np.asarray(value, np.float64)
+        found = _decode(value, arrays, name)
         expected = getattr(params, name)
         if found.size != expected.size:
             raise ParamsError(
@@ -286,6 +289,24 @@ def validate(params: Params) -> None:
         raise ParamsError(f"outputs would reach {largest:.3g}, beyond float32's range")
     _check_sections(params)
     _check_spread(params)
+    _check_fixed(params)
+
+
+def _check_fixed(params: Params) -> None:
+    """A fixed strategy's record holds that strategy's own four numbers (a record naming
+    ``none`` with the numbers of ``unit`` would describe its values wrongly)."""
+    fixed = FIXED.get(params.strategy)
+    if fixed is None:
+        return
+    low, span, target_low, target_span = fixed
+    expected = (low, params.value_max if span is None else span, target_low, target_span)
+    found = (params.source_low, params.source_span, params.target_low, params.target_span)
+    if not all(np.all(np.asarray(f) == e) for f, e in zip(found, expected, strict=True)):
+        raise ParamsError(
+            f"strategy {params.strategy} maps with source_low, source_span, target_low, "
+            f"target_span = {', '.join(f'{v:g}' for v in expected)}; the record holds other "
+            "numbers: the record is inconsistent"
+        )
 
 
 def _check_geometry(params: Params) -> None:
@@ -376,16 +397,27 @@ def _check_spread(params: Params) -> None:
 
 def _stat(stats: dict[str, Any], name: str) -> Float64Array:
     """``stats[name]`` as finite float64 numbers."""
-    value = stats[name]
-    try:
-        if isinstance(value, bool) or not isinstance(value, int | float | list):
-            raise TypeError
-        found = np.asarray(value, np.float64)
-    except (TypeError, ValueError):
-        raise ParamsError(f"stats.{name} must hold numbers, not {type(value).__name__}") from None
+    found = numbers(stats[name], f"stats.{name}")
     if not np.all(np.isfinite(found)):
         raise ParamsError(f"stats.{name} holds non-finite values")
     return found
+
+
+def numbers(value: Any, field: str) -> Float64Array:
+    """``value`` (a number or nested lists of numbers, as JSON gives them) as float64;
+    strings, booleans, nulls and ragged lists are refused, naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | list):
+        raise ParamsError(f"{field} must hold numbers, found {type(value).__name__}")
+    try:
+        found = np.asarray(value)
+    except ValueError:
+        raise ParamsError(f"{field} must hold numbers in a regular array") from None
+    if found.dtype.kind not in "iuf":
+        kinds = {"U": "text", "S": "text", "b": "true/false", "O": "nulls or mixed values"}
+        raise ParamsError(
+            f"{field} must hold numbers, found {kinds.get(found.dtype.kind, found.dtype)}"
+        )
+    return found.astype(np.float64)
 
 
 def _decode(value: Any, arrays: dict[str, Float64Array], field: str) -> Float64Array:
@@ -397,9 +429,7 @@ def _decode(value: Any, arrays: dict[str, Float64Array], field: str) -> Float64A
         if stored.dtype.kind not in "iuf":
             raise ParamsError(f"parameter array {name!r} holds {stored.dtype}, not numbers")
         return stored.astype(np.float64)
-    if isinstance(value, bool) or not isinstance(value, int | float | list):
-        raise ParamsError(f"{field} must hold numbers, found {type(value).__name__}")
-    return np.asarray(value, np.float64)
+    return numbers(value, field)
 
 
 def dumps(record: dict[str, Any]) -> str:

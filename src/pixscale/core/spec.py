@@ -8,18 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from pixscale.core.params import SCOPES, STRATEGIES, ZERO_STD_POLICIES, Params
+from pixscale.core.params import FIXED, SCOPES, STRATEGIES, ZERO_STD_POLICIES, Params
 from pixscale.core.pixels import SOURCE_DTYPES, check_bits, dtype_bits, max_value
 from pixscale.core.stats import ScopeStats
 from pixscale.errors import ParamsError
-
-#: (source_low, source_span, target_low, target_span) of the fixed strategies, for uint8;
-#: a span of ``None`` is the source's largest value (255, 65535, or 2**bits - 1).
-FIXED: dict[str, tuple[float, float | None, float, float]] = {
-    "unit": (0.0, None, 0.0, 1.0),
-    "symmetric": (0.0, None, -1.0, 2.0),
-    "none": (0.0, 1.0, 0.0, 1.0),
-}
 
 
 @dataclass(frozen=True)

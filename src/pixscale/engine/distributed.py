@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -285,18 +286,24 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             with Client(scheduler) as client:  # type: ignore[no-untyped-call]
                 yield client
             return
-        with terminal_signals_held(), worker_environment(dask):
-            cluster = LocalCluster(  # type: ignore[no-untyped-call]
-                n_workers=useful_workers(workers),
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",  # any free port: never collides with another cluster
-                # a task's failure comes back to the client as its one-line error; the
-                # workers' own multi-line reports of it would only repeat it
-                silence_logs=logging.CRITICAL,
-            )
-        with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
-            yield client
+        # the workers' scratch files (locks, spills) go with the cluster, not into TMPDIR
+        with (
+            tempfile.TemporaryDirectory(prefix="pixscale-dask-") as scratch,
+            dask.config.set({"temporary-directory": scratch}),
+        ):
+            with terminal_signals_held(), worker_environment(dask):
+                cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                    n_workers=useful_workers(workers),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=":0",  # any free port: never collides with another
+                    local_directory=scratch,
+                    # a task's failure comes back to the client as its one-line error; the
+                    # workers' own multi-line reports of it would only repeat it
+                    silence_logs=logging.CRITICAL,
+                )
+            with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
+                yield client
 
 
 @contextmanager

@@ -87,14 +87,28 @@ def walk(root: Root, images: list[str], folders: list[str]) -> None:
         inside = [
             (found, entry.is_dir(), within)
             for found, entry in root.entries(name, wanted)
-            if entry.is_dir() or entry.is_file()
+            if readable(root, found, entry)
         ]
         stack += sorted(inside, reverse=True)
 
 
+def readable(root: Root, name: str, entry: os.DirEntry[str]) -> bool:
+    """True for a folder or a regular file; anything else an image name or a class folder
+    could be is refused rather than skipped (a class or an image would go missing)."""
+    if entry.is_dir() or entry.is_file():
+        return True
+    if entry.is_symlink():
+        raise InputError(f"{root.path / name}: is a link to nothing (dangling)")
+    raise InputError(f"{root.path / name}: not a regular file (a FIFO, socket or device)")
+
+
 def wanted(entry: os.DirEntry[str]) -> bool:
-    """Folders and images (by their suffix), hidden ones aside."""
-    return not is_hidden_part(entry.name) and (is_image_name(entry.name) or entry.is_dir())
+    """Folders and images (by their suffix), hidden ones aside, and links to nothing (which
+    may have been a class folder: refused, not skipped)."""
+    if is_hidden_part(entry.name):
+        return False
+    dangling = entry.is_symlink() and not entry.is_file() and not entry.is_dir()
+    return is_image_name(entry.name) or entry.is_dir() or dangling
 
 
 @dataclass

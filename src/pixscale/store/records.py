@@ -221,7 +221,9 @@ def read_record(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Arrays]:
     if backend is not None:
         return backend.read_record(path)
     if not path.is_file():
-        raise ParamsError(f"{path}: no such file")
+        what = "not a regular file" if os.path.lexists(path) and not path.is_dir() else None
+        what = what or ("is a folder, not a record" if path.is_dir() else "no such file")
+        raise ParamsError(f"{path}: {what}")
     return parse_record(read_text(path), str(path)), {}
 
 
