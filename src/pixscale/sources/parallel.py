@@ -35,14 +35,15 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from pixscale.errors import InputError
+from pixscale.errors import InputError, PixscaleError
 from pixscale.sources.base import UInt8Array
 from pixscale.sources.pictures import (
     Encoded,
     Expect,
+    bomb_guard,
     check_image,
-    open_header,
     pillow_errors,
+    read_header,
     require_pillow,
     to_pixels,
 )
@@ -226,16 +227,18 @@ class ThreadDecoder(Decoder):
         chunk = np.empty((len(batch), *self.expect.shape), self.expect.dtype)
         pending = Pending([], lambda _: chunk)
         try:
-            for row, item in enumerate(batch):
-                handle = open_item(item)
-                pending.handles.append(handle)
-                with pillow_errors(item.origin, "read"):
-                    image = open_header(self.image_module, handle, item.origin)
-                    check_image(item.origin, image, self.expect)
-                    prepare(image, self.expect.resize)
-                pending.jobs.append(
-                    self.pool.submit(load_row, chunk, row, image, item, self.expect)
-                )
+            # one guard for the batch's headers: all of them are read here, in this thread
+            with bomb_guard(self.image_module):
+                for row, item in enumerate(batch):
+                    handle = open_item(item)
+                    pending.handles.append(handle)
+                    with pillow_errors(item.origin, "read"):
+                        image = read_header(self.image_module, handle, item.origin)
+                        check_image(item.origin, image, self.expect)
+                        prepare(image, self.expect.resize)
+                    pending.jobs.append(
+                        self.pool.submit(load_row, chunk, row, image, item, self.expect)
+                    )
         except BaseException:
             pending.result()  # an earlier image's error comes first
             raise
@@ -275,10 +278,21 @@ class ProcessDecoder(Decoder):
         parts = min(len(batch), WORKERS * BATCHES_PER_WORKER)
         bounds = [len(batch) * k // parts for k in range(parts + 1)]
         jobs = [
-            self.pool.submit(decode_batch, batch[first:last], self.expect)
+            self.pool.submit(decode_packed, *packed(batch[first:last]), self.expect)
             for first, last in zip(bounds, bounds[1:], strict=False)
         ]
         return Pending(jobs, np.concatenate, first=batch[0].origin)
+
+
+def packed(batch: list[Encoded]) -> tuple[list[str], list[bytes | None]]:
+    """A batch as two lists, which pickle in one pass each: a list of ``Encoded`` is
+    pickled object by object, which cost more than decoding a 28×28 PNG."""
+    return [item.origin for item in batch], [item.data for item in batch]
+
+
+def decode_packed(origins: list[str], data: list[bytes | None], expect: Expect) -> UInt8Array:
+    """``decode_batch`` of a ``packed`` batch, in a worker process."""
+    return decode_batch([Encoded(*item) for item in zip(origins, data, strict=True)], expect)
 
 
 def worker_setup() -> None:
@@ -289,15 +303,22 @@ def worker_setup() -> None:
 
 
 def decode_batch(batch: list[Encoded], expect: Expect) -> UInt8Array:
-    """Open, check and decode ``batch`` in this thread or worker process."""
+    """Open, check and decode ``batch`` in this thread or worker process: every image's
+    header checked, under one bomb guard for the batch."""
     image_module = require_pillow()
     out = np.empty((len(batch), *expect.shape), expect.dtype)
-    for row, item in enumerate(batch):
-        with pillow_errors(item.origin, "decode"), open_item(item) as handle:
-            image = open_header(image_module, handle, item.origin)
-            check_image(item.origin, image, expect)
-            prepare(image, expect.resize)
-            out[row] = to_pixels(image, expect.mode, expect.resize)
+    with bomb_guard(image_module):
+        for row, item in enumerate(batch):
+            try:
+                with open_item(item) as handle:
+                    image = read_header(image_module, handle, item.origin)
+                    check_image(item.origin, image, expect)
+                    prepare(image, expect.resize)
+                    out[row] = to_pixels(image, expect.mode, expect.resize)
+            except PixscaleError:
+                raise
+            except Exception as exc:  # as ``pillow_errors``, without a context per image
+                raise InputError(f"{item.origin}: cannot decode image ({exc})") from exc
     return out
 
 

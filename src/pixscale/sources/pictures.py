@@ -188,18 +188,34 @@ def check_encoded_size(origin: str, size: int) -> None:
         )
 
 
+@contextmanager
+def bomb_guard(image_module: Any) -> Iterator[None]:
+    """Within the block, Pillow's decompression-bomb warning is an error (which
+    ``read_header`` turns into an InputError): one guard for a whole batch of headers.
+
+    Enter it from one thread at a time: ``warnings.catch_warnings`` is process-wide.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", image_module.DecompressionBombWarning)
+        yield
+
+
 def open_header(image_module: Any, handle: BinaryIO, origin: str | Path) -> Any:
     """Open the image in ``handle``, reading its header only; a declared size past Pillow's
     decompression-bomb threshold (a warning or an error there) is an InputError here.
 
     Call it from one thread at a time: ``warnings.catch_warnings`` is process-wide.
     """
-    bomb_warning = image_module.DecompressionBombWarning
+    with bomb_guard(image_module):
+        return read_header(image_module, handle, origin)
+
+
+def read_header(image_module: Any, handle: BinaryIO, origin: str | Path) -> Any:
+    """``open_header`` inside a ``bomb_guard`` the caller holds: the header read and the
+    checks it allows (declared size, frames), no pixel decoded."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", bomb_warning)
-            image = image_module.open(handle)
-    except (image_module.DecompressionBombError, bomb_warning) as exc:
+        image = image_module.open(handle)
+    except (image_module.DecompressionBombError, image_module.DecompressionBombWarning) as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)):,} pixels" if found else "a huge size"
         raise InputError(
@@ -219,7 +235,12 @@ def to_pixels(image: Any, mode: str, resize: Resize | None = None) -> npt.NDArra
         return grey16_pixels(image, resize)
     if image.mode != mode:
         image = image.convert(mode)
-    return np.asarray(resized(image, resize))
+    image = resized(image, resize)
+    # the packed bytes as an array: what ``np.asarray(image)`` gives, without building
+    # the array interface for each small image
+    width, height = image.size
+    shape = (height, width, 3) if mode == "RGB" else (height, width)
+    return np.frombuffer(image.tobytes(), np.uint8).reshape(shape)
 
 
 def grey16_pixels(image: Any, resize: Resize | None) -> npt.NDArray[np.uint16]:
