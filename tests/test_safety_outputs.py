@@ -521,7 +521,11 @@ def test_verify_catches_a_tampered_scale_or_offset(
     record = json.loads(sidecar_path(out).read_text())
     record[field] = value
     sidecar_path(out).write_text(json.dumps(record))
-    reason = "scale disagrees" if field == "scale" else "offset disagrees"
+    reason = {
+        "scale": "scale disagrees",
+        "offset": "offset disagrees",
+        "target_low": "strategy unit maps with",  # a defining number of a fixed strategy
+    }[field]
     with pytest.raises(ParamsError, match=f"{reason} .*: the record is inconsistent"):
         failed_checks(out)  # the one validation point refuses the record itself
     line = error_line(cli("verify", out))

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import numpy.typing as npt
 
@@ -26,10 +25,10 @@ from pixscale.core.params import FORMAT
 from pixscale.core.transform import BITS, Transform
 from pixscale.errors import ParamsError, PixscaleError
 from pixscale.sources import Source, open_recorded_source
+from pixscale.store.backends import Backend, backend_of
+from pixscale.store.backends.base import same_numbers
 from pixscale.store.io.checksum import ALGORITHMS, Checksum, checksum_of
-from pixscale.store.naming import is_hdf5
 from pixscale.store.reader import ConvertedFile, open_converted
-from pixscale.store.zarr import is_zarr_store
 
 UInt8Array = npt.NDArray[np.uint8]
 
@@ -109,10 +108,10 @@ def verify(
     try:
         scan = scan_values(converted, source if same_shape else None, samples)
     except Exception as exc:
-        if isinstance(exc, PixscaleError) or not is_zarr_store(converted.path):
+        if isinstance(exc, PixscaleError) or not backend_of_output(converted).damage_raises_any:
             raise
-        # zarr raises many kinds on a chunk it cannot decode (a damaged gzip stream, a
-        # truncated file): damage found, reported as a failed check.
+        # some formats' libraries raise many kinds on a chunk they cannot decode (a damaged
+        # gzip stream, a truncated file): damage found, reported as a failed check.
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         report.add("images readable", False, reason)
         return report
@@ -166,13 +165,8 @@ def check_record(report: VerifyReport, converted: ConvertedFile) -> None:
         if wrong
         else "scale = target_span / source_span, offset = target_low - source_low * scale",
     )
-    if is_hdf5(converted.path):
-        wrong = hdf5_attributes_differing(converted)
-        report.add(
-            "HDF5 attributes agree with the record",
-            not wrong,
-            f"{', '.join(wrong)} differ" if wrong else "strategy, scale, offset",
-        )
+    for name, ok, detail in backend_of_output(converted).attribute_checks(converted):
+        report.add(name, ok, detail)
 
 
 def packing_differing(converted: ConvertedFile) -> list[str]:
@@ -192,15 +186,8 @@ def packing_differing(converted: ConvertedFile) -> list[str]:
             value = converted.arrays.get(str(value.get("array")))
         if not same_numbers(value, getattr(packing, name)):
             wrong.append(name)
-    if is_hdf5(converted.path) and not wrong:
-        with h5py.File(converted.path, "r") as handle:
-            for channel, variable in enumerate(recorded.get("cf_variables") or []):
-                attrs = handle[variable].attrs if variable in handle else {}
-                pick = 0 if packing.is_scalar else channel
-                for name in ("scale_factor", "add_offset"):
-                    value = np.asarray(np.ravel(getattr(packing, name))[pick])
-                    if not same_numbers(attrs.get(name), value):
-                        wrong.append(f"{variable}.{name}")
+    if not wrong:
+        wrong += backend_of_output(converted).packing_differing(converted, packing)
     return wrong
 
 
@@ -214,35 +201,11 @@ def derived_agrees(converted: ConvertedFile, name: str) -> bool:
     return same_numbers(value, expected)
 
 
-def same_numbers(value: Any, expected: npt.NDArray[np.float64]) -> bool:
-    """``value`` holds exactly the float64 numbers of ``expected``, in its shape."""
-    if value is None or isinstance(value, str | bytes):
-        return False
-    try:
-        found = np.asarray(value, np.float64)
-    except (TypeError, ValueError):
-        return False
-    return found.shape == expected.shape and bool(np.array_equal(found, expected))
-
-
-def hdf5_attributes_differing(converted: ConvertedFile) -> list[str]:
-    """Which of the ``strategy``, ``scale`` and ``offset`` attributes disagree."""
-    params, record = converted.params, converted.record
-    wrong = []
-    with h5py.File(converted.path, "r") as handle:
-        attrs = handle.attrs
-        strategy = attrs.get("strategy")
-        if isinstance(strategy, bytes):
-            strategy = strategy.decode("utf-8", "replace")
-        if strategy != record.get("strategy"):
-            wrong.append("strategy")
-        for name in ("scale", "offset"):
-            stored_apart = isinstance(record.get(name), dict)
-            if name not in attrs and stored_apart:
-                continue
-            if not same_numbers(attrs.get(name), getattr(params, name)):
-                wrong.append(name)
-    return wrong
+def backend_of_output(converted: ConvertedFile) -> Backend:
+    """The backend of the output ``converted`` was read from."""
+    backend = backend_of(converted.path)
+    assert backend is not None  # open_converted read it as one
+    return backend
 
 
 # ------------------------------------------------------------------------- the values

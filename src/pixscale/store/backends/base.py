@@ -47,6 +47,9 @@ class Backend(ABC):
     compressions: ClassVar[tuple[str, ...]] = ("none",)
     #: Storage variants it writes: (``--dtype``, ``--store``) pairs.
     variants: ClassVar[tuple[tuple[str, str], ...]] = (("float32", "float"),)
+    #: Whether its reading library raises exceptions of any kind on damaged data (which
+    #: ``verify`` then reports as a failed check rather than as a fault).
+    damage_raises_any: ClassVar[bool] = False
 
     def companions(self, target: Path) -> list[Path]:
         """Files an output at ``target`` may write beside itself (record, labels, arrays)."""
@@ -98,3 +101,24 @@ class Backend(ABC):
     def read_data(self, path: Path, output: dict[str, Any]) -> StoredData:
         """Shape and dtype of the stored images and the labels (``output``: the record's
         ``output`` section)."""
+
+    def attribute_checks(self, converted: Any) -> list[tuple[str, bool, str]]:
+        """``verify``'s checks of what the format stores beside the record (name, passed,
+        detail): attributes readers of the format use."""
+        return []
+
+    def packing_differing(self, converted: Any, packing: Any) -> list[str]:
+        """Where the format's own copies of a packed output's CF pairs differ from the
+        ``packing`` proven exact (``verify``)."""
+        return []
+
+
+def same_numbers(value: Any, expected: npt.NDArray[np.float64]) -> bool:
+    """``value`` holds exactly the float64 numbers of ``expected``, in its shape."""
+    if value is None or isinstance(value, str | bytes):
+        return False
+    try:
+        found = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        return False
+    return found.shape == expected.shape and bool(np.array_equal(found, expected))

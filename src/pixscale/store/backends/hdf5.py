@@ -7,8 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import h5py
+import numpy as np
+
+from pixscale.core.hdf5_open import local_object
 from pixscale.errors import OutputError
-from pixscale.store.backends.base import Backend, Record, StoredData
+from pixscale.store.backends.base import Backend, Record, StoredData, same_numbers
 from pixscale.store.hdf5 import COMPRESSIONS, Hdf5Writer, is_contiguous
 from pixscale.store.io.region import RawRegion, rows_per_block
 from pixscale.store.naming import is_hdf5
@@ -66,6 +70,27 @@ class Hdf5Backend(Backend):
             rows_per_block(shape),
         )
 
+    def attribute_checks(self, converted: Any) -> list[tuple[str, bool, str]]:
+        wrong = hdf5_attributes_differing(converted)
+        detail = f"{', '.join(wrong)} differ" if wrong else "strategy, scale, offset"
+        return [("HDF5 attributes agree with the record", not wrong, detail)]
+
+    def packing_differing(self, converted: Any, packing: Any) -> list[str]:
+        """The CF attributes on the per-channel views (or on ``images``) the record names."""
+        wrong = []
+        with h5py.File(converted.path, "r") as handle:
+            for channel, variable in enumerate(
+                converted.output["packing"].get("cf_variables") or []
+            ):
+                view = local_object(handle, converted.path, variable, "variable")
+                attrs = view.attrs if view is not None else {}
+                pick = 0 if packing.is_scalar else channel
+                for name in ("scale_factor", "add_offset"):
+                    value = np.asarray(np.ravel(getattr(packing, name))[pick])
+                    if not same_numbers(attrs.get(name), value):
+                        wrong.append(f"{variable}.{name}")
+        return wrong
+
     def read_record(self, path: Path) -> Record:
         from pixscale.store.records import read_hdf5
 
@@ -75,3 +100,23 @@ class Hdf5Backend(Backend):
         from pixscale.store.reader import read_hdf5_data
 
         return read_hdf5_data(path)
+
+
+def hdf5_attributes_differing(converted: Any) -> list[str]:
+    """Which of the ``strategy``, ``scale`` and ``offset`` attributes disagree."""
+    params, record = converted.params, converted.record
+    wrong = []
+    with h5py.File(converted.path, "r") as handle:
+        attrs = handle.attrs
+        strategy = attrs.get("strategy")
+        if isinstance(strategy, bytes):
+            strategy = strategy.decode("utf-8", "replace")
+        if strategy != record.get("strategy"):
+            wrong.append("strategy")
+        for name in ("scale", "offset"):
+            stored_apart = isinstance(record.get(name), dict)
+            if name not in attrs and stored_apart:
+                continue
+            if not same_numbers(attrs.get(name), getattr(params, name)):
+                wrong.append(name)
+    return wrong

@@ -30,6 +30,7 @@ class ZarrBackend(Backend):
     suffixes: ClassVar[tuple[str, ...]] = (".zarr",)
     folder: ClassVar[bool] = True
     compressions: ClassVar[tuple[str, ...]] = ZARR_COMPRESSIONS  # lzf has no Zarr codec here
+    damage_raises_any: ClassVar[bool] = True
 
     def holds(self, path: Path) -> bool:
         return is_zarr_store(path)
