@@ -11,6 +11,7 @@ import numpy as np
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, dataset_sums
 from pixscale.errors import InputError
 from pixscale.sources import Source, open_source
+from pixscale.store.backends import backend_of
 from pixscale.store.naming import is_pixscale_output
 from pixscale.store.reader import ConvertedFile, open_converted
 
@@ -75,7 +76,7 @@ def output_info(converted: ConvertedFile) -> dict[str, Any]:
     info: dict[str, Any] = {
         "file": converted.path.name,
         "kind": "pixscale output",
-        "format": str((record.get("output") or {}).get("format", "npy")),
+        "format": str((record.get("output") or {}).get("format") or output_format(converted)),
         "shape": list(converted.stored_shape),
         "dtype": str(converted.dtype),
         "values": converted.value_dtype,
@@ -131,3 +132,9 @@ def describe_path(
     if is_pixscale_output(path):
         return output_info(open_converted(path))
     return source_info(open_source(path, **reading), chunk_mb)
+
+
+def output_format(converted: ConvertedFile) -> str:
+    """The format of an output whose record does not say (older records): its backend's."""
+    backend = backend_of(converted.path)
+    return backend.name if backend is not None else "unknown"

@@ -18,9 +18,9 @@ from pixscale.core.transform import BITS, Transform, flat_affine
 from pixscale.errors import InputError
 from pixscale.sources import open_recorded_source
 from pixscale.sources.resize import recorded_resize
+from pixscale.store.backends import backend_of
 from pixscale.store.io.atomic import staged_outputs
 from pixscale.store.io.checksum import Checksum
-from pixscale.store.naming import companions, is_hdf5
 from pixscale.store.reader import ConvertedFile, open_converted
 from pixscale.store.uint8 import PixelWriter
 from pixscale.tasks.verify import (
@@ -146,7 +146,8 @@ def invert(
     if converted.value_dtype == "float16" and converted.params.scope != "image":
         report.shared_float16 = float16_collisions(flat_affine(converted.params))
     comparison = Comparison(Rechunked(source.chunks(converted.chunk_rows))) if source else None
-    beside = companions(path, "h5" if is_hdf5(path) else "npy")  # its record, labels, arrays
+    backend = backend_of(path)
+    beside = backend.companions(path) if backend is not None else []  # record, labels, arrays
     inputs = [path, *beside, *([Path(verify_source)] if verify_source else [])]
     with staged_outputs(overwrite, inputs) as staged:
         writer = PixelWriter(output, converted.shape, staged, converted.params.source_dtype)
