@@ -101,7 +101,8 @@ def test_open_reads_any_output_lazily(
             assert np.array_equal(batch, stored_images(out)[100:200])
             assert np.array_equal(data.labels, sample[1])
             assert data.record["strategy"] == "standardize"
-            assert np.array_equal(data.scaler.inverse_transform(batch), sample[0][100:200])
+        scaler = pixscale.Scaler.load(out)
+        assert np.array_equal(scaler.inverse_transform(batch), sample[0][100:200])
 
 
 def test_params_from_with_strategy_options_is_refused_in_the_library(tmp_path: Path) -> None:

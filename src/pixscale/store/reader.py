@@ -512,13 +512,6 @@ class Dataset:
         return self._converted.stored_shape
 
     @property
-    def scaler(self) -> Any:
-        """A ``pixscale.Scaler`` applying these parameters to new uint8 arrays."""
-        from pixscale.engine.scaler import Scaler  # the engine sits above the store
-
-        return Scaler.from_params(self.params)
-
-    @property
     def dtype(self) -> np.dtype[Any]:
         """The dtype of the values given (float32, or float16 as stored)."""
         return np.dtype(self._converted.value_dtype)
