@@ -548,7 +548,6 @@ def test_the_shard_that_repeats_a_key_is_named_among_several(tmp_path: Path) -> 
 NOT_LABELS = {
     "minus": b"-5",
     "underscore": b"1_0",
-    "leading space": b" 3",
     "full-width digit": "３".encode(),
     "plus": b"+3",
     "hexadecimal": b"0x3",

@@ -16,10 +16,8 @@ member of each, unless ``--key`` says which to read.
 from __future__ import annotations
 
 import fnmatch
-import lzma
 import tarfile
 import zipfile
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +29,12 @@ from pixscale.core.rawio import check_deflate_ratio
 from pixscale.errors import InputError
 from pixscale.sources.base import Source, UInt8Array
 from pixscale.sources.cifar import looks_like_pickle
+from pixscale.sources.members import (
+    TAR_ERRORS,
+    read_zip_bytes,
+    tar_members,
+    zip_listing,
+)
 from pixscale.sources.npz import METHODS, ZIP_ERRORS, arrays, refuse_unread_member
 from pixscale.sources.parallel import choose_backend, decode_chunks
 from pixscale.sources.pictures import (
@@ -47,8 +51,6 @@ from pixscale.sources.tree import Plan, labels_of, parents, plan_tree
 from pixscale.sources.tree import is_hidden as is_hidden  # webdataset's rule too
 
 PILLOW_PURPOSE = "reading images in archives"
-#: Exceptions by which tarfile and its decompressors report a damaged archive.
-TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
 #: How far format detection looks into a tar: members, and bytes of the stream.
 SNIFF_MEMBERS = 64
 SNIFF_BYTES = 64 << 20
@@ -78,26 +80,6 @@ def mixed_kinds(path: Path, first: tuple[str, str], second: tuple[str, str]) -> 
         f"{path}: holds both {first[0]} ({first[1]}) and {second[0]} ({second[1]}); "
         "choose with --key which members to read"
     )
-
-
-def member_problem(name: str) -> str | None:
-    """Why a member name could write outside an extraction folder, or None."""
-    unified = name.replace("\\", "/")
-    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
-        return "an absolute path"
-    if ".." in unified.split("/"):
-        return "'..' in its path"
-    return None
-
-
-def check_member_name(path: Path, name: str) -> None:
-    """Refuse an archive holding a member that would land outside a folder extracted to."""
-    problem = member_problem(name)
-    if problem is not None:
-        raise InputError(
-            f"{path}:{name}: member has {problem}; an archive holding it is refused "
-            "(nothing is ever extracted)"
-        )
 
 
 def matches(name: str, key: str | None) -> bool:
@@ -147,7 +129,7 @@ def read_zip_member(archive: zipfile.ZipFile, path: Path, info: zipfile.ZipInfo)
     if info.compress_type == zipfile.ZIP_DEFLATED:
         check_deflate_ratio(path, info.file_size, info.compress_size, f"member {info.filename!r}")
     try:
-        return archive.read(info)
+        return read_zip_bytes(archive, info, origin)
     except ZIP_ERRORS as exc:
         raise InputError(f"{origin}: damaged member ({exc})") from exc
 
@@ -193,7 +175,8 @@ def zip_kind(path: Path, key: str | None = None) -> str:
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            infos = [i for i in archive.infolist() if not i.is_dir() and not is_hidden(i.filename)]
+            listed = zip_listing(archive, path)
+            infos = [i for i in listed if not i.is_dir() and not is_hidden(i.filename)]
             kinds = {info.filename: zip_member_kind(archive, info) for info in zip_sample(infos)}
             array_names = set(arrays(archive))
     except ZIP_ERRORS:
@@ -237,9 +220,7 @@ def open_zip_images(
     """The images of a zip archive: flat, or one folder per class."""
     image_module = require_pillow(PILLOW_PURPOSE)
     with zip_errors(path), zipfile.ZipFile(path) as archive:
-        infos = archive.infolist()
-        for info in infos:
-            check_member_name(path, info.filename)
+        infos = zip_listing(archive, path)
         chosen = [(n, i) for n, i in enumerate(infos) if matches(i.filename, key)]
         images = [
             (position, info.filename)
@@ -268,24 +249,8 @@ def open_zip_images(
 # --------------------------------------------------------------------------- tar
 
 
-def tar_members(path: Path) -> Iterator[tuple[int, tarfile.TarFile, tarfile.TarInfo]]:
-    """Every member of a tar (plain or compressed), streamed in archive order, with its
-    position; the archive is read once, front to back."""
-    try:
-        with tarfile.open(path, "r|*") as archive:
-            for position, member in enumerate(archive):
-                # a streamed archive would keep every header read otherwise
-                archive.members = []  # type: ignore[attr-defined]
-                yield position, archive, member
-    except TAR_ERRORS as exc:
-        raise InputError(f"{path}: damaged tar archive ({exc})") from exc
-
-
 def read_tar_member(archive: tarfile.TarFile, origin: str, member: tarfile.TarInfo) -> bytes:
-    """The bytes of the member the stream is at."""
-    if not member.isfile():
-        what = "a link" if member.issym() or member.islnk() else "not a regular file"
-        raise InputError(f"{origin}: member is {what}; links are not followed")
+    """The bytes of a regular member (``tar_members`` lists no other)."""
     check_encoded_size(origin, member.size)
     try:
         handle = archive.extractfile(member)
@@ -396,7 +361,6 @@ def open_tar_images(
     folders: set[str] = set()
     first: Encoded | None = None
     for position, archive, member in tar_members(path):
-        check_member_name(path, member.name)
         if not matches(member.name, key):
             continue
         folders |= member_folders(member.name, member.isdir())
@@ -405,8 +369,6 @@ def open_tar_images(
         origin = f"{path}:{member.name}"
         if first is None:
             first = Encoded(origin, read_tar_member(archive, origin, member))
-        elif not member.isfile():
-            read_tar_member(archive, origin, member)  # refuses links and devices, by name
         images.append((position, member.name))
     if first is None:
         raise no_images(path, key)

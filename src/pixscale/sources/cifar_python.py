@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import fnmatch
 import io
-import lzma
 import math
 import pickle
 import tarfile
-import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,6 +37,7 @@ from pixscale.sources.cifar import (
     CIFAR100_COARSE_CLASSES,
     CIFAR100_FINE_CLASSES,
 )
+from pixscale.sources.members import TAR_ERRORS, Tar, open_tar, tar_entries
 
 PIXELS = 3 * 32 * 32
 #: A batch is about 30 MB (10,000 images); members larger than this are refused unread.
@@ -58,8 +56,6 @@ MAX_DIMS = 64
 MAX_LENGTH = 1 << 40
 #: Names of the encoding by which pickle protocol 2 spells bytes.
 LATIN1 = ("latin1", "latin-1", "iso-8859-1", "iso8859-1")
-#: Exceptions by which tarfile and its decompressors report a damaged archive.
-DAMAGED = (tarfile.TarError, OSError, EOFError, KeyError, zlib.error, lzma.LZMAError)
 
 
 class Builder:
@@ -276,17 +272,39 @@ def finished(value: Any, origin: str) -> Any:
 
 
 def batch_labels(batch: dict[bytes, Any], key: bytes, count: int, origin: str) -> npt.NDArray[Any]:
-    """The labels under ``key``: ``count`` integers (a list, or an integer array)."""
+    """The labels under ``key``, as they are: ``count`` integers (a list, or a 1-D integer
+    array). Their values are checked by ``Labels``, which names the label and its row."""
     labels = batch.get(key)
-    if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu" and labels.ndim == 1:
-        values: list[Any] = labels.tolist()
+    name = key.decode("ascii", "replace")
+    if isinstance(labels, np.ndarray) and labels.ndim == 1:
+        if labels.dtype.kind not in "iu":
+            raise InputError(f"{origin}: '{name}' are {labels.dtype}, not integers")
+        values: npt.NDArray[Any] = labels
     elif isinstance(labels, list):
-        values = labels
+        values = list_labels(labels, name, origin)
     else:
-        values = []
-    if len(values) != count or not all(type(v) is int and 0 <= v < 1 << 63 for v in values):
-        raise InputError(f"{origin}: labels do not match the {count} images")
-    return np.asarray(values, np.int64)
+        raise InputError(f"{origin}: no '{name}' list of integers in this batch")
+    if len(values) != count:
+        raise InputError(f"{origin}: {len(values):,} {name} do not match the {count:,} images")
+    return values
+
+
+def list_labels(labels: list[Any], name: str, origin: str) -> npt.NDArray[Any]:
+    """A pickled list of labels as an array; an entry that is no integer (bools are not)
+    or that no int64 holds is refused, naming it and its row."""
+    for row, value in enumerate(labels):
+        if type(value) is not int:
+            raise InputError(
+                f"{origin}: '{name}' entry {value!r:.40} at row {row} is a "
+                f"{type(value).__name__}, not an integer"
+            )
+    try:
+        return np.asarray(labels, np.int64)
+    except OverflowError:
+        row = next(r for r, v in enumerate(labels) if not -(1 << 63) <= v < 1 << 63)
+        raise InputError(
+            f"{origin}: '{name}' entry {labels[row]} at row {row} is beyond int64"
+        ) from None
 
 
 def batch_arrays(batch: dict[bytes, Any], origin: str) -> tuple[UInt8Array, npt.NDArray[Any]]:
@@ -350,16 +368,6 @@ def read_member(archive: tarfile.TarFile, batch: Batch) -> bytes:
     return data
 
 
-@contextmanager
-def open_archive(path: Path) -> Iterator[tarfile.TarFile]:
-    """A tar (plain or compressed) open for reading members at known offsets."""
-    try:
-        with tarfile.open(path, "r:*") as archive:
-            yield archive
-    except DAMAGED as exc:
-        raise InputError(f"{path}: damaged tar archive ({exc})") from exc
-
-
 def read_batches(path: Path, batches: tuple[Batch, ...]) -> Iterator[tuple[Batch, bytes]]:
     """Each batch's bytes in turn; members through one opening of the archive, each read
     at the offset the listing found (never by searching the archive again)."""
@@ -367,21 +375,22 @@ def read_batches(path: Path, batches: tuple[Batch, ...]) -> Iterator[tuple[Batch
         for batch in batches:
             yield batch, read_file_batch(batch.path)
         return
-    with open_archive(path) as archive:
+    with open_tar(path) as archive:
         for batch in batches:
             try:
                 data = read_member(archive, batch)
-            except DAMAGED as exc:
+            except TAR_ERRORS as exc:
                 raise InputError(f"{batch.origin}: damaged archive ({exc})") from exc
             yield batch, data
 
 
-def list_members(archive: tarfile.TarFile, path: Path) -> dict[str, tarfile.TarInfo]:
-    """The regular members of an archive by name, in archive order, read once; a name
-    that appears twice, and more than ``MAX_ARCHIVE_MEMBERS`` members, are refused."""
+def list_members(archive: Tar, path: Path) -> dict[str, tarfile.TarInfo]:
+    """The regular members of an archive by name, in archive order, read once (through
+    ``tar_entries``, which refuses links and an archive that does not end properly); a
+    name that appears twice, and more than ``MAX_ARCHIVE_MEMBERS`` members, are refused."""
     found: dict[str, tarfile.TarInfo] = {}
-    for count, member in enumerate(archive, 1):
-        if count > MAX_ARCHIVE_MEMBERS:
+    for position, member in tar_entries(archive, path):
+        if position >= MAX_ARCHIVE_MEMBERS:
             raise InputError(
                 f"{path}: holds more than {MAX_ARCHIVE_MEMBERS:,} members; a CIFAR archive "
                 "holds a few batches"
@@ -446,7 +455,7 @@ def open_cifar_archive(path: Path, key: str | None) -> CifarPythonSource:
     """CIFAR-10/100 python batches inside a tar (``cifar-10-python.tar.gz``): its member
     list is read once, then the chosen batches at their offsets, in archive order (a
     compressed archive is read front to back: going back means starting over)."""
-    with open_archive(path) as archive:
+    with open_tar(path) as archive:
         members = list_members(archive, path)
         chosen = select_members(list(members), key, path)
         batches = [Batch(path, name, members[name]) for name in chosen]
@@ -504,7 +513,8 @@ def batches_source(
         kinds.add(batch_labels_checked(batch, loaded, values, classes))
         if len(kinds) > 1:
             raise InputError(f"{batch.origin}: mixes CIFAR-10 and CIFAR-100 batches")
-        found[batch.origin] = (images.shape[0], values)
+        # checked: within int64, whatever integer dtype the batch pickled them as
+        found[batch.origin] = (images.shape[0], values.astype(np.int64, copy=False))
     counts = [found[batch.origin][0] for batch in batches]
     labels = [found[batch.origin][1] for batch in batches]
     fine = kinds == {True}

@@ -53,6 +53,10 @@ def concat(parts: list[Source]) -> Source:
                 f"{part.files[0]}: images of shape {part.image_shape} do not match "
                 f"{first.files[0]} ({first.image_shape})"
             )
+    # what only the inputs together show, a format may refuse (a WebDataset key in two shards)
+    check_joined = getattr(type(first), "check_joined", None)
+    if check_joined is not None:
+        check_joined(parts)
     labelled = [p.labels for p in parts if p.labels is not None]
     labels = None
     if len(labelled) == len(parts):

@@ -5,27 +5,23 @@ of the file name, as WebDataset defines it; the rest is the member's extension. 
 comes back after other samples, or an extension twice in one sample, is refused: reading
 either would lose a member. Each sample gives one image, labelled by the integer written as
 ASCII digits in its ``.cls`` member, if the shard has them. Several shards on the command
-line are read as one dataset, in the order given.
+line are read as one dataset, in the order given; a key that two of them hold is refused.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import numpy.typing as npt
 
 from pixscale.errors import InputError
-from pixscale.sources.archive import (
-    PILLOW_PURPOSE,
-    TarImages,
-    check_member_name,
-    is_hidden,
-    read_tar_member,
-    tar_members,
-)
-from pixscale.sources.base import MAX_LABEL, Labels
+from pixscale.sources.archive import PILLOW_PURPOSE, TarImages, is_hidden, read_tar_member
+from pixscale.sources.base import MAX_LABEL, Labels, Source
+from pixscale.sources.members import tar_members
 from pixscale.sources.pictures import (
     IMAGE_SUFFIXES,
     Encoded,
@@ -41,8 +37,9 @@ IMAGE_EXTENSIONS = tuple(s.lstrip(".") for s in IMAGE_SUFFIXES)
 LABEL_EXTENSION = "cls"
 #: A ``.cls`` member holds one integer as text; anything longer is not a label.
 MAX_LABEL_BYTES = 64
-#: A label as WebDataset writes it: ASCII digits, perhaps followed by a newline.
-LABEL_TEXT = re.compile(rb"([0-9]+)[ \t\r\n]*")
+#: A label as WebDataset writes it: ASCII digits, perhaps with ASCII white space around them
+#: (``echo 3 > KEY.cls`` adds a newline).
+LABEL_TEXT = re.compile(rb"[ \t\n\r\v\f]*([0-9]+)[ \t\n\r\v\f]*")
 
 
 @dataclass
@@ -55,6 +52,35 @@ class Sample:
     extensions: set[str] = field(default_factory=set)
 
 
+@dataclass
+class WebDatasetShard(TarImages):
+    """One shard, with the keys of its samples: a key names one sample across all shards."""
+
+    #: Every sample key of the shard, UTF-8 encoded as tar names are.
+    keys: npt.NDArray[np.bytes_] = field(default_factory=lambda: np.empty(0, "S1"))
+
+    @staticmethod
+    def check_joined(parts: Sequence[Source]) -> None:
+        """Refuse shards read as one dataset that share a sample key, naming the key and
+        both shards."""
+        shards = [part for part in parts if isinstance(part, WebDatasetShard)]
+        if len(shards) < 2:
+            return
+        keys = np.concatenate([shard.keys for shard in shards])
+        owners = np.repeat(np.arange(len(shards)), [len(shard.keys) for shard in shards])
+        order = np.argsort(keys, kind="stable")  # a key's first shard comes first
+        ranked = keys[order]
+        repeated = np.flatnonzero(ranked[1:] == ranked[:-1])
+        if repeated.size:
+            at = int(repeated[0])
+            first, again = shards[owners[order[at]]], shards[owners[order[at + 1]]]
+            key = bytes(ranked[at]).decode("utf-8", "surrogateescape")
+            raise InputError(
+                f"{again.files[0]}: sample key {key!r} is also in {first.files[0]}; a key "
+                "names one sample across all shards"
+            )
+
+
 def split_name(name: str) -> tuple[str, str]:
     """``train/000123.seg.png`` → (``train/000123``, ``seg.png``)."""
     path = PurePosixPath(name)
@@ -63,8 +89,8 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 def parse_label(origin: str, data: bytes) -> int:
-    """The label in a ``.cls`` member: ASCII digits only (no sign, underscore, space or
-    other digits ``int`` would take), within int64."""
+    """The label in a ``.cls`` member: ASCII digits only (no sign, underscore, inner space
+    or other digits ``int`` would take), within int64; white space around them is allowed."""
     found = LABEL_TEXT.fullmatch(data)
     if found is None:
         text = data[:20].decode("ascii", "replace")
@@ -110,7 +136,7 @@ def choose_image(path: Path, sample: Sample, key: str | None) -> int:
 
 def open_webdataset(
     path: Path, key: str | None, mode: str | None, resize: Resize | None = None
-) -> TarImages:
+) -> WebDatasetShard:
     """One WebDataset shard, read in one pass: samples, labels and the first image."""
     image_module = require_pillow(PILLOW_PURPOSE)
     wanted = key.lower().lstrip(".") if key is not None else None
@@ -118,7 +144,6 @@ def open_webdataset(
     sample: Sample | None = None
     first: Encoded | None = None
     for position, archive, member in tar_members(path):
-        check_member_name(path, member.name)
         if member.isdir() or is_hidden(member.name):
             continue
         sample = next_sample(path, samples, sample, member.name)
@@ -139,12 +164,13 @@ def open_webdataset(
     chosen.sort(key=lambda s: choose_image(path, s, wanted))
     members = [choose_image(path, s, wanted) for s in chosen]
     expect = first_expect(image_module, first, mode, resize)
-    return TarImages(
+    return WebDatasetShard(
         name=path.name if key is None else f"{path.name}:{key}",
         format="webdataset",
         files=(path,),
         labels=sample_labels(path, chosen),
         members=tuple(members),
+        keys=np.array([k.encode("utf-8", "surrogateescape") for k in samples], "S"),
         **image_fields(expect, len(members)),
     )
 
