@@ -98,3 +98,10 @@ def above_message(value: int, bits: int, where: str = "") -> str:
         f"value {value}{where} is above the {bits}-bit maximum {max_value(bits)} "
         f"(--bits {bits}); nothing is clipped"
     )
+
+
+#: Largest image read, in values (pixels × channels): 64 Mi, e.g. 8192×8192 greyscale or
+#: 4729×4729 RGB. The statistics keep 18 bytes per value (two uint64 sums, a uint8 minimum
+#: and maximum) for each of their threads and once more when merging them, so this bounds
+#: them near 3.4 GiB; one image must also fit in a chunk (uint8 in, float32 out).
+MAX_IMAGE_VALUES = 1 << 26

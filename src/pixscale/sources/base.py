@@ -17,6 +17,7 @@ import numpy.typing as npt
 from pixscale.core.labels import MAX_LABEL as MAX_LABEL
 from pixscale.core.labels import Labels as Labels  # every reader builds them
 from pixscale.core.layouts import channel_axis_of
+from pixscale.core.pixels import MAX_IMAGE_VALUES as MAX_IMAGE_VALUES
 from pixscale.errors import InputError
 
 if TYPE_CHECKING:
@@ -24,11 +25,6 @@ if TYPE_CHECKING:
 
 UInt8Array = npt.NDArray[np.uint8]
 
-#: Largest image read, in values (pixels × channels): 64 Mi, e.g. 8192×8192 greyscale or
-#: 4729×4729 RGB. The statistics keep 18 bytes per value (two uint64 sums, a uint8 minimum
-#: and maximum) for each of their threads and once more when merging them, so this bounds
-#: them near 3.4 GiB; one image must also fit in a chunk (uint8 in, float32 out).
-MAX_IMAGE_VALUES = 1 << 26
 #: Largest labels array read whole: int64 labels of 32 Mi images, 256 MiB.
 MAX_LABELS_BYTES = 256 << 20
 

@@ -13,7 +13,14 @@ from typing import BinaryIO
 import numpy as np
 
 from pixscale.core.layouts import default_layout
-from pixscale.core.rawio import check_size, open_maybe_gzip, read_exact, read_images
+from pixscale.core.rawio import (
+    check_end,
+    check_size,
+    open_maybe_gzip,
+    read_chunked,
+    read_exact,
+    read_images,
+)
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, check_labels_size
 
@@ -54,6 +61,7 @@ def read_idx_array(path: Path, expected: int) -> np.ndarray:
         check_labels_size(path, expected, 1)
         check_size(path, 4 + 4 * len(shape) + math.prod(shape))
         values: np.ndarray = read_images(handle, path, shape[0], tuple(shape[1:]))
+        check_end(handle, path)
         return values
 
 
@@ -73,12 +81,11 @@ class IdxSource(Source):
     header_size: int = 0
 
     def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        """The images in chunks; the file must end with the last (see ``read_chunked``)."""
         path = self.files[0]
         with open_maybe_gzip(path) as handle:
             read_exact(handle, self.header_size, path, "IDX header")
-            for start in range(0, self.n_images, max_images):
-                count = min(max_images, self.n_images - start)
-                yield read_images(handle, path, count, self.image_shape)
+            yield from read_chunked(handle, path, self.n_images, self.image_shape, max_images)
 
 
 def open_idx(path: Path) -> IdxSource:

@@ -13,7 +13,7 @@ import numpy as np
 
 from pixscale.core.layouts import default_layout
 from pixscale.core.pixels import native, require_source_dtype
-from pixscale.core.rawio import read_images, read_npy_header
+from pixscale.core.rawio import check_size, read_chunked, read_npy_header
 from pixscale.errors import InputError
 from pixscale.sources.base import Source, UInt8Array, check_labels_size
 
@@ -49,12 +49,17 @@ class NpySource(Source):
         return self.window(0, self.n_images, max_images)
 
     def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
+        """Images ``start``…``stop - 1``; a window that reaches the last image also requires
+        the file to end there."""
         path = self.files[0]
+        stored = np.dtype(self.stored)
+        ends = stop == self.n_images
         with path.open("rb") as handle:
             handle.seek(self.data_offset + start * self.image_bytes)
-            for first in range(start, stop, max_images):
-                count = min(max_images, stop - first)
-                chunk = read_images(handle, path, count, self.image_shape, np.dtype(self.stored))
+            chunks = read_chunked(
+                handle, path, stop - start, self.image_shape, max_images, stored, ends
+            )
+            for chunk in chunks:
                 yield native(chunk, self.dtype)
 
 
@@ -67,10 +72,7 @@ def open_npy(path: Path) -> NpySource:
         raise InputError(f"{path}: Fortran-ordered arrays are not supported; save a C-ordered copy")
     if len(shape) < 2:
         raise InputError(f"{path}: array has shape {shape}; expected images along the first axis")
-    expected = offset + math.prod(shape) * dtype.itemsize
-    actual = path.stat().st_size
-    if actual < expected:
-        raise InputError(f"{path}: truncated: header promises {expected} bytes, file has {actual}")
+    check_size(path, offset + math.prod(shape) * dtype.itemsize)
     return NpySource(
         name=path.name,
         format="npy",

@@ -24,7 +24,14 @@ import numpy.typing as npt
 
 from pixscale.core.layouts import default_layout
 from pixscale.core.pixels import native
-from pixscale.core.rawio import check_deflate_ratio, read_images, read_npy_header
+from pixscale.core.rawio import (
+    check_deflate_ratio,
+    check_end,
+    raise_extra,
+    read_chunked,
+    read_images,
+    read_npy_header,
+)
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
 from pixscale.sources.npy import require_labels, require_pixels
@@ -46,6 +53,8 @@ ZIP_ERRORS = (
     RuntimeError,
     OverflowError,
 )
+#: Errors of a member's stream, not of the .npy header it holds.
+MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
 
 
 def label_key(key: str) -> str | None:
@@ -53,6 +62,18 @@ def label_key(key: str) -> str | None:
     if key == "x" or key.startswith("x_"):
         return "y" + key[1:]
     return None
+
+
+@contextmanager
+def member_errors(path: Path, info: zipfile.ZipInfo) -> Iterator[None]:
+    """A member whose data fails its CRC is refused as damaged, naming the member."""
+    try:
+        yield
+    except zipfile.BadZipFile as exc:
+        # zipfile tells a failed CRC from other damage only by its message
+        if not str(exc).startswith("Bad CRC-32"):
+            raise
+        raise InputError(f"{path}: member {info.filename!r}: CRC check failed (damaged)") from exc
 
 
 @contextmanager
@@ -82,15 +103,20 @@ def refuse_unread_member(subject: str, info: zipfile.ZipInfo, note: str = "") ->
 
 
 def check_member_size(path: Path, info: zipfile.ZipInfo, needed: int) -> None:
-    """Refuse a member that cannot hold the ``needed`` bytes its header promises: fewer
-    uncompressed bytes than that, or more than its compressed bytes can expand to."""
+    """Refuse a member that does not hold exactly the ``needed`` bytes its header
+    promises, or that promises more than its compressed bytes can expand to.
+
+    zipfile then reads exactly that many bytes and checks their CRC at the end.
+    """
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        check_deflate_ratio(path, info.file_size, info.compress_size, f"member {info.filename!r}")
     if info.file_size < needed:
         raise InputError(
             f"{path}: truncated: member {info.filename!r} holds {info.file_size:,} bytes, "
             f"its header promises {needed:,}"
         )
-    if info.compress_type == zipfile.ZIP_DEFLATED:
-        check_deflate_ratio(path, info.file_size, info.compress_size, f"member {info.filename!r}")
+    if info.file_size > needed:
+        raise_extra(f"{path}: member {info.filename!r}", info.file_size - needed)
 
 
 def open_member(
@@ -103,7 +129,8 @@ def open_member(
     check_member(path, info)
     handle = archive.open(info)
     try:
-        shape, fortran, dtype = read_npy_header(handle, path)  # type: ignore[arg-type]
+        with member_errors(path, info):
+            shape, fortran, dtype = read_npy_header(handle, path, MEMBER_ERRORS)  # type: ignore[arg-type]
         if fortran and len(shape) > 1:
             raise InputError(
                 f"{path}: array {info.filename!r} has shape {shape} in Fortran order; "
@@ -130,14 +157,22 @@ class NpzSource(Source):
     stored: str = "|u1"
 
     def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        """The images in chunks; the member must end with the last (see ``read_chunked``)."""
         path = self.files[0]
+        stored = np.dtype(self.stored)
         with zip_errors(path), zipfile.ZipFile(path) as archive:
-            handle, _, _ = open_member(archive, path, archive.getinfo(self.member))
-            with handle:
-                for start in range(0, self.n_images, max_images):
-                    count = min(max_images, self.n_images - start)
-                    stored = np.dtype(self.stored)
-                    chunk = read_images(handle, path, count, self.image_shape, stored)  # type: ignore[arg-type]
+            info = archive.getinfo(self.member)
+            handle, _, _ = open_member(archive, path, info)
+            with handle, member_errors(path, info):
+                chunks = read_chunked(
+                    handle,  # type: ignore[arg-type]
+                    path,
+                    self.n_images,
+                    self.image_shape,
+                    max_images,
+                    stored,
+                )
+                for chunk in chunks:
                     yield native(chunk, self.dtype)
 
 
@@ -166,10 +201,11 @@ def read_labels_member(
 ) -> npt.NDArray[np.integer]:
     """A 1-D integer labels member of ``expected`` entries, checked before it is read."""
     handle, shape, dtype = open_member(archive, path, info)
-    with handle:
+    with handle, member_errors(path, info):
         require_labels(path, shape, dtype, expected)
         check_member_size(path, info, data_size(handle, shape, dtype))
         values: npt.NDArray[np.integer] = read_images(handle, path, expected, (), dtype)  # type: ignore[arg-type]
+        check_end(handle, path)  # type: ignore[arg-type]
     return values
 
 

@@ -2,7 +2,9 @@
 
 The stream's header is read first: anything but an IDX or ``.npy`` stream (gzip IDX too) is
 refused before a byte is written, a header declaring more than the temporary folder can hold
-is refused at once, and spooling stops as soon as more bytes arrive than the header declares.
+is refused at once, and spooling stops as soon as more bytes arrive than the header declares
+(for gzip, than the most its compressed form can take). The spooled copy is then read as any
+file is, so it too must end where its header says.
 Errors about the spooled file name ``<stdin>``, never the temporary path.
 """
 
@@ -36,8 +38,8 @@ STDIN_NAME = "<stdin>"
 #: Bytes read from standard input at most to find its header (a gzip header may carry a
 #: file name and a comment first; numpy's own limit for a .npy header is 10,000 bytes).
 HEAD_LIMIT = 1 << 20
-#: Bytes past the declared size accepted: trailing padding, and for gzip streams the
-#: framing (header, trailer, block headers).
+#: Bytes past the declared size accepted from a gzip stream: its framing (header,
+#: trailer, block headers). A raw stream must be exactly its declared size, as a file must.
 SLACK = 1 << 16
 #: deflate's worst expansion of incompressible data, as a fraction (zlib's deflateBound
 #: adds about 1/4096 + 1/16384 of the input).
@@ -100,9 +102,9 @@ def spool(stream: BinaryIO, path: Path) -> None:
     """Write ``stream`` to ``path``, refusing it as soon as it is known to be bad."""
     head = read_head(stream)
     declared, compressed = declared_size(head)
-    limit = declared + SLACK
+    limit = declared
     if compressed:
-        limit += math.ceil(declared * GZIP_EXPANSION)
+        limit += SLACK + math.ceil(declared * GZIP_EXPANSION)
     # a gzip stream is at least 1/1032 of what it declares, a raw one all of it
     check_room(path.parent, declared // MAX_DEFLATE_RATIO if compressed else declared, declared)
     try:

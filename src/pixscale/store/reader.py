@@ -24,14 +24,19 @@ from pixscale.core.hdf5_open import local_dataset, local_object
 from pixscale.core.layouts import convert_layout, restore_layout
 from pixscale.core.params import Params
 from pixscale.core.rawio import read_images, read_npy_header
+from pixscale.core.resize import recorded_resize
 from pixscale.core.storage import DTYPES, STORES
 from pixscale.core.transform import Transform
 from pixscale.errors import InputError, ParamsError
-from pixscale.sources.resize import recorded_resize
 from pixscale.store.io.atomic import folder_lock, folder_of
 from pixscale.store.naming import IMAGES_DATASET, LABELS_DATASET, is_hdf5, sidecar_path
 from pixscale.store.records import companion, first_line, params_of, read_record
-from pixscale.store.zarr import is_zarr_store, open_zarr_images, open_zarr_output
+from pixscale.store.zarr import (
+    ShardedImages,
+    is_zarr_store,
+    open_zarr_images,
+    open_zarr_output,
+)
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -451,7 +456,7 @@ def read_rows(data: Any, selection: range | npt.NDArray[np.intp]) -> npt.NDArray
             return read_rows(data, ascending)[::-1]
         found = data[selection.start : selection.stop : selection.step]
         return np.array(found) if isinstance(data, np.memmap) else np.asarray(found)
-    if isinstance(data, np.ndarray):
+    if isinstance(data, np.ndarray | ShardedImages):  # any order and repeats, in one copy
         return np.asarray(data[selection])  # numpy's fancy indexing copies
     if not len(selection):
         return np.asarray(data[0:0])

@@ -35,6 +35,7 @@ from pixscale.core.containment import contained_store
 from pixscale.core.formats import RECORD_ATTRIBUTE
 from pixscale.core.labels import Labels
 from pixscale.core.params import dumps
+from pixscale.core.zarr_shards import Shards, native_bytes_only
 from pixscale.errors import InputError, OutputError, ParamsError, PixscaleError
 from pixscale.store.base import Float32Array, Writer, checksum_field, labels_checksum
 from pixscale.store.io.atomic import (
@@ -757,8 +758,6 @@ class ShardedImages:
         files are not uncompressed shards of whole images in this machine's byte order."""
         from zarr.codecs import ShardingCodec
 
-        from pixscale.sources.zarr import Shards, native_bytes_only
-
         codecs = list(array.metadata.codecs)
         if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
             return None
@@ -842,27 +841,41 @@ class ShardedImages:
         if high // self.file_rows == shard:  # one shard: one gather
             return self.gather(shard, positions - shard * self.file_rows, positions)
         out = np.empty((len(positions), *self.shape[1:]), self.dtype)
-        order = np.argsort(positions, kind="stable")
-        ordered = positions[order]
+        ordered, order = positions, None
+        if (positions[1:] < positions[:-1]).any():
+            order = np.argsort(positions, kind="stable")
+            ordered = positions[order]
         shards = ordered // self.file_rows
         cuts = [0, *(np.flatnonzero(shards[1:] != shards[:-1]) + 1).tolist(), len(ordered)]
         for first, last in zip(cuts, cuts[1:], strict=False):
             shard = int(shards[first])
             picked = ordered[first:last]
-            found = self.gather(shard, picked - shard * self.file_rows, picked)
-            out[order[first:last]] = found
+            rows = picked - shard * self.file_rows
+            if order is None:  # gathered in place
+                self.gather(shard, rows, picked, out[first:last])
+            else:
+                out[order[first:last]] = self.gather(shard, rows, picked)
         return out
 
     def gather(
-        self, shard: int, rows: npt.NDArray[np.intp], positions: npt.NDArray[np.intp]
+        self,
+        shard: int,
+        rows: npt.NDArray[np.intp],
+        positions: npt.NDArray[np.intp],
+        out: npt.NDArray[Any] | None = None,
     ) -> npt.NDArray[Any]:
-        """Rows ``rows`` of shard ``shard`` (the images at ``positions``)."""
+        """Rows ``rows`` of shard ``shard`` (the images at ``positions``), into ``out``
+        when given."""
         mapped = self.maps[shard]
         if mapped is None:
             mapped = self.mapped(shard)
         if mapped.size:
-            return mapped.take(rows, axis=0)
-        return np.asarray(self.array.get_orthogonal_selection(positions))
+            # rows are checked in range: "clip" lets numpy gather straight into ``out``
+            return np.take(mapped, rows, axis=0, out=out, mode="clip")
+        found = np.asarray(self.array.get_orthogonal_selection(positions))
+        if out is not None:
+            out[...] = found
+        return found
 
     def mapped(self, shard: int) -> npt.NDArray[Any]:
         """Shard ``shard``'s images as one memory map, its index checked first (an empty
