@@ -10,11 +10,14 @@ from __future__ import annotations
 import gzip
 import io
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+
+from pixscale.errors import InputError
 
 from .conftest import (
     Outcome,
@@ -225,3 +228,17 @@ def test_gzip_idx_followed_by_zero_padding_converts_exactly(inputs: Path, out: P
     source = inputs / "a-idx3-ubyte.gz"
     source.write_bytes(gzip_bytes(idx_bytes(PIXELS)) + bytes(1 << 20))  # as gzip accepts
     assert_converted_exactly(convert(source, out), out, PIXELS)
+
+
+def test_verify_reads_the_source_to_its_end() -> None:
+    """Its end checks run even when the images stop with the last one taken."""
+    from pixscale.tasks.verify import Rechunked
+
+    def chunks() -> Iterator[np.ndarray]:
+        yield np.zeros((3, 2, 2), np.uint8)
+        raise InputError("x.idx: holds 4 bytes more than its header declares")
+
+    taken = Rechunked(chunks())
+    assert taken.take(3).shape == (3, 2, 2)
+    with pytest.raises(InputError, match="holds 4 bytes more"):
+        taken.finish()

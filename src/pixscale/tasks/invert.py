@@ -163,6 +163,7 @@ def invert(
                 if comparison is not None:
                     comparison.add(transform, start, values, pixels)
             if comparison is not None:  # with the source, the more telling refusal first
+                comparison.originals.finish()
                 report.source_mismatches = comparison.differing
                 comparison.check(path, verify_source, output)
             check_read(path, output, checksum, recorded[1], report.not_round_trip)

@@ -259,6 +259,8 @@ def scan_values(converted: ConvertedFile, source: Source | None, samples: int | 
             original = originals.take(values.shape[0])
             scan.differing += differing(transform, original, values, start, wanted)
         start += values.shape[0]
+    if originals is not None:
+        originals.finish()
     return scan
 
 
@@ -346,3 +348,9 @@ class Rechunked:
             parts.append(part)
             count -= part.shape[0]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def finish(self) -> None:
+        """Read the source to its end, so that its own end checks run (a stream holding
+        more than it declares, a gzip CRC): every image was taken, so nothing comes."""
+        for _ in self.chunks:
+            pass
