@@ -421,3 +421,45 @@ def test_parameters_fitted_on_other_images_warn_naming_both_shapes(
         f"Warning: {fitted}: parameters fitted on 28×28 images, applied to 32×32 images "
         "(global scope): statistics of other data"
     ], stderr
+
+
+def test_labels_none_drops_labels_of_any_format_and_a_file_so_named_is_dot_none(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from pixscale.cli import main
+
+    images = (
+        Path(__file__).resolve().parents[1] / "sample_data" / "mnist-train-1k-images-idx3-ubyte.gz"
+    )
+    os.chdir(tmp_path)
+    Path("none").write_bytes(b"not labels")  # a file of that name does not turn none into a path
+    result = CliRunner().invoke(main, ["convert", str(images), "-o", "x.h5", "--labels", "none"])
+    assert result.exit_code == 0, result.output
+    with h5py.File("x.h5") as handle:
+        assert "labels" not in handle
+    result = CliRunner().invoke(main, ["convert", str(images), "-o", "y.h5", "--labels", "./none"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: none: ")
+
+
+def test_inputs_of_which_only_some_carry_labels_are_refused(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pixscale.cli import main
+
+    sample = Path(__file__).resolve().parents[1] / "sample_data"
+    for name in ("mnist-train-1k-images-idx3-ubyte.gz", "mnist-train-1k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).write_bytes((sample / name).read_bytes())
+    (tmp_path / "other-images.gz").write_bytes(
+        (sample / "mnist-train-1k-images-idx3-ubyte.gz").read_bytes()
+    )
+    args = [
+        str(tmp_path / "mnist-train-1k-images-idx3-ubyte.gz"),
+        str(tmp_path / "other-images.gz"),
+    ]
+    result = CliRunner().invoke(main, ["convert", *args, "-o", str(tmp_path / "c.h5")])
+    assert result.exit_code == 1
+    assert "other-images.gz: holds no labels while" in result.stderr
+    assert not (tmp_path / "c.h5").exists()

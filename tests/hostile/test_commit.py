@@ -329,3 +329,27 @@ def test_processes_started_for_a_cluster_leave_ctrl_c_to_pixscale(
     assert not mask & (1 << (signal.SIGTERM - 1)), "SIGTERM must still stop a worker"
     assert signal.getsignal(signal.SIGINT) is on_signal
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+@dataclass
+class ClaimingSource(Source):
+    """Creates the output store's name while it is read: another run got there first."""
+
+    random_access: ClassVar[bool] = False
+    claim: Path = Path()
+
+    def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
+        self.claim.mkdir()
+        yield np.full(self.shape, 3, np.uint8)
+
+
+def test_a_store_that_cannot_be_placed_takes_its_companions_back(tmp_path: Path) -> None:
+    pytest.importorskip("zarr")
+    from pixscale.store.output import Output
+
+    (tmp_path / "in").write_bytes(b"x")
+    store, params = tmp_path / "r.zarr", tmp_path / "r.params.json"
+    source = ClaimingSource("in", "test", (4, 2, 2), "nhw", (tmp_path / "in",), claim=store)
+    with pytest.raises(OutputError, match="already exists"):
+        convert(source, Output(store, params_out=params))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "r.zarr"]  # theirs only

@@ -82,10 +82,11 @@ def input_options(command: F) -> F:
             click.option(
                 "--labels",
                 metavar="FILE|COLUMN",
-                type=click.Path(path_type=Path),
+                type=click.Path(path_type=str),  # kept as typed: ./none is a file, none not
                 help="Labels file (IDX or .npy); for Parquet, the label column when no such "
-                "file exists (coarse_label), or none for no labels; default: found beside the "
-                "images (Parquet: label or fine_label, which info shows).",
+                "file exists (coarse_label); none: no labels (./none for a file so named); "
+                "default: found beside the images (Parquet: label or fine_label, which info "
+                "shows).",
             ),
             click.option(
                 "--resize",

@@ -47,7 +47,7 @@ def open_source(
     labels
         A labels file (IDX or .npy) overriding the labels found beside the images; for
         Parquet inputs, a name that is no existing file picks the label column
-        (``fine_label``, ``coarse_label``), and ``none`` reads no labels.
+        (``fine_label``, ``coarse_label``); ``none`` converts any input without labels.
     layout
         ``nhw``, ``nhwc`` or ``nchw``: overrides the layout the format implies.
     key
@@ -74,6 +74,8 @@ def open_source(
     # a labels file replaces the labels a Parquet file holds: its columns are not read
     in_file = column if column is not None or labels is None else NO_LABELS
     parts = [open_one(path, key, mode, resize, in_file) for path in files]
+    if labels is None:
+        check_all_labelled(parts)
     source = parts[0] if len(parts) == 1 else concat(parts)
     if layout is not None:
         if LAYOUT_NDIM.get(layout) != len(source.shape):
@@ -81,7 +83,9 @@ def open_source(
                 f"{source.files[0]}: layout {layout} does not fit an array of shape {source.shape}"
             )
         source.layout = layout
-    if column is not None and source.format != "parquet":
+    if column == NO_LABELS:
+        source.labels = None  # whatever the format found: --labels none converts without
+    elif column is not None and source.format != "parquet":
         raise InputError(
             f"{labels}: no such labels file (a column name picks the labels of Parquet inputs only)"
         )
@@ -99,9 +103,26 @@ def open_source(
     return source
 
 
+def check_all_labelled(parts: list[Source]) -> None:
+    """Refuse inputs of which only some carry labels: a dataset half labelled would lose
+    them all without a word."""
+    bare = [part for part in parts if part.labels is None]
+    if bare and len(bare) < len(parts):
+        labelled = next(part for part in parts if part.labels is not None)
+        raise InputError(
+            f"{bare[0].files[0]}: holds no labels while {labelled.files[0]} does; give "
+            "--labels for all of them, or convert them apart"
+        )
+
+
 def label_column(labels: PathLike | None) -> str | None:
-    """``labels`` as the label column of Parquet inputs: a name that is no existing file."""
-    if labels is None or os.path.lexists(labels):
+    """``labels`` as the label column of Parquet inputs: a name that is no existing file, or
+    ``none`` (no labels; a file of that name is given as ``./none``)."""
+    if labels is None:
+        return None
+    if os.fspath(labels) == NO_LABELS:
+        return NO_LABELS
+    if os.path.lexists(labels):
         return None
     return os.fspath(labels)
 

@@ -60,6 +60,13 @@ def concat(parts: list[Source]) -> Source:
     labelled = [p.labels for p in parts if p.labels is not None]
     labels = None
     if len(labelled) == len(parts):
+        for part in parts[1:]:
+            assert part.labels is not None
+            if part.labels.class_names != labelled[0].class_names:
+                raise InputError(
+                    f"{part.files[0]}: its class names differ from those of {first.files[0]}; "
+                    "labels of several inputs must name the same classes"
+                )
         labels = Labels(
             np.concatenate([lab.values for lab in labelled]),
             ", ".join(lab.origin for lab in labelled),

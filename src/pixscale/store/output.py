@@ -39,7 +39,7 @@ class Output:
     compression
         ``"none"``, ``"gzip"`` or (HDF5) ``"lzf"``: each format takes its own.
     chunk_images
-        HDF5 chunk length in images (uncompressed HDF5 is contiguous without it).
+        Chunk length in images, HDF5 or Zarr (uncompressed HDF5 is contiguous without it).
     layout
         Output layout (``"nhwc"`` or ``"nchw"``); None keeps the input's.
     params_out
@@ -109,10 +109,6 @@ class Output:
                 raise OutputError(f"{named} cannot be streamed: it needs a seekable file")
             return BACKENDS["npy"]
         return backend_named(self.path, self.format)
-
-    def resolved_format(self) -> str:
-        """The ``--format`` name of the output's backend."""
-        return self.backend.name
 
     def targets(self) -> list[Path]:
         """Every file this output may create: the data, its companions, ``params_out``."""

@@ -106,7 +106,7 @@ def invert(
     Parameters
     ----------
     path
-        A pixscale output (.h5 or .npy with its sidecar).
+        A pixscale output (.h5, .zarr, or .npy with its sidecar).
     output
         The file to write: .npy, .h5, or an IDX name (``…-idx3-ubyte[.gz]``; uint8 only).
     overwrite

@@ -51,6 +51,7 @@ class ZarrBackend(Backend):
         return output.compression == "none"
 
     def check_target(self, output: Output, staged: StagedOutputs) -> None:
+        staged.refuse_input(output.path)  # by device and inode, as for files
         check_store_target(output.path, staged.overwrite, staged.inputs)
 
     def open_writer(

@@ -144,6 +144,7 @@ class StagedOutputs:
     """
 
     def __init__(self, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
+        inputs = list(inputs)  # read twice below
         self.overwrite = overwrite
         self.inputs = [Path(os.path.realpath(p)) for p in inputs]
         self.input_ids = {found for p in inputs if (found := file_id(Path(p))) is not None}
@@ -274,19 +275,23 @@ class StagedOutputs:
             raise KeyboardInterrupt
         COMMITTING.set()
         try:
-            for target in [*self.staged, *self.owned]:
-                self.refuse_input(target)
-            if self.staged:
-                self.commit_files()
-            for place_folder, _ in self.folders:
-                place_folder()
+            for target in [*self.staged, *self.owned, *self.placed]:
+                self.refuse_input(target)  # ``placed``: so far the folder outputs' targets
+            linked = self.commit_files() if self.staged else []
+            try:
+                for place_folder, _ in self.folders:
+                    place_folder()
+            except BaseException:
+                if not self.overwrite:
+                    undo(linked)  # all or none: the files go with the store they belong to
+                raise
             self.folders.clear()
+            if self.main is not None:
+                PLACED.append(self.main)  # before a signal may raise again
             for folder in {folder_of(t) for t in [*self.placed, *self.owned]}:
                 sync_folder(folder)
         finally:
             COMMITTING.clear()
-        if self.main is not None:
-            PLACED.append(self.main)
         if INTERRUPTED.is_set():
             raise KeyboardInterrupt  # a signal came while placing: stop now, outputs whole
 
@@ -302,7 +307,8 @@ class StagedOutputs:
         self.placed.append(target)
         self.main = target
 
-    def commit_files(self) -> None:
+    def commit_files(self) -> list[tuple[Path, os.stat_result]]:
+        """Place the staged files; returns what was placed, for an undo."""
         mode = 0o666 & ~current_umask()
         folders = [folder_of(t) for t in [*self.staged, *self.owned]]
         with folder_lock(folders):
@@ -323,6 +329,7 @@ class StagedOutputs:
                     undo(placed)
                 raise
         self.staged.clear()
+        return placed
 
     def recheck(self, target: Path) -> None:
         """Under the lock, just before placing: the same refusals as ``check``."""
