@@ -38,6 +38,28 @@ class Writer(ABC):
         """Release file handles (also after a failure)."""
 
 
+class PartWriter(Writer):
+    """A writer of one part of an output that another process assembles (a Dask task's
+    region): ``finish`` only closes it and hands back the record's ``output`` section."""
+
+    def finish(
+        self, record: dict[str, Any], arrays: dict[str, npt.NDArray[Any]], labels: Labels | None
+    ) -> dict[str, Any]:
+        self.close()
+        return dict(record.get("output", {}))
+
+
+def close_written(checksum: Any, handle: Any, target: Path) -> None:
+    """Stop ``checksum``'s helper thread, then close ``handle`` (a ``DirectFile``) if still
+    open: a failure to flush what was written is the write's failure."""
+    checksum.close()
+    if not handle.closed:
+        try:
+            handle.close()
+        except OSError as exc:
+            raise write_failed(target, exc) from exc
+
+
 def write_failed(target: Path, exc: BaseException) -> OutputError:
     """The one-line error of a failed write: the system's reason (``File too large``,
     ``No space left on device``), never a library's multi-line report."""

@@ -17,6 +17,7 @@ from pixscale.store.base import (
     Float32Array,
     Writer,
     checksum_field,
+    close_written,
     labels_checksum,
     write_failed,
 )
@@ -153,9 +154,4 @@ class NpyWriter(Writer):
         return output
 
     def close(self) -> None:
-        self.checksum.close()
-        if not self.handle.closed:
-            try:
-                self.handle.close()
-            except OSError as exc:
-                raise write_failed(self.target, exc) from exc
+        close_written(self.checksum, self.handle, self.target)

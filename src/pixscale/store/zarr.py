@@ -37,7 +37,13 @@ from pixscale.core.labels import Labels
 from pixscale.core.params import dumps
 from pixscale.core.zarr_shards import Shards, native_bytes_only
 from pixscale.errors import InputError, OutputError, ParamsError, PixscaleError
-from pixscale.store.base import Float32Array, Writer, checksum_field, labels_checksum
+from pixscale.store.base import (
+    Float32Array,
+    PartWriter,
+    Writer,
+    checksum_field,
+    labels_checksum,
+)
 from pixscale.store.io.atomic import (
     StagedOutputs,
     already_exists,
@@ -385,7 +391,7 @@ def little_bytes_only(codecs: Any) -> bool:
     )
 
 
-class RegionWriter(Writer):
+class RegionWriter(PartWriter):
     """Writes the ``images`` files of one region, in order, each once.
 
     Uncompressed: each file (a shard) is streamed front to back straight from the
@@ -484,12 +490,6 @@ class RegionWriter(Writer):
             zarr = require_zarr()
             self.array = zarr.open_array(str(self.images.root / IMAGES_DATASET), mode="r+")
         return self.array
-
-    def finish(
-        self, record: dict[str, Any], arrays: dict[str, npt.NDArray[Any]], labels: Labels | None
-    ) -> dict[str, Any]:
-        self.close()
-        return dict(record.get("output", {}))
 
     def close(self) -> None:
         """Stop the checksum's helper thread; close a file left open by a failure."""

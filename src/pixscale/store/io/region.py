@@ -7,14 +7,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from pixscale.core.labels import Labels
-from pixscale.errors import OutputError
-from pixscale.store.base import Float32Array, Writer
+from pixscale.store.base import Float32Array, PartWriter, Writer, close_written, write_failed
 from pixscale.store.io.checksum import StreamChecksum
 from pixscale.store.io.direct import ALIGN, DirectFile
 
@@ -44,7 +40,7 @@ class RawRegion:
         return RawRegionWriter(self, start, count)
 
 
-class RawRegionWriter(Writer):
+class RawRegionWriter(PartWriter):
     """Writes images ``start``… of a ``RawRegion`` front to back (``O_DIRECT`` where the
     region starts on a block boundary and ``direct`` is set), with the CRC-32 of the
     bytes written summed beside the writes."""
@@ -64,19 +60,8 @@ class RawRegionWriter(Writer):
             with self.checksum.during(data):
                 self.handle.write(data)
         except OSError as exc:
-            raise OutputError(f"{self.target}: write failed: {exc.strerror or exc}") from exc
+            raise write_failed(self.target, exc) from exc
         self.written += chunk.nbytes
 
-    def finish(
-        self, record: dict[str, Any], arrays: dict[str, npt.NDArray[Any]], labels: Labels | None
-    ) -> dict[str, Any]:
-        self.close()
-        return dict(record.get("output", {}))
-
     def close(self) -> None:
-        self.checksum.close()
-        if not self.handle.closed:
-            try:
-                self.handle.close()
-            except OSError as exc:
-                raise OutputError(f"{self.target}: write failed: {exc.strerror or exc}") from exc
+        close_written(self.checksum, self.handle, self.target)
