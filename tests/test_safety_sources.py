@@ -635,21 +635,49 @@ def raise_stop(signum: int, frame: object) -> None:
     raise Stop
 
 
+#: Kernel functions a thread sleeps in while it waits on a pipe (``/proc/…/wchan``).
+PIPE_WAITS = ("poll_schedule_timeout", "do_select", "do_sys_poll", "pipe_read", "pipe_wait")
+
+
+def waiting_on_a_drained_pipe(tid: int, fd: int) -> bool:
+    """Whether thread ``tid`` sleeps in the kernel on a pipe and ``fd`` holds no bytes."""
+    import fcntl
+    import termios
+
+    pending = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    task = Path(f"/proc/self/task/{tid}")
+    state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    wchan = (task / "wchan").read_text()
+    return pending == 0 and state == "S" and wchan.startswith(PIPE_WAITS)
+
+
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
+@pytest.mark.skipif(
+    not Path(f"/proc/self/task/{threading.get_native_id()}/wchan").exists(),
+    reason="needs /proc to see that the main thread is waiting",
+)
 def test_stdin_spooling_handles_a_signal_sent_to_another_thread() -> None:
     """SIGTERM may land on any thread (numpy's among them); a read blocked on a quiet pipe
     in the main thread must not hold the handler back until more bytes arrive."""
     read_end, write_end = os.pipe()
     os.write(write_end, npy_header((1000, 8, 8)))
+    main_thread = threading.get_native_id()
 
     done = threading.Event()
+    blocked = threading.Event()  # set once the main thread was seen waiting for bytes
     forced = threading.Event()  # set when only closing the pipe ended the read
 
     def other_thread() -> None:
-        time.sleep(0.5)  # the main thread is waiting for bytes by now
-        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
-        if not done.wait(30):
-            forced.set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not done.is_set():
+            if waiting_on_a_drained_pipe(main_thread, read_end):
+                blocked.set()
+                break
+            time.sleep(0.001)
+        if blocked.is_set():  # the signal lands on this thread, not on the waiting one
+            signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+            if not done.wait(30):
+                forced.set()
         os.close(write_end)  # ends a read that missed the signal: the test fails, not hangs
 
     previous = signal.signal(signal.SIGUSR1, raise_stop)
@@ -663,6 +691,7 @@ def test_stdin_spooling_handles_a_signal_sent_to_another_thread() -> None:
         done.set()
         helper.join()
         signal.signal(signal.SIGUSR1, previous)
+    assert blocked.is_set(), "the main thread was never seen waiting on the drained pipe"
     assert not forced.is_set(), "the signal was handled only once the pipe closed"
 
 

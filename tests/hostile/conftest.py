@@ -16,9 +16,9 @@ Everything goes through the command line only:
   ``race_cli`` releases several such children at the same moment.
 
 Checks: ``assert_clean_failure`` (exit 1, no traceback, one ``Error:`` line naming the file
-and the reason), ``assert_refused_option``, ``assert_ok_or_clean_failure``,
-``assert_within_memory``; ``snapshot`` / ``assert_unchanged`` compare a whole folder tree
-(hidden files, FIFOs and symlinks included) before and after.
+and the reason), ``assert_refused_option``, ``assert_within_memory``; ``snapshot`` /
+``assert_unchanged`` compare a whole folder tree (hidden files, FIFOs and symlinks included)
+before and after.
 """
 
 from __future__ import annotations
@@ -469,14 +469,6 @@ def assert_refused_option(outcome: Outcome, words: Iterable[str]) -> None:
     words = list(words)
     lowered = lines[-1].lower()
     assert any(w.lower() in lowered for w in words), f"the error says none of {words}\n{detail}"
-
-
-def assert_ok_or_clean_failure(outcome: Outcome, **expect: Any) -> None:
-    """Exit 0, or a clean failure as in ``assert_clean_failure``; never a crash."""
-    if outcome.code == 0 and not outcome.note and outcome.exception is None:
-        assert "Traceback" not in outcome.stderr, outcome.describe()
-        return
-    assert_clean_failure(outcome, **expect)
 
 
 def assert_within_memory(outcome: Outcome, bound: int = RSS_BOUND) -> None:

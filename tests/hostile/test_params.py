@@ -331,14 +331,18 @@ STD_PATTERNS = {
 
 
 @pytest.mark.parametrize("target", [*sorted(STD_PATTERNS), "json"])
-def test_export_digits_0_never_prints_a_zero_std(fitted: Path, target: str) -> None:
+def test_export_digits_0_is_refused(fitted: Path, target: str) -> None:
     """The std of these digits is about 0.3 in [0,1] units: rounded to 0 digits it would
-    print 0, and a Normalize with std 0 divides by zero. Refuse (a usage error is fine), or
-    print enough digits."""
+    print 0, and a Normalize with std 0 divides by zero. --digits takes 1 to 17."""
     result = cli(["export", fitted, "--to", target, "--digits", "0"])
-    if result.code != 0:
-        assert_refused_option(result, ("--digits", "digits"))
-        return
+    assert_refused_option(result, ("'--digits': 0 is not in the range 1<=x<=17",))
+    assert result.code == 2 and result.stdout == b"", result.describe()
+
+
+@pytest.mark.parametrize("target", [*sorted(STD_PATTERNS), "json"])
+def test_export_fewest_digits_never_print_a_zero_std(fitted: Path, target: str) -> None:
+    result = cli(["export", fitted, "--to", target, "--digits", "1"])
+    assert result.code == 0, result.describe()
     text = result.stdout.decode()
     if target == "json":
         payload = json.loads(text)

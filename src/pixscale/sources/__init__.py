@@ -74,9 +74,9 @@ def open_source(
     # a labels file replaces the labels a Parquet file holds: its columns are not read
     in_file = column if column is not None or labels is None else NO_LABELS
     parts = [open_one(path, key, mode, resize, in_file) for path in files]
+    source = parts[0] if len(parts) == 1 else concat(parts)  # one format and image shape
     if labels is None:
         check_all_labelled(parts)
-    source = parts[0] if len(parts) == 1 else concat(parts)
     if layout is not None:
         if LAYOUT_NDIM.get(layout) != len(source.shape):
             raise InputError(

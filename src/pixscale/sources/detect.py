@@ -30,7 +30,7 @@ from pixscale.sources.npz import ZIP_MAGIC, open_npz
 from pixscale.sources.parquet import looks_like_parquet, open_parquet
 from pixscale.sources.resize import Resize
 from pixscale.sources.webdataset import open_webdataset
-from pixscale.sources.zarr import looks_like_zarr, open_zarr
+from pixscale.sources.zarr import looks_like_zarr, looks_like_zarr_v2, open_zarr, refuse_zarr_v2
 
 FORMAT_NAMES = (
     "IDX, .npy, .npz, HDF5, Zarr v3, CIFAR (.bin, pickled batches or their .tar.gz), "
@@ -59,6 +59,8 @@ def sniff(path: Path, key: str | None = None) -> str:
     holds two kinds (``zip_kind``, ``tar_kind``)."""
     kind = file_kind(path)
     if kind == "folder":
+        if looks_like_zarr_v2(path) and not looks_like_zarr(path):
+            raise refuse_zarr_v2(path)
         return "zarr" if looks_like_zarr(path) else kind
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty")

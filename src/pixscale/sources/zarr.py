@@ -2,21 +2,26 @@
 at a time.
 
 A store holding one array is that array; a group is searched for uint8/uint16 arrays of two or
-more dimensions (``--key`` chooses among several), and a 1-D integer array named
-``labels`` (or ``y…`` beside ``x…``) of the same length comes along as the labels.
+more dimensions (``--key`` chooses among several), and a 1-D array of numbers named
+``labels`` (or ``y…`` beside ``x…``) of the same length comes along as the labels (refused
+unless they are integers).
 
 Every object zarr-python reads goes through a store that applies the containment rule
 (``containment``): a chunk, shard, array folder or ``zarr.json`` that is a link leading out
 of the store is refused, naming the link. Every chunk must be stored, counted file by file,
-and inside a shard entry by entry from the shard's index.
+and inside a shard entry by entry from the shard's index. Before zarr-python decodes a
+chunk, its stored bytes are checked to decode to no more than the chunk's own size
+(``ChunkBound``); codecs whose decoded size cannot be bounded that way are refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +33,19 @@ import numpy.typing as npt
 from pixscale.core.containment import Root, contained_store
 from pixscale.core.layouts import default_layout
 from pixscale.core.pixels import require_source_dtype, source_dtype
+from pixscale.core.zarr_codecs import ChunkBound, Reader, Refused, file_reader, unsupported
 from pixscale.core.zarr_shards import ABSENT, MAX_CHUNKS, Shards, native_bytes_only
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, check_labels_size
 
 INSTALL_HINT = "pip install 'pixscale[zarr]'"
 ZARR_JSON = "zarr.json"
+#: Metadata files of a Zarr v2 store (a folder without ``zarr.json``).
+V2_METADATA = (".zarray", ".zgroup")
 #: Names tried for the labels beside the images (after ``y…`` for ``x…``).
 LABEL_NAMES = ("labels", "label", "y", "targets")
+#: Kinds of number a labels array may hold to be taken (``Labels`` refuses non-integers).
+NUMBERS = "biufc"
 #: The record attribute of a pixscale output (a float32 store, not an input).
 RECORD_ATTRIBUTE = "pixscale_params"
 
@@ -53,6 +63,37 @@ def looks_like_zarr(path: Path) -> bool:
     return path.is_dir() and (path / ZARR_JSON).is_file()
 
 
+def looks_like_zarr_v2(path: Path) -> bool:
+    """A folder with the ``.zarray`` or ``.zgroup`` of a Zarr v2 store (and no v3
+    ``zarr.json``)."""
+    return path.is_dir() and any((path / name).is_file() for name in V2_METADATA)
+
+
+def refuse_zarr_v2(path: Path) -> InputError:
+    """The error for a Zarr v2 store, which zarr-python reads and can save as v3."""
+    return InputError(
+        f"{path}: is a Zarr v2 store; pixscale reads Zarr v3 (convert it with zarr-python: "
+        "zarr.save('v3.zarr', zarr.open('v2.zarr')[...], zarr_format=3), or zarr.save_group "
+        "with each array for a group)"
+    )
+
+
+@contextlib.contextmanager
+def quiet_numcodecs() -> Iterator[None]:
+    """zarr-python warns on opening an array with a ``numcodecs.*`` codec; such codecs are
+    refused with an error of their own (``check_codecs``), so the warning would only add a
+    second line."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+        yield
+
+
+def reason(exc: BaseException) -> str:
+    """A one-line, never empty reason for a zarr-python failure."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 @dataclass
 class ZarrSource(Source):
     """A uint8/uint16 array of a Zarr v3 store (``key`` inside it; ``""`` for a bare array)."""
@@ -64,11 +105,15 @@ class ZarrSource(Source):
         zarr = require_zarr()
         path = self.files[0]
         try:
-            return zarr.open_array(contained_store(path), path=self.key, mode="r", zarr_format=3)
+            with quiet_numcodecs():
+                store = contained_store(path)
+                return zarr.open_array(store, path=self.key, mode="r", zarr_format=3)
         except InputError:
             raise
         except Exception as exc:  # zarr raises many kinds on a damaged store
-            raise InputError(f"{path}: cannot open Zarr array {self.key!r} ({exc})") from exc
+            raise InputError(
+                f"{path}: cannot open Zarr array {self.key!r} ({reason(exc)})"
+            ) from exc
 
     def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         return self.window(0, self.n_images, max_images)
@@ -98,6 +143,7 @@ class ZarrSource(Source):
         """Images ``first``…``last - 1`` decoded by zarr-python into a new array."""
         from zarr.core.buffer import default_buffer_prototype
 
+        check_decoded(array, self.files[0], self.key, first, last)
         values = np.empty((last - first, *self.image_shape), np.dtype(self.dtype))
         out = default_buffer_prototype().nd_buffer.from_numpy_array(values)
         try:
@@ -106,7 +152,7 @@ class ZarrSource(Source):
             raise
         except Exception as exc:  # a missing or corrupt chunk object
             raise InputError(
-                f"{self.files[0]}: cannot read images {first}…{last - 1} ({exc})"
+                f"{self.files[0]}: cannot read images {first}…{last - 1} ({reason(exc)})"
             ) from exc
         return values
 
@@ -322,11 +368,121 @@ def find_labels(group: Any, path: Path, key: str, count: int) -> Labels | None:
             continue
         if not hasattr(item, "dtype") or tuple(item.shape) != (count,):
             continue
-        if np.dtype(item.dtype).kind not in "iu":
+        if np.dtype(item.dtype).kind not in NUMBERS:
             continue
-        check_labels_size(path, count, np.dtype(item.dtype).itemsize)
-        return Labels(np.asarray(item[...]), candidate)
+        return read_labels(item, path, candidate, count)
     return None
+
+
+def read_labels(array: Any, path: Path, key: str, count: int) -> Labels:
+    """The labels array ``key``, checked as the images are (every chunk stored, none
+    decoding past its size) before it is read; values that are no labels (floats) refused
+    by ``Labels``."""
+    check_labels_size(path, count, np.dtype(array.dtype).itemsize)
+    check_codecs(array, path, key)
+    check_stored(array, path, key)
+    check_decoded(array, path, key, 0, count)
+    try:
+        values = np.asarray(array[...])
+    except InputError:
+        raise
+    except Exception as exc:  # a corrupt chunk object
+        raise InputError(f"{path}: cannot read labels array {key!r} ({reason(exc)})") from exc
+    try:
+        return Labels(values, key)
+    except InputError as exc:
+        raise InputError(f"{path}: array {exc}") from None
+
+
+def check_codecs(array: Any, path: Path, key: str) -> None:
+    """Refuse codecs whose decoded size cannot be bounded before decoding (``unsupported``),
+    and codecs applied to whole shards."""
+    sharding = sharding_of(array, path, key)
+    codecs = list(array.metadata.codecs)
+    if sharding is not None:
+        if len(codecs) > 1:
+            raise InputError(
+                f"{path}: {described(key)}: codecs after sharding_indexed (on whole shards) "
+                "are not supported"
+            )
+        codecs = list(sharding.codecs)
+    why = unsupported(codecs)
+    if why is not None:
+        raise InputError(f"{path}: {described(key)}: {why}")
+
+
+def described(key: str) -> str:
+    """How errors name the array ``key`` of a store (``""``: the store is the array)."""
+    return f"array {key!r}" if key else "the array"
+
+
+def check_decoded(array: Any, path: Path, key: str, first: int, last: int) -> None:
+    """Before zarr-python decodes them: every stored chunk holding rows ``first``…``last - 1``
+    of ``array`` must decode to no more than its own size (``ChunkBound``), else refused
+    naming the chunk."""
+    sharding = sharding_of(array, path, key)
+    codecs = list(array.metadata.codecs if sharding is None else sharding.codecs)
+    size = math.prod(int(n) for n in array.chunks) * np.dtype(array.dtype).itemsize
+    bound = ChunkBound.of(codecs, size)
+    root = Root(path)
+    if sharding is None:
+        unit = stored_rows(array)
+        for coords in chunk_coords(first, last, unit, tuple(array.cdata_shape)):
+            name = os.path.join(key, array.metadata.encode_chunk_key(coords))
+            with stored_file(root, name) as (fd, length):
+                bounded(bound, file_reader(fd, 0, length), length, path, f"chunk {name}")
+        return
+    shards = Shards(array, sharding, path)
+    rows = shards.shard[0]
+    for coords in chunk_coords(first, last, rows, shards.grid):
+        name = os.path.join(key, array.metadata.encode_chunk_key(coords))
+        offsets, lengths = shards.table(root.resolve(name), name)
+        start = coords[0] * rows
+        inner = chunk_coords(
+            max(first, start) - start,
+            min(last, start + rows) - start,
+            shards.inner[0],
+            shards.per_shard,
+        )
+        with stored_file(root, name) as (fd, _):
+            for entry in inner:
+                if offsets[entry] == ABSENT:
+                    continue
+                at, length = int(offsets[entry]), int(lengths[entry])
+                where = f"shard {name}: inner chunk {entry}"
+                bounded(bound, file_reader(fd, at, length), length, path, where)
+
+
+def chunk_coords(
+    first: int, last: int, unit: int, grid: tuple[int, ...]
+) -> Iterator[tuple[int, ...]]:
+    """The chunks of ``grid`` (``unit`` rows each along the first axis) holding rows
+    ``first``…``last - 1``."""
+    for row in range(first // unit, (last - 1) // unit + 1):
+        for rest in np.ndindex(*grid[1:]):
+            yield (row, *(int(n) for n in rest))
+
+
+@contextlib.contextmanager
+def stored_file(root: Root, name: str) -> Iterator[tuple[int, int]]:
+    """The open file ``name`` under ``root`` (containment-checked) and its size."""
+    real = root.resolve(name)
+    try:
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InputError(f"{root.path}: cannot read {name} ({exc.strerror})") from exc
+    try:
+        yield fd, os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def bounded(bound: ChunkBound, read: Reader, length: int, path: Path, where: str) -> None:
+    """``bound.check`` of one stored chunk, a refusal naming the store and ``where``."""
+    try:
+        bound.check(read, length)
+    except Refused as exc:
+        raise InputError(f"{path}: {where} {exc}") from None
 
 
 def check_stored(array: Any, path: Path, key: str) -> None:
@@ -436,30 +592,16 @@ def node_type(path: Path) -> str:
 def open_zarr(path: Path, key: str | None = None) -> ZarrSource:
     """Open the uint8/uint16 images of the Zarr v3 store ``path`` (``key`` names them in a
     group)."""
-    zarr = require_zarr()
     kind = node_type(path)
-    labels = None
     try:
-        if kind == "array":
-            if key:
-                raise InputError(f"{path}: is a single Zarr array; --key does not apply")
-            array = zarr.open_array(contained_store(path), mode="r", zarr_format=3)
-            key = ""
-        else:
-            group = zarr.open_group(contained_store(path), mode="r", zarr_format=3)
-            key = find_images(group, path) if key is None else key
-            try:
-                array = group[key]
-            except KeyError:
-                raise InputError(f"{path}: no array {key!r}") from None
-            if not hasattr(array, "dtype"):
-                raise InputError(f"{path}: {key!r} is a group, not an array")
-            labels = find_labels(group, path, key, int(array.shape[0]))
+        with quiet_numcodecs():
+            array, key, labels = open_node(path, kind, key)
     except InputError:
         raise
     except Exception as exc:  # zarr raises many kinds on a damaged store
-        raise InputError(f"{path}: damaged Zarr store ({exc})") from exc
+        raise InputError(f"{path}: damaged Zarr store ({reason(exc)})") from exc
     pixels = require_source_dtype(path, array.dtype, f"array {key!r}")
+    check_codecs(array, path, key)
     check_stored(array, path, key)
     shape = tuple(int(n) for n in array.shape)
     if len(shape) < 2:
@@ -474,3 +616,22 @@ def open_zarr(path: Path, key: str | None = None) -> ZarrSource:
         key=key,
         dtype=pixels,
     )
+
+
+def open_node(path: Path, kind: str, key: str | None) -> tuple[Any, str, Labels | None]:
+    """The images array of the store ``path`` (a node of type ``kind``), its key and the
+    labels beside it."""
+    zarr = require_zarr()
+    if kind == "array":
+        if key:
+            raise InputError(f"{path}: is a single Zarr array; --key does not apply")
+        return zarr.open_array(contained_store(path), mode="r", zarr_format=3), "", None
+    group = zarr.open_group(contained_store(path), mode="r", zarr_format=3)
+    key = find_images(group, path) if key is None else key
+    try:
+        array = group[key]
+    except KeyError:
+        raise InputError(f"{path}: no array {key!r}") from None
+    if not hasattr(array, "dtype"):
+        raise InputError(f"{path}: {key!r} is a group, not an array")
+    return array, key, find_labels(group, path, key, int(array.shape[0]))
