@@ -99,19 +99,28 @@ def test_verify_passes_and_catches_a_changed_value(tmp_path: Path) -> None:
     np.save(out, data)
     report = verify(out, SAMPLE_IMAGES, samples=1000)
     assert not report.ok
-    assert ("sample re-derives exactly", False, "1 differing values") in report.checks
+    assert (
+        "every image re-derives exactly from the source",
+        False,
+        "1 differing values",
+    ) in report.checks
     result = CliRunner().invoke(
         main, ["verify", str(out), "--source", str(SAMPLE_IMAGES), "--samples", "1000"]
     )
     assert result.exit_code == 1
-    assert "FAIL sample re-derives exactly: 1 differing values" in result.stdout
+    assert (
+        "FAIL every image re-derives exactly from the source: 1 differing values" in result.stdout
+    )
 
 
 def test_verify_reports_a_different_source(tmp_path: Path, sample_npy: Path) -> None:
     convert(SAMPLE_IMAGES, tmp_path / "x.h5")
     report = verify(tmp_path / "x.h5", sample_npy)
     checks = {name: passed for name, passed, _ in report.checks}
-    assert checks["source sha256"] is False and checks["sample re-derives exactly"] is True
+    assert (
+        checks["source sha256"] is False
+        and checks["every image re-derives exactly from the source"] is True
+    )
 
 
 @settings(

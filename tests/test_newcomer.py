@@ -463,3 +463,24 @@ def test_inputs_of_which_only_some_carry_labels_are_refused(tmp_path: Path) -> N
     assert result.exit_code == 1
     assert "other-images.gz: holds no labels while" in result.stderr
     assert not (tmp_path / "c.h5").exists()
+
+
+def test_invert_says_what_it_wrote_and_verify_what_it_compared(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pixscale.cli import main
+
+    images = (
+        Path(__file__).resolve().parents[1] / "sample_data" / "mnist-train-1k-images-idx3-ubyte.gz"
+    )
+    out, back = tmp_path / "x.npy", tmp_path / "back.npy"
+    assert CliRunner().invoke(main, ["convert", str(images), "-o", str(out)]).exit_code == 0
+    result = CliRunner().invoke(main, ["invert", str(out), "-o", str(back)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"{back}: 1,000 images, exact\n"
+    result = CliRunner().invoke(
+        main, ["verify", str(out), "--source", str(images), "--samples", "10"]
+    )
+    assert "ok   10 sampled images re-derive exactly from the source" in result.stdout
+    result = CliRunner().invoke(main, ["verify", str(out), "--source", str(images)])
+    assert "ok   every image re-derives exactly from the source" in result.stdout

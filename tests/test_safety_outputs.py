@@ -559,7 +559,9 @@ def test_verify_source_compares_every_image(sample_output: Path) -> None:
     edit(sample_output, (1, 20, 9), np.float32(128) / np.float32(255))  # image 1: never sampled
     forge_checksum(sample_output)
     assert failed_checks(sample_output) == []
-    assert failed_checks(sample_output, SAMPLE_IMAGES) == ["sample re-derives exactly"]
+    assert failed_checks(sample_output, SAMPLE_IMAGES) == [
+        "every image re-derives exactly from the source"
+    ]
     assert failed_checks(sample_output, SAMPLE_IMAGES, samples=64) == []
     line = error_line(cli("verify", sample_output, "--source", SAMPLE_IMAGES))
     assert "verification failed" in line

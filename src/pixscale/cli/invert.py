@@ -54,7 +54,11 @@ def invert(
     report = run_invert(
         converted, output, overwrite=overwrite, verify_source=verify_source, **reading
     )
-    for line in describe(report):
+    lines = describe(report)
+    if not report.source_mismatches:
+        exact = not any(line.startswith("Warning: lossy") for line in lines)
+        lines.insert(0, f"{output}: {report.images:,} images{', exact' if exact else ''}")
+    for line in lines:
         if not quiet or line.startswith("Warning"):
             click.echo(line, err=True)
     if report.source_mismatches:

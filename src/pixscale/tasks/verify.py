@@ -117,8 +117,12 @@ def verify(
         return report
     report_values(report, converted, scan)
     if same_shape:
+        every = samples is None or samples >= converted.shape[0]
+        what = "every image" if every else f"{samples} sampled images"
         report.add(
-            "sample re-derives exactly", scan.differing == 0, f"{scan.differing} differing values"
+            f"{what} re-derive{'s' if every else ''} exactly from the source",
+            scan.differing == 0,
+            f"{scan.differing} differing values",
         )
     return report
 
