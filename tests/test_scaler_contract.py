@@ -1,4 +1,4 @@
-"""``Scaler`` honours scikit-learn's estimator contract (issue 24, point 6)."""
+"""``Scaler`` honours scikit-learn's estimator contract, as scikit-learn users expect."""
 
 from __future__ import annotations
 
