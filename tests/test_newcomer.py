@@ -484,3 +484,20 @@ def test_invert_says_what_it_wrote_and_verify_what_it_compared(tmp_path: Path) -
     assert "ok   10 sampled images re-derive exactly from the source" in result.stdout
     result = CliRunner().invoke(main, ["verify", str(out), "--source", str(images)])
     assert "ok   every image re-derives exactly from the source" in result.stdout
+
+
+def test_empty_labels_say_what_to_give(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pixscale.cli import main
+
+    images = Path(__file__).resolve().parents[1] / "sample_data"
+    sample = images / "mnist-train-1k-images-idx3-ubyte.gz"
+    result = CliRunner().invoke(
+        main, ["convert", str(sample), "-o", str(tmp_path / "o.h5"), "--labels", ""]
+    )
+    assert result.exit_code == 1
+    assert (
+        result.stderr == "Error: --labels is empty: give a labels file, a Parquet column or none\n"
+    )
+    assert not (tmp_path / "o.h5").exists()

@@ -246,11 +246,8 @@ def on_stop_signals() -> Iterator[None]:
         atomic.PLACED.clear()
 
 
-@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
-def test_a_signal_while_placing_lets_the_placing_finish(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_stop_signals: None, number: int
-) -> None:
-    """The decision was taken: the outputs are placed whole, then the run stops and says so."""
+def signal_while_placing(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
+    """Make the commit send this process ``number`` as it places each file."""
     place = StagedOutputs.place
 
     def place_and_signal(self: StagedOutputs, temp: Path, target: Path) -> None:
@@ -258,6 +255,14 @@ def test_a_signal_while_placing_lets_the_placing_finish(
         place(self, temp, target)
 
     monkeypatch.setattr(StagedOutputs, "place", place_and_signal)
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signal_while_placing_lets_the_placing_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_stop_signals: None, number: int
+) -> None:
+    """The decision was taken: the outputs are placed whole, then the run stops and says so."""
+    signal_while_placing(monkeypatch, number)
     with pytest.raises(KeyboardInterrupt):
         with staged_outputs(False) as staged:
             staged.stage(tmp_path / "a.json").write_text("a")
@@ -282,13 +287,7 @@ def test_a_signal_reported_before_the_commit_places_nothing(
 def test_the_cli_says_an_output_was_written_when_it_was(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    place = StagedOutputs.place
-
-    def place_and_signal(self: StagedOutputs, temp: Path, target: Path) -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
-        place(self, temp, target)
-
-    monkeypatch.setattr(StagedOutputs, "place", place_and_signal)
+    signal_while_placing(monkeypatch, signal.SIGTERM)
     previous = {n: signal.getsignal(n) for n in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     try:
         outcome = cli(["convert", SAMPLE_IMAGES, "-o", tmp_path / "x.h5"])

@@ -120,6 +120,8 @@ def label_column(labels: PathLike | None) -> str | None:
     ``none`` (no labels; a file of that name is given as ``./none``)."""
     if labels is None:
         return None
+    if not os.fspath(labels):
+        raise InputError("--labels is empty: give a labels file, a Parquet column or none")
     if os.fspath(labels) == NO_LABELS:
         return NO_LABELS
     if os.path.lexists(labels):
