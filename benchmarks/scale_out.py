@@ -55,7 +55,7 @@ def local():
         from pixscale.engine.record import build_record
         from pixscale.engine.scan import DEFAULT_CHUNK_MB
         from pixscale.store.io.direct import use_direct
-        from pixscale.store.zarr import ZarrWriter
+        from pixscale.store.backends.zarr.writer import ZarrWriter
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(1) as pool, staged_outputs(False, source.files) as staged:
             direct = use_direct("auto", 4 * source.nbytes)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cli_helpers import run_cli
+
 DIGITS = [str(n) for n in range(10)]
 
 
@@ -109,12 +111,7 @@ def unit(images: np.ndarray) -> np.ndarray:
 
 def cli(*args: object) -> tuple[int, str]:
     """``pixscale ARGS`` in this process: the exit code and stderr."""
-    from click.testing import CliRunner
-
-    from pixscale.cli import main
-
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    result = run_cli(*args)
     return result.exit_code, result.stderr
 
 

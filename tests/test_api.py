@@ -9,16 +9,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import pixscale
+from cli_helpers import run_cli
 from conftest import ROOT, SAMPLE_IMAGES
-from pixscale.cli import main
 from pixscale.errors import InputError, ParamsError
 
 
 def cli(*args: str) -> None:
-    result = CliRunner().invoke(main, list(args))
+    result = run_cli(*args)
     assert result.exit_code == 0, result.output
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_helpers import run_cli
 from pixscale.errors import InputError
 from pixscale.sources.cifar_python import open_cifar_archive, open_cifar_batch, unpickle_batch
 
@@ -127,14 +128,11 @@ def test_damaged_or_wrong_pickles(tmp_path: Path, cifar_images: np.ndarray) -> N
 
 
 def test_convert_the_download_as_it_is(tmp_path: Path, cifar_tar: Path) -> None:
-    from click.testing import CliRunner
-
     import pixscale
-    from pixscale.cli import main
 
     train, test = tmp_path / "train.h5", tmp_path / "test.h5"
     args = ["convert", str(cifar_tar), "-o", str(train), "-s", "standardize", "--scope", "channel"]
-    assert CliRunner().invoke(main, args).exit_code == 0
+    assert run_cli(*args).exit_code == 0
     args = [
         "convert",
         str(cifar_tar),
@@ -145,12 +143,12 @@ def test_convert_the_download_as_it_is(tmp_path: Path, cifar_tar: Path) -> None:
         "--params-from",
         str(train),
     ]
-    result = CliRunner().invoke(main, args)
+    result = run_cli(*args)
     assert result.exit_code == 0, result.output
     with pixscale.open(test) as data:
         assert data.record["source"]["name"] == "cifar-10-python.tar.gz:test_batch"
         expected = open_cifar_archive(cifar_tar, "test_batch")
         back = pixscale.Scaler.load(test).inverse_transform(data[:])
         assert np.array_equal(back, read_all(expected))
-    result = CliRunner().invoke(main, ["verify", str(test), "--source", str(cifar_tar)])
+    result = run_cli("verify", test, "--source", cifar_tar)
     assert result.exit_code == 0, result.output

@@ -8,36 +8,31 @@ import subprocess
 import sys
 from pathlib import Path
 
-import click
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from cli_helpers import fails_with, run_cli
 from conftest import SAMPLE_IMAGES
 from pixscale import __version__, convert
 from pixscale.cli import main
 from pixscale.cli import progress as cli
 
 
-def run(*args: str) -> click.testing.Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def test_version_prints_the_bare_version() -> None:
-    result = run("--version")
+    result = run_cli("--version")
     assert result.exit_code == 0 and result.output.strip() == __version__
 
 
 @pytest.mark.parametrize("command", sorted(main.commands))
 def test_every_command_has_help_with_an_example(command: str) -> None:
-    result = run(command, "--help")
+    result = run_cli(command, "--help")
     assert result.exit_code == 0
     assert f"pixscale {command}" in result.output
 
 
 def test_convert_writes_output_and_reports_on_stderr(tmp_path: Path) -> None:
     out = tmp_path / "s.npy"
-    result = run(
+    result = run_cli(
         "convert", SAMPLE_IMAGES, "-o", out, "-s", "range", "--from", 0, 255, "--to", -2, 3
     )
     assert result.exit_code == 0, result.output
@@ -63,35 +58,35 @@ def test_bad_input_is_one_line_error_exit_1_and_no_output(
     out.parent.mkdir()
     paths = [a.format(bad=tmp_path / "bad", float=tmp_path / "float.npy") for a in args]
     paths = [p if p.startswith(str(tmp_path)) else str(tmp_path / p) for p in paths]
-    result = run("convert", *paths, "-o", out)
-    assert result.exit_code == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+    fails_with(["convert", *paths, "-o", out], message)
     assert list(out.parent.iterdir()) == []
 
 
 def test_existing_output_refused_with_hint(tmp_path: Path) -> None:
     out = tmp_path / "x.h5"
     out.write_text("keep")
-    result = run("convert", SAMPLE_IMAGES, "-o", out)
-    assert result.exit_code == 1 and "Use --overwrite" in result.stderr
+    fails_with(
+        ["convert", SAMPLE_IMAGES, "-o", out], "already exists. Use --overwrite", names=[out]
+    )
     assert out.read_text() == "keep"
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
-    result = run("convert", SAMPLE_IMAGES, "-o", tmp_path / "x.h5", "-s", "bogus")
+    result = run_cli("convert", SAMPLE_IMAGES, "-o", tmp_path / "x.h5", "-s", "bogus")
     assert result.exit_code == 2
+    assert "Invalid value for '-s'" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_inconsistent_options_are_one_line_errors(tmp_path: Path) -> None:
-    result = run("convert", SAMPLE_IMAGES, "-o", tmp_path / "x.h5", "--from", 0, 255)
-    assert result.exit_code == 1
-    assert "range strategy only" in result.stderr
+    fails_with(
+        ["convert", SAMPLE_IMAGES, "-o", tmp_path / "x.h5", "--from", 0, 255], "range strategy only"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_output_extension(tmp_path: Path) -> None:
-    result = run("convert", SAMPLE_IMAGES, "-o", tmp_path / "x.dat")
-    assert result.exit_code == 1 and "--format h5|npy" in result.stderr
+    fails_with(["convert", SAMPLE_IMAGES, "-o", tmp_path / "x.dat"], "--format h5|npy")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import pixscale
-from pixscale.cli import main
+from cli_helpers import run_cli
 from pixscale.cli.options import MAX_BRACE_NAMES, expand_braces
 
 
@@ -48,9 +47,7 @@ def shards(tmp_path: Path) -> np.ndarray:
 def test_webdataset_style_names_convert_as_one_dataset(tmp_path: Path) -> None:
     images = shards(tmp_path)
     out = tmp_path / "x.npy"
-    result = CliRunner().invoke(
-        main, ["convert", str(tmp_path / "part-{000..002}.npy"), "-o", str(out)]
-    )
+    result = run_cli("convert", tmp_path / "part-{000..002}.npy", "-o", out)
     assert result.exit_code == 0, result.output
     expected = images.astype(np.float32) / np.float32(255)
     assert np.array_equal(np.load(out), expected)
@@ -63,9 +60,7 @@ def test_webdataset_style_names_convert_as_one_dataset(tmp_path: Path) -> None:
 
 def test_a_missing_name_of_a_brace_pattern_is_named(tmp_path: Path) -> None:
     shards(tmp_path)
-    result = CliRunner().invoke(
-        main, ["convert", str(tmp_path / "part-{000..003}.npy"), "-o", str(tmp_path / "x.npy")]
-    )
+    result = run_cli("convert", tmp_path / "part-{000..003}.npy", "-o", tmp_path / "x.npy")
     assert result.exit_code == 2
     assert "part-003.npy: no such file (from " in result.stderr
     assert not (tmp_path / "x.npy").exists()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from cli_helpers import run_cli
 from conftest import SAMPLE_IMAGES, SAMPLE_LABELS
 from pixscale.cli import main
 from pixscale.store.io import direct
@@ -19,7 +19,7 @@ SHA = "2ac99ff5a3d8394892213fcbf0383ba98c1a173e282a74877fccaae87917f1db"
 
 
 def run(*args: str, code: int = 0) -> tuple[str, str]:
-    result = CliRunner().invoke(main, list(args))
+    result = run_cli(*args)
     assert result.exit_code == code, result.output
     return result.stdout, result.stderr
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from cli_helpers import run_cli
 from conftest import SAMPLE_IMAGES
-from pixscale.cli import main
 from pixscale.core.spec import Spec
 from pixscale.engine.local import convert
 from pixscale.errors import InputError, OutputError
@@ -181,19 +180,8 @@ def test_bad_input_in_a_task_fails_cleanly_and_leaves_nothing(client, tmp_path: 
 
 def test_cli_dask_engine_with_a_local_cluster(tmp_path: Path, shards) -> None:  # type: ignore[no-untyped-def]
     pattern = str(shards[0].parent / "shard-*.npy")
-    result = CliRunner().invoke(
-        main,
-        [
-            "convert",
-            pattern,
-            "-o",
-            str(tmp_path / "c.h5"),
-            "--engine",
-            "dask",
-            "--workers",
-            "2",
-            "-q",
-        ],
+    result = run_cli(
+        "convert", pattern, "-o", tmp_path / "c.h5", "--engine", "dask", "--workers", "2", "-q"
     )
     assert result.exit_code == 0, result.output
     with h5py.File(tmp_path / "c.h5", "r") as handle:

@@ -9,11 +9,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from cli_helpers import fails_with, run_cli
 from conftest import SAMPLE_IMAGES
 from pixscale import Output, Spec, convert
-from pixscale.cli import main
 from pixscale.core.kernels import reference
 from pixscale.core.transform import flat_affine
 from pixscale.store.io import direct
@@ -173,9 +172,7 @@ def test_cli_direct_and_buffered_npy_are_byte_identical(tmp_path: Path, sample) 
     outputs = {}
     for io in ("direct", "buffered"):
         out = tmp_path / f"{io}.npy"
-        result = CliRunner().invoke(
-            main, ["convert", str(SAMPLE_IMAGES), "-o", str(out), "-q", "--io", io]
-        )
+        result = run_cli("convert", SAMPLE_IMAGES, "-o", out, "-q", "--io", io)
         assert result.exit_code == 0, result.output
         outputs[io] = out.read_bytes()
     assert outputs["direct"] == outputs["buffered"]
@@ -231,37 +228,31 @@ def test_uncompressed_hdf5_is_contiguous_on_a_page_boundary(tmp_path: Path, samp
 @pytest.mark.parametrize("options", [["--compression", "gzip"], ["--chunk-images", "10"]])
 def test_cli_direct_with_chunked_hdf5_is_refused(tmp_path: Path, options: list[str]) -> None:
     out = tmp_path / "out.h5"
-    result = CliRunner().invoke(
-        main, ["convert", str(SAMPLE_IMAGES), "-o", str(out), "--io", "direct", *options]
-    )
-    assert result.exit_code == 1
-    assert "direct writes need a .npy file or uncompressed, unchunked HDF5" in result.output
+    args = ["convert", SAMPLE_IMAGES, "-o", out, "--io", "direct", *options]
+    fails_with(args, "direct writes need a .npy file or uncompressed, unchunked HDF5")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_dry_run_says_how_it_writes(tmp_path: Path) -> None:
     for io, says in (("direct", "direct"), ("buffered", "buffered")):
-        result = CliRunner().invoke(
-            main,
-            ["convert", str(SAMPLE_IMAGES), "-o", str(tmp_path / "o.npy"), "--io", io, "--dry-run"],
+        result = run_cli(
+            "convert", SAMPLE_IMAGES, "-o", tmp_path / "o.npy", "--io", io, "--dry-run"
         )
         assert result.exit_code == 0, result.output
         assert f"writes  {says}" in result.output
 
 
 def test_direct_to_stdout_is_refused(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        main,
-        [
-            "convert",
-            str(SAMPLE_IMAGES),
-            "-o",
-            "-",
-            "--io",
-            "direct",
-            "--params-out",
-            str(tmp_path / "p.json"),
-        ],
-    )
-    assert result.exit_code == 1
-    assert "direct writes need a .npy file" in result.output
+    args = [
+        "convert",
+        SAMPLE_IMAGES,
+        "-o",
+        "-",
+        "--io",
+        "direct",
+        "--params-out",
+        tmp_path / "p.json",
+    ]
+    result = fails_with(args, "direct writes need a .npy file")
+    assert result.stdout_bytes == b""
+    assert list(tmp_path.iterdir()) == []

@@ -35,6 +35,7 @@ DOCS_PAGES = [
     "safety.md",
     "python-api.md",
     "scale-out.md",
+    "object-storage.md",
     "performance.md",
 ]
 FRONT_DOOR = (

@@ -6,19 +6,22 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from cli_helpers import (
+    assert_one_error_line,
+    fails_with,
+    invoke,
+    run_cli,
+    run_process,
+    start_process,
+)
 from conftest import SAMPLE_IMAGES
-from pixscale.cli import main
 from pixscale.errors import InputError
-
-PIXSCALE = str(Path(sys.executable).parent / "pixscale")
 
 
 def idx_header(*shape: int, dtype: int = 0x08) -> bytes:
@@ -75,12 +78,7 @@ def test_bad_input(tmp_path: Path, case: str, suffix: str) -> None:
     (out_dir / "keep.txt").write_text("already here")
     path = make_input(source_dir, case)
     before = listing(out_dir)
-    result = CliRunner().invoke(main, ["convert", str(path), "-o", str(out_dir / f"x{suffix}")])
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("Error: ") and CATALOGUE[case][1] in lines[0]
-    assert str(path.name) in lines[0] or case == "missing"
+    fails_with(["convert", path, "-o", out_dir / f"x{suffix}"], CATALOGUE[case][1], names=[path])
     assert listing(out_dir) == before
 
 
@@ -88,47 +86,37 @@ def test_params_that_do_not_fit(tmp_path: Path) -> None:
     params = tmp_path / "p.json"
     rgb = tmp_path / "rgb.npy"
     np.save(rgb, np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3))
-    CliRunner().invoke(
-        main, ["fit", str(rgb), "-s", "standardize", "--scope", "channel", "-o", str(params)]
+    assert (
+        run_cli("fit", rgb, "-s", "standardize", "--scope", "channel", "-o", params).exit_code == 0
     )
-    result = CliRunner().invoke(
-        main,
-        ["convert", str(SAMPLE_IMAGES), "-o", str(tmp_path / "x.h5"), "--params-from", str(params)],
-    )
-    assert result.exit_code == 1 and "3 channels, data has 1" in result.stderr
+    args = ["convert", SAMPLE_IMAGES, "-o", tmp_path / "x.h5", "--params-from", params]
+    fails_with(args, "3 channels, data has 1", names=[params])
     assert not (tmp_path / "x.h5").exists()
 
 
 def test_params_file_that_is_not_a_record(tmp_path: Path) -> None:
     bad = tmp_path / "p.json"
     bad.write_text('{"format": "something else"}')
-    result = CliRunner().invoke(
-        main,
-        ["convert", str(SAMPLE_IMAGES), "-o", str(tmp_path / "x.h5"), "--params-from", str(bad)],
-    )
-    assert result.exit_code == 1 and "not a pixscale.params/1 record" in result.stderr
+    args = ["convert", SAMPLE_IMAGES, "-o", tmp_path / "x.h5", "--params-from", bad]
+    fails_with(args, "not a pixscale.params/1 record", names=[bad])
+    assert not (tmp_path / "x.h5").exists()
 
 
 def test_output_folder_missing(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        main, ["convert", str(SAMPLE_IMAGES), "-o", str(tmp_path / "nope" / "x.h5")]
-    )
-    assert result.exit_code == 1 and "output folder" in result.stderr
+    fails_with(["convert", SAMPLE_IMAGES, "-o", tmp_path / "nope" / "x.h5"], "output folder")
+    assert not (tmp_path / "nope").exists()
 
 
 def test_output_never_overwrites_an_input(tmp_path: Path) -> None:
     path = tmp_path / "x.npy"
     np.save(path, np.zeros((2, 3, 3), np.uint8))
     before = path.read_bytes()
-    result = CliRunner().invoke(main, ["convert", str(path), "-o", str(path), "--overwrite"])
-    assert result.exit_code == 1 and "refusing to overwrite an input" in result.stderr
+    fails_with(["convert", path, "-o", path, "--overwrite"], "refusing to overwrite an input")
     assert path.read_bytes() == before
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        main, ["--debug", "convert", str(tmp_path / "missing"), "-o", str(tmp_path / "x.h5")]
-    )
+    result = invoke(["--debug", "convert", tmp_path / "missing", "-o", tmp_path / "x.h5"])
     # The library's own error escapes with its traceback (not click's SystemExit).
     assert result.exit_code == 1 and isinstance(result.exception, InputError)
 
@@ -139,8 +127,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
     path.chmod(0)
     if os.access(path, os.R_OK):
         pytest.skip("running with privileges that read any file")
-    result = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "x.h5")])
-    assert result.exit_code == 1 and "Permission denied" in result.stderr
+    fails_with(["convert", path, "-o", tmp_path / "x.h5"], "Permission denied", names=[path])
 
 
 def limit_file_size() -> None:
@@ -152,16 +139,9 @@ def test_output_larger_than_the_file_size_limit_is_refused_up_front(
     tmp_path: Path, suffix: str
 ) -> None:
     out = tmp_path / f"big{suffix}"
-    result = subprocess.run(
-        [PIXSCALE, "convert", str(SAMPLE_IMAGES), "-o", str(out), "--chunk-mb", "0.1"],
-        capture_output=True,
-        text=True,
-        preexec_fn=limit_file_size,
-        check=False,
-    )
-    assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "file-size limit" in lines[0]
+    args = ["convert", SAMPLE_IMAGES, "-o", out, "--chunk-mb", "0.1"]
+    done = run_process(args, preexec_fn=limit_file_size)
+    assert_one_error_line(done, "file-size limit")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -182,18 +162,15 @@ def test_file_size_limit_hit_mid_write_fails_cleanly(tmp_path: Path) -> None:
     big = big_input(tmp_path)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    process = subprocess.Popen(
-        [PIXSCALE, "convert", str(big), "-o", str(out_dir / "x.npy"), "--chunk-mb", "1"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_process(["convert", big, "-o", out_dir / "x.npy", "--chunk-mb", "1"])
     wait_for_output(out_dir)
     limit = 8 << 20  # lowered while the output is being written
     resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (limit, limit))
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 1, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and "write failed: File too large" in lines[0]
+    assert_one_error_line(
+        subprocess.CompletedProcess(process.args, process.returncode, "", stderr),
+        "x.npy: write failed: File too large",
+    )
     assert list(out_dir.iterdir()) == []
 
 
@@ -202,23 +179,8 @@ def test_interrupted_conversion_leaves_nothing(tmp_path: Path, sig: signal.Signa
     big = big_input(tmp_path)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    process = subprocess.Popen(
-        [
-            PIXSCALE,
-            "convert",
-            str(big),
-            "-o",
-            str(out_dir / "x.h5"),
-            "-s",
-            "standardize",
-            "--scope",
-            "channel",
-            "--chunk-mb",
-            "1",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    options = ["-s", "standardize", "--scope", "channel", "--chunk-mb", "1"]
+    process = start_process(["convert", big, "-o", out_dir / "x.h5", *options])
     wait_for_output(out_dir)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=60)
@@ -228,24 +190,16 @@ def test_interrupted_conversion_leaves_nothing(tmp_path: Path, sig: signal.Signa
 
 
 def test_fitted_stream_without_params_out_is_refused(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        main, ["convert", str(SAMPLE_IMAGES), "-o", "-", "-s", "standardize"]
-    )
-    assert result.exit_code == 1 and "--params-out" in result.stderr
+    result = fails_with(["convert", SAMPLE_IMAGES, "-o", "-", "-s", "standardize"], "--params-out")
     assert result.stdout == ""
 
 
 def test_a_newline_in_a_file_name_stays_on_one_line(tmp_path: Path) -> None:
     path = tmp_path / "evil\nname.npy"
     path.write_bytes(b"not an array")
-    result = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "x.h5")])
-    assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1 and "evil\\nname.npy" in result.stderr
+    fails_with(["convert", path, "-o", tmp_path / "x.h5"], "evil\\nname.npy")
 
 
 def test_closed_standard_output_is_refused(tmp_path: Path) -> None:
-    process = subprocess.run(
-        f"{PIXSCALE} convert {SAMPLE_IMAGES} -o - >&-", shell=True, capture_output=True, text=True
-    )
-    assert process.returncode == 1, process.stderr
-    assert process.stderr.startswith("Error: ") and "Traceback" not in process.stderr
+    done = run_process(["convert", SAMPLE_IMAGES, "-o", "-"], preexec_fn=lambda: os.close(1))
+    assert_one_error_line(done, "-o -: standard output is closed")

@@ -8,18 +8,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from pixscale.cli import main
+from cli_helpers import fails_with, run_cli
 from pixscale.core.spec import Spec
 from pixscale.engine.local import convert, fit
 from pixscale.errors import ParamsError
 
 TRAIN_SHA = "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
-
-
-def run(*args: object) -> object:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def bits(values: np.ndarray) -> np.ndarray:
@@ -34,9 +29,11 @@ def test_fit_mnist_reports_the_known_mean_and_std(
     tmp_path: Path, mnist_dir: Path, mnist_train
 ) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "mnist.params.json"
-    result = run("fit", mnist_dir / "train-images-idx3-ubyte.gz", "-s", "standardize", "-o", out)
-    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
-    assert "mean (0.1307), std (0.3081)" in result.stderr  # type: ignore[attr-defined]
+    result = run_cli(
+        "fit", mnist_dir / "train-images-idx3-ubyte.gz", "-s", "standardize", "-o", out
+    )
+    assert result.exit_code == 0, result.output
+    assert "mean (0.1307), std (0.3081)" in result.stderr
     record = json.loads(out.read_text())
     as_float = mnist_train[0].astype(np.float64)
     assert record["source_low"] == pytest.approx(as_float.mean(), rel=1e-12)
@@ -44,8 +41,8 @@ def test_fit_mnist_reports_the_known_mean_and_std(
     assert round(record["stats"]["mean_unit"], 4) == 0.1307
     assert round(record["stats"]["std_unit"], 4) == 0.3081
     assert record["fitted_on"]["sha256"] == TRAIN_SHA
-    exported = run("export", out, "--to", "torchvision")
-    assert exported.output.strip() == (  # type: ignore[attr-defined]
+    exported = run_cli("export", out, "--to", "torchvision")
+    assert exported.output.strip() == (
         "transforms.Normalize(mean=(0.1307,), std=(0.3081,))  # after ToTensor()"
     )
 
@@ -54,10 +51,10 @@ def test_test_set_with_training_parameters(tmp_path: Path, mnist_dir: Path, mnis
     params = tmp_path / "p.json"
     fit(mnist_dir / "train-images-idx3-ubyte.gz", params, Spec("standardize"))
     out = tmp_path / "test.h5"
-    result = run(
+    result = run_cli(
         "convert", mnist_dir / "t10k-images-idx3-ubyte.gz", "-o", out, "--params-from", params
     )
-    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output
     train = mnist_train[0].astype(np.float64)
     test_images = np.frombuffer(
         __import__("gzip").open(mnist_dir / "t10k-images-idx3-ubyte.gz").read()[16:], np.uint8
@@ -73,10 +70,10 @@ def test_test_set_with_training_parameters(tmp_path: Path, mnist_dir: Path, mnis
 
 
 def test_fitting_on_a_test_split_warns(mnist_dir: Path) -> None:
-    result = run("fit", mnist_dir / "t10k-images-idx3-ubyte.gz", "-s", "standardize")
-    assert result.exit_code == 0  # type: ignore[attr-defined]
-    assert "Warning: fitting on what looks like a test" in result.stderr  # type: ignore[attr-defined]
-    assert json.loads(result.stdout)["strategy"] == "standardize"  # type: ignore[attr-defined]
+    result = run_cli("fit", mnist_dir / "t10k-images-idx3-ubyte.gz", "-s", "standardize")
+    assert result.exit_code == 0
+    assert "Warning: fitting on what looks like a test" in result.stderr
+    assert json.loads(result.stdout)["strategy"] == "standardize"
 
 
 def test_per_channel_standardize_on_a_photograph(
@@ -145,18 +142,16 @@ def test_constant_images_and_channels_stay_finite_and_are_reported(tmp_path: Pat
     data[:3, :, :, 0] = np.arange(16, dtype=np.uint8).reshape(4, 4)
     path = tmp_path / "c.npy"
     np.save(path, data)
-    result = run(
+    result = run_cli(
         "convert", path, "-o", tmp_path / "c.h5", "-s", "standardize", "--scope", "channel"
     )
-    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
-    assert "2 constant channel element(s)" in result.stderr  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output
+    assert "2 constant channel element(s)" in result.stderr
     with h5py.File(tmp_path / "c.h5", "r") as handle:
         assert np.isfinite(handle["images"][()]).all()
         record = json.loads(handle.attrs["pixscale_params"])
     assert record["zero_std"]["constant"] == [[1], [2]]
-    refused = run(
-        "convert",
-        path,
+    args = [
         "-o",
         tmp_path / "e.h5",
         "-s",
@@ -165,8 +160,8 @@ def test_constant_images_and_channels_stay_finite_and_are_reported(tmp_path: Pat
         "channel",
         "--zero-std",
         "error",
-    )
-    assert refused.exit_code == 1 and "zero spread" in refused.stderr  # type: ignore[attr-defined]
+    ]
+    fails_with(["convert", path, *args], "zero spread")
     assert not (tmp_path / "e.h5").exists()
     data[5] = 9  # a constant image
     np.save(path, data)
@@ -190,7 +185,7 @@ def test_given_imagenet_constants_in_unit_scale(
     tmp_path: Path, photo_npy: Path, photo_tiles
 ) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "n.npy"
-    result = run(
+    result = run_cli(
         "convert",
         photo_npy,
         "-o",
@@ -202,12 +197,12 @@ def test_given_imagenet_constants_in_unit_scale(
         "--std",
         "0.229,0.224,0.225",
     )
-    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output
     mean = np.array([0.485, 0.456, 0.406]) * 255
     std = np.array([0.229, 0.224, 0.225]) * 255
     assert np.array_equal(bits(np.load(out)), bits(float64_then_float32(photo_tiles, mean, std)))
-    exported = run("export", out, "--to", "torchvision")
-    assert "mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)" in exported.output  # type: ignore[attr-defined]
+    exported = run_cli("export", out, "--to", "torchvision")
+    assert "mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)" in exported.output
 
 
 @pytest.mark.parametrize(
@@ -223,8 +218,8 @@ def test_export_of_symmetric_to_each_framework(tmp_path: Path, target: str, expe
 
     out = tmp_path / "s.h5"
     convert(SAMPLE_IMAGES, out, Spec("symmetric"))
-    result = run("export", out, "--to", target)
-    assert result.exit_code == 0 and expected in result.output  # type: ignore[attr-defined]
+    result = run_cli("export", out, "--to", target)
+    assert result.exit_code == 0 and expected in result.output
 
 
 def test_shards_fit_as_one_dataset(tmp_path: Path, photo_tiles) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -10,18 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from cli_helpers import PIXSCALE, run_cli
 from conftest import ROOT, SAMPLE_IMAGES
-from pixscale.cli import main
 from pixscale.core.spec import Spec
 from pixscale.engine.local import convert
 
-PIXSCALE = str(Path(sys.executable).parent / "pixscale")
-
 
 def info_json(path: Path) -> dict:  # type: ignore[type-arg]
-    result = CliRunner().invoke(main, ["info", str(path), "--json"])
+    result = run_cli("info", path, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
@@ -68,7 +66,7 @@ def test_info_on_outputs_of_every_strategy(tmp_path: Path, spec: Spec, suffix: s
         pytest.approx(float(data.astype(np.float64).mean()), abs=1e-9)
     ]
     assert details["source"]["name"] == SAMPLE_IMAGES.name and details["labels"] == 1000
-    text = CliRunner().invoke(main, ["info", str(out)])
+    text = run_cli("info", out)
     assert f"strategy   {spec.strategy}, scope {spec.scope}" in text.output
 
 
@@ -106,7 +104,7 @@ def test_preview_draws_a_png_of_the_expected_size(
             (path / name).mkdir(parents=True)
             Image.fromarray(np.full((20, 30, 3), 100, np.uint8)).save(path / name / "a.png")
     out = tmp_path / "preview.png"
-    result = CliRunner().invoke(main, ["preview", str(path), "-o", str(out), "-n", "12"])
+    result = run_cli("preview", path, "-o", out, "-n", "12")
     assert result.exit_code == 0, result.output
     from pixscale.tasks.preview import CELL, HIST_SIZE, LABEL_HEIGHT
 
@@ -144,17 +142,8 @@ def test_preview_of_an_output_shows_the_source_pixels(tmp_path: Path, sample) ->
 
 
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        main,
-        [
-            "convert",
-            str(SAMPLE_IMAGES),
-            "-o",
-            str(tmp_path / "x.h5"),
-            "--dry-run",
-            "-s",
-            "standardize",
-        ],
+    result = run_cli(
+        "convert", SAMPLE_IMAGES, "-o", tmp_path / "x.h5", "--dry-run", "-s", "standardize"
     )
     assert result.exit_code == 0, result.output
     assert "write   " in result.stdout and f"{1000 * 784 * 4:,} bytes" in result.stdout
@@ -170,7 +159,7 @@ def test_makefile_converts_train_and_test_once(tmp_path: Path, mnist_dir: Path) 
         "-f",
         str(ROOT / "examples" / "Makefile"),
         f"DATA={mnist_dir}",
-        f"PIXSCALE={PIXSCALE}",
+        f"PIXSCALE={shlex.join(PIXSCALE)}",
     ]
     first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=False)
     assert first.returncode == 0, first.stderr
@@ -241,7 +230,7 @@ def test_info_on_every_input_format(tmp_path: Path, sample, kind: str) -> None: 
         for index, image in enumerate(images):
             Image.fromarray(image).save(path / f"{index:02d}.png")
         args = []
-    result = CliRunner().invoke(main, ["info", str(path), "--json", *args])
+    result = run_cli("info", path, "--json", *args)
     assert result.exit_code == 0, result.output
     details = json.loads(result.stdout)
     as_float = images.astype(np.float64)

@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
+from cli_helpers import fails_with, run_cli
 from image_datasets import assert_clean_error, cli, encode, unit
 from pixscale.sources import open_source
 
@@ -215,11 +216,8 @@ def hub(tmp_path: Path, sample: tuple[np.ndarray, np.ndarray]) -> Path:
 
 
 def info_json(path: Path, *options: str) -> dict[str, object]:
-    from click.testing import CliRunner
 
-    from pixscale.cli import main
-
-    result = CliRunner().invoke(main, ["info", str(path), "--json", *options])
+    result = run_cli("info", path, "--json", *options)
     assert result.exit_code == 0, result.output
     found: dict[str, object] = json.loads(result.stdout)
     return found
@@ -234,11 +232,8 @@ def test_info_says_which_label_column_was_taken_among_several(hub: Path) -> None
 
 
 def test_plain_info_says_which_label_column_was_taken(hub: Path) -> None:
-    from click.testing import CliRunner
 
-    from pixscale.cli import main
-
-    result = CliRunner().invoke(main, ["info", str(hub)])
+    result = run_cli("info", hub)
     assert result.exit_code == 0, result.output
     assert (
         "  label column fine_label (of fine_label, coarse_label; --labels COLUMN picks another)"
@@ -312,11 +307,8 @@ def test_a_column_name_for_another_format_is_no_labels_file(
 
 
 def test_convert_help_lists_every_input_and_output() -> None:
-    from click.testing import CliRunner
 
-    from pixscale.cli import main
-
-    text = CliRunner().invoke(main, ["convert", "--help"]).output
+    text = run_cli("convert", "--help").output
     for kind in (
         "IDX",
         ".npy",
@@ -426,28 +418,22 @@ def test_parameters_fitted_on_other_images_warn_naming_both_shapes(
 def test_labels_none_drops_labels_of_any_format_and_a_file_so_named_is_dot_none(
     tmp_path: Path,
 ) -> None:
-    from click.testing import CliRunner
-
-    from pixscale.cli import main
 
     images = (
         Path(__file__).resolve().parents[1] / "sample_data" / "mnist-train-1k-images-idx3-ubyte.gz"
     )
     os.chdir(tmp_path)
     Path("none").write_bytes(b"not labels")  # a file of that name does not turn none into a path
-    result = CliRunner().invoke(main, ["convert", str(images), "-o", "x.h5", "--labels", "none"])
+    result = run_cli("convert", images, "-o", "x.h5", "--labels", "none")
     assert result.exit_code == 0, result.output
     with h5py.File("x.h5") as handle:
         assert "labels" not in handle
-    result = CliRunner().invoke(main, ["convert", str(images), "-o", "y.h5", "--labels", "./none"])
-    assert result.exit_code == 1
+    result = fails_with(["convert", images, "-o", "y.h5", "--labels", "./none"], "none: ")
     assert result.stderr.startswith("Error: none: ")
+    assert not Path("y.h5").exists()
 
 
 def test_inputs_of_which_only_some_carry_labels_are_refused(tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from pixscale.cli import main
 
     sample = Path(__file__).resolve().parents[1] / "sample_data"
     for name in ("mnist-train-1k-images-idx3-ubyte.gz", "mnist-train-1k-labels-idx1-ubyte.gz"):
@@ -459,44 +445,33 @@ def test_inputs_of_which_only_some_carry_labels_are_refused(tmp_path: Path) -> N
         str(tmp_path / "mnist-train-1k-images-idx3-ubyte.gz"),
         str(tmp_path / "other-images.gz"),
     ]
-    result = CliRunner().invoke(main, ["convert", *args, "-o", str(tmp_path / "c.h5")])
-    assert result.exit_code == 1
-    assert "other-images.gz: holds no labels while" in result.stderr
+    fails_with(
+        ["convert", *args, "-o", tmp_path / "c.h5"], "other-images.gz: holds no labels while"
+    )
     assert not (tmp_path / "c.h5").exists()
 
 
 def test_invert_says_what_it_wrote_and_verify_what_it_compared(tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from pixscale.cli import main
 
     images = (
         Path(__file__).resolve().parents[1] / "sample_data" / "mnist-train-1k-images-idx3-ubyte.gz"
     )
     out, back = tmp_path / "x.npy", tmp_path / "back.npy"
-    assert CliRunner().invoke(main, ["convert", str(images), "-o", str(out)]).exit_code == 0
-    result = CliRunner().invoke(main, ["invert", str(out), "-o", str(back)])
+    assert run_cli("convert", images, "-o", out).exit_code == 0
+    result = run_cli("invert", out, "-o", back)
     assert result.exit_code == 0, result.output
     assert result.stderr == f"{back}: 1,000 images, exact\n"
-    result = CliRunner().invoke(
-        main, ["verify", str(out), "--source", str(images), "--samples", "10"]
-    )
+    result = run_cli("verify", out, "--source", images, "--samples", "10")
     assert "ok   10 sampled images re-derive exactly from the source" in result.stdout
-    result = CliRunner().invoke(main, ["verify", str(out), "--source", str(images)])
+    result = run_cli("verify", out, "--source", images)
     assert "ok   every image re-derives exactly from the source" in result.stdout
 
 
 def test_empty_labels_say_what_to_give(tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from pixscale.cli import main
 
     images = Path(__file__).resolve().parents[1] / "sample_data"
     sample = images / "mnist-train-1k-images-idx3-ubyte.gz"
-    result = CliRunner().invoke(
-        main, ["convert", str(sample), "-o", str(tmp_path / "o.h5"), "--labels", ""]
-    )
-    assert result.exit_code == 1
+    result = fails_with(["convert", sample, "-o", tmp_path / "o.h5", "--labels", ""], "--labels")
     assert (
         result.stderr == "Error: --labels is empty: give a labels file, a Parquet column or none\n"
     )

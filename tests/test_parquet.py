@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from cli_helpers import run_cli
 from image_datasets import (
     DIGITS,
     assert_clean_error,
@@ -60,13 +61,10 @@ def test_info_shows_format_columns_count_size_and_label_names(
     path = hub_parquet(tmp_path / "train-00000-of-00001.parquet", sample[0][:50], sample[1][:50])
     code, _ = cli("info", path)
     assert code == 0
-    from click.testing import CliRunner
 
-    from pixscale.cli import main
-
-    text = CliRunner().invoke(main, ["info", str(path)]).stdout
+    text = run_cli("info", path).stdout
     assert "parquet" in text and "50×28×28" in text and "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in text
-    details = json.loads(CliRunner().invoke(main, ["info", str(path), "--json"]).stdout)
+    details = json.loads(run_cli("info", path, "--json").stdout)
     assert details["format"] == "parquet"
     assert details["columns"] == ["image", "label"] and details["image_column"] == "image"
     assert details["shape"] == [50, 28, 28] and details["class_names"] == DIGITS

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import pixscale
+from cli_helpers import run_cli
 from image_datasets import assert_clean_error, cli, encode, write_zip
-from pixscale.cli import main
 from pixscale.errors import ParamsError
 from pixscale.sources.resize import Resize, apply, draft_size, parse_size, prepare
 
@@ -174,7 +173,7 @@ def test_resize_reads_archives_and_refuses_arrays(
     code, stderr = cli("convert", tmp_path / "x.npy", "-o", tmp_path / "y.h5", "--resize", "8x8")
     assert_clean_error(code, stderr, "x.npy", "--resize applies to images")
     for bad in (["--fit", "crop"], ["--resize", "0x8"], ["--resize", "8"]):
-        result = CliRunner().invoke(main, ["convert", str(archive), "-o", "z.h5", *bad])
+        result = run_cli("convert", archive, "-o", "z.h5", *bad)
         assert result.exit_code == 2 and "Traceback" not in result.output
 
 

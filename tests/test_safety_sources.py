@@ -9,8 +9,6 @@ import io
 import os
 import signal
 import struct
-import subprocess
-import sys
 import threading
 import time
 import tracemalloc
@@ -22,9 +20,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from pixscale.cli import main
+from cli_helpers import run_cli, run_process
 from pixscale.core.stats import PixelSums
 from pixscale.errors import InputError
 from pixscale.sources import open_source
@@ -64,7 +61,7 @@ def sparse_npy(path: Path, shape: tuple[int, ...], descr: str = "|u1") -> Path:
 
 
 def cli(*args: object, input: bytes | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args], input=input)
+    result = run_cli(*args, input=input)
     return result.exit_code, result.stderr
 
 
@@ -371,13 +368,7 @@ def test_decompression_bomb_warning_prints_no_traceback(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "a.png").write_bytes(claimed_png(12000, 12000))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pixscale", "info", str(folder)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    done = run_process(["info", folder], env=env, timeout=60)
     assert_one_line_error(done.returncode, done.stderr, "a.png: declares an image of 144,000,000")
 
 

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import click.testing
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import pixscale
-from pixscale.cli import main
+from cli_helpers import fails_with, run_cli, run_process
 from pixscale.core.kernels import Affine, choose_kernel, is_exact, reference
 from pixscale.core.pixels import source_dtype
 from pixscale.core.spec import Geometry, Spec, build_params
@@ -32,10 +28,6 @@ from pixscale.sources import open_source
 from pixscale.store.records import load_params
 
 IMAGES = 1500  # of MNIST: enough for every code path, light on a shared machine
-
-
-def run(*args: Any) -> click.testing.Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -245,13 +237,13 @@ def test_image_stats_uint16(synthetic: np.ndarray) -> None:
 
 def test_info_shows_uint16_statistics(tmp_path: Path, mnist16: np.ndarray) -> None:
     np.save(tmp_path / "x.npy", mnist16)
-    result = run("info", tmp_path / "x.npy", "--json")
+    result = run_cli("info", tmp_path / "x.npy", "--json")
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     mean, std = exact_stats(mnist16, (0, 1, 2))
     assert info["dtype"] == "uint16" and info["stats"]["max"] == [65535.0]
     assert info["stats"]["mean"] == [mean.item()] and info["stats"]["std"] == [std.item()]
-    text = run("info", tmp_path / "x.npy").stdout
+    text = run_cli("info", tmp_path / "x.npy").stdout
     assert "uint16" in text and "max 65535" in text
 
 
@@ -360,10 +352,10 @@ def test_big_endian_npy_and_stdin(tmp_path: Path, mnist12: np.ndarray) -> None:
     source = open_source(tmp_path / "be.npy")
     assert source.dtype == "uint16" and np.array_equal(next(source.chunks(1000)), x)
     with (tmp_path / "be.npy").open("rb") as stdin:
-        done = subprocess.run(
-            [sys.executable, "-m", "pixscale", "convert", "-", "-o", "-", "--bits", "12", "-q"],
-            stdin=stdin, capture_output=True, check=True,
-        )  # fmt: skip
+        done = run_process(
+            ["convert", "-", "-o", "-", "--bits", "12", "-q"], stdin=stdin, text=False
+        )
+    assert done.returncode == 0, done.stderr
     (tmp_path / "out.npy").write_bytes(done.stdout)
     assert same_bits(np.load(tmp_path / "out.npy"), expected(x, 0.0, 4095.0, 0.0, 1.0))
 
@@ -394,12 +386,8 @@ def test_bits_value_above_is_one_error_line_naming_the_file(
     np.save(tmp_path / "x.npy", x)
     for strategy in ("unit", "standardize"):
         out = tmp_path / f"{strategy}.h5"
-        result = run("convert", tmp_path / "x.npy", "-o", out, "--bits", "12", "-s", strategy)
-        assert result.exit_code == 1
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("Error: ")
-        assert str(tmp_path / "x.npy") in lines[0] and "4096" in lines[0]
-        assert "12-bit maximum 4095" in lines[0]
+        args = ["convert", tmp_path / "x.npy", "-o", out, "--bits", "12", "-s", strategy]
+        fails_with(args, "12-bit maximum 4095", names=[tmp_path / "x.npy", "4096"])
         assert not out.exists()
 
 
@@ -413,9 +401,9 @@ def test_bits_names_the_shard_holding_the_value(tmp_path: Path, mnist12: np.ndar
 
 
 def test_bits_on_uint8(tmp_path: Path, sample_npy: Path) -> None:
-    result = run("convert", sample_npy, "-o", tmp_path / "y.h5", "--bits", "12")
-    assert result.exit_code == 1
-    assert "--bits 12 is more than uint8 data holds (8 bits)" in result.stderr
+    args = ["convert", sample_npy, "-o", tmp_path / "y.h5", "--bits", "12"]
+    fails_with(args, "--bits 12 is more than uint8 data holds (8 bits)")
+    assert not (tmp_path / "y.h5").exists()
     x = np.load(sample_npy) // 2  # 0..127
     np.save(tmp_path / "x7.npy", x)
     record = pixscale.convert(tmp_path / "x7.npy", tmp_path / "y7.npy", Spec(bits=7))
@@ -429,7 +417,7 @@ def test_bits_on_uint8(tmp_path: Path, sample_npy: Path) -> None:
 
 
 def test_bits_out_of_range_is_a_usage_error(tmp_path: Path, sample_npy: Path) -> None:
-    assert run("convert", sample_npy, "-o", tmp_path / "y.h5", "--bits", "17").exit_code == 2
+    assert run_cli("convert", sample_npy, "-o", tmp_path / "y.h5", "--bits", "17").exit_code == 2
     with pytest.raises(ParamsError, match="--bits must be an integer from 1 to 16"):
         Spec(bits=0)
 
@@ -447,13 +435,10 @@ def test_params_from_refuses_the_other_dtype(
     tmp_path: Path, mnist16: np.ndarray, sample_npy: Path
 ) -> None:
     np.save(tmp_path / "x16.npy", mnist16[:100])
-    fit = run("fit", tmp_path / "x16.npy", "-s", "standardize", "-o", tmp_path / "p16.json")
+    fit = run_cli("fit", tmp_path / "x16.npy", "-s", "standardize", "-o", tmp_path / "p16.json")
     assert fit.exit_code == 0, fit.output
-    result = run(
-        "convert", sample_npy, "-o", tmp_path / "y.h5", "--params-from", tmp_path / "p16.json"
-    )
-    assert result.exit_code == 1
-    assert "parameters for uint16 pixels, data is uint8" in result.stderr
+    args = ["convert", sample_npy, "-o", tmp_path / "y.h5", "--params-from", tmp_path / "p16.json"]
+    fails_with(args, "parameters for uint16 pixels, data is uint8")
     pixscale.fit(sample_npy, tmp_path / "p8.json", Spec("standardize"))
     with pytest.raises(ParamsError, match="parameters for uint8 pixels, data is uint16"):
         pixscale.convert(tmp_path / "x16.npy", tmp_path / "z.h5", params_from=tmp_path / "p8.json")
@@ -467,10 +452,8 @@ def test_params_from_refuses_the_other_dtype(
 
 def test_store_uint8_refused_with_one_line(tmp_path: Path, synthetic: np.ndarray) -> None:
     np.save(tmp_path / "x.npy", synthetic)
-    result = run("convert", tmp_path / "x.npy", "-o", tmp_path / "p.h5", "--store", "uint8")
-    assert result.exit_code == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "uint16 pixels do not fit uint8" in lines[0]
+    args = ["convert", tmp_path / "x.npy", "-o", tmp_path / "p.h5", "--store", "uint8"]
+    fails_with(args, "uint16 pixels do not fit uint8")
     assert not (tmp_path / "p.h5").exists()
 
 

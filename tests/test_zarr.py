@@ -31,13 +31,11 @@ from pixscale.tasks.verify import verify
 zarr = pytest.importorskip("zarr", reason="zarr-python 3 is not installed")
 
 from pixscale.sources.zarr import open_zarr  # noqa: E402
-from pixscale.store.zarr import (  # noqa: E402
-    ZarrWriter,
-    is_zarr_output,
-    open_zarr_output,
-    read_zarr_record,
-    require_zarr,
-)
+from pixscale.store.backends.zarr.detect import is_zarr_output  # noqa: E402
+from pixscale.store.backends.zarr.reader import open_zarr_output  # noqa: E402
+from pixscale.store.backends.zarr.record import read_zarr_record  # noqa: E402
+from pixscale.store.backends.zarr.storage import require_zarr  # noqa: E402
+from pixscale.store.backends.zarr.writer import ZarrWriter  # noqa: E402
 
 
 def local_zarr(source: Source, target: Path, spec: Spec, **options: Any) -> dict[str, Any]:

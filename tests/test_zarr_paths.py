@@ -22,7 +22,10 @@ zarr = pytest.importorskip("zarr", reason="zarr-python 3 is not installed")
 from zarr.codecs import BytesCodec, GzipCodec, ZstdCodec  # noqa: E402
 
 from pixscale.sources.zarr import RawChunks, ZarrSource, decoded_spans, open_zarr  # noqa: E402
-from pixscale.store.zarr import ShardedImages, open_zarr_images  # noqa: E402
+from pixscale.store.backends.zarr.reader import (  # noqa: E402
+    ShardedImages,
+    open_zarr_images,
+)
 
 COUNT = 50
 IMAGE = (6, 5)

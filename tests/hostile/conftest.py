@@ -6,8 +6,8 @@ output, no hidden ``.tmp``); an existing output never changed; memory within a b
 
 Everything goes through the command line only:
 
-- ``cli`` runs ``pixscale.cli.main`` in-process with click's CliRunner;
-- ``run_cli`` / ``start_cli`` run the installed ``pixscale`` as a child process, with its own
+- ``cli`` runs ``pixscale.cli.main`` in-process (``cli_helpers.invoke``);
+- ``run_child`` / ``start_cli`` run the installed ``pixscale`` as a child process, with its own
   TMPDIR, rlimits and a watchdog, and report its peak resident memory (``ru_maxrss`` of the
   command itself: it is forked from a small launcher, because a child forked from pytest
   inherits pytest's high-water mark);
@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import resource
 import signal
 import stat
@@ -44,9 +45,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from pixscale.cli import main
+from cli_helpers import PIXSCALE, invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGES = ROOT / "sample_data" / "mnist-train-1k-images-idx3-ubyte.gz"
@@ -58,17 +58,8 @@ RSS_BOUND = 400 << 20
 #: failure of the test (MemoryError is a traceback), but the machine survives it.
 ADDRESS_SPACE_GUARD = 6 << 30
 IS_ROOT = os.geteuid() == 0
-
-
-def pixscale_command() -> list[str]:
-    """The installed entry point beside this interpreter, else ``python -m pixscale``."""
-    script = Path(sys.executable).parent / "pixscale"
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-m", "pixscale"]
-
-
-PIXSCALE = pixscale_command()
+#: A pytest temporary folder (``…/pytest-N/<test name>N``) within an error line.
+PYTEST_TMP = re.compile(r"\S*/pytest-\d+/[^/\s:]+")
 
 
 # --------------------------------------------------------------------------- outcomes
@@ -109,9 +100,9 @@ class Outcome:
 
 
 def cli(args: Sequence[object], input: bytes | str | None = None) -> Outcome:
-    """Run ``pixscale ARGS`` in-process with click's CliRunner."""
+    """Run ``pixscale ARGS`` in-process (``cli_helpers.invoke``)."""
     argv = [str(a) for a in args]
-    result = CliRunner().invoke(main, argv, input=input)
+    result = invoke(argv, input)
     exc = result.exception
     text = ""
     if exc is not None and not isinstance(exc, SystemExit) and result.exc_info is not None:
@@ -408,7 +399,7 @@ def start_cli(
     return Child(argv, launcher, pid, read_fd, out, err)
 
 
-def run_cli(
+def run_child(
     args: Sequence[object],
     *,
     timeout: float = 120.0,
@@ -425,12 +416,16 @@ def run_cli(
 def assert_clean_failure(
     outcome: Outcome,
     *,
-    names: Iterable[str] = (),
+    names: Iterable[object] = (),
     reasons: Iterable[str] = (),
     forbidden: Iterable[str] = (),
 ) -> str:
     """Exit 1, no traceback, exactly one stderr line ``Error: …`` naming one of ``names``
-    and giving one of ``reasons`` (case-insensitive); returns that line."""
+    and giving one of ``reasons`` (case-insensitive); returns that line.
+
+    Reasons are looked for with the test's temporary folder written ``<tmp>``: it is named
+    after the test, and a test about corruption would otherwise find "corrupt" there.
+    """
     detail = outcome.describe()
     assert not outcome.note, detail
     assert outcome.exception is None or isinstance(outcome.exception, SystemExit), detail
@@ -440,13 +435,13 @@ def assert_clean_failure(
     assert len(lines) == 1, f"expected exactly one line on stderr\n{detail}"
     line = lines[0]
     assert line.startswith("Error: "), detail
-    names = list(names)
-    if names:
-        assert any(name in line for name in names), f"the error names none of {names}\n{detail}"
+    texts = [str(name) for name in names]
+    if texts:
+        assert any(name in line for name in texts), f"the error names none of {texts}\n{detail}"
     reasons = list(reasons)
     if reasons:
-        lowered = line.lower()
-        assert any(r.lower() in lowered for r in reasons), (
+        lowered = PYTEST_TMP.sub("<tmp>", line).lower()
+        assert any(PYTEST_TMP.sub("<tmp>", r).lower() in lowered for r in reasons), (
             f"the error gives none of the reasons {reasons}\n{detail}"
         )
     for text in forbidden:

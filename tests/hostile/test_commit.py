@@ -8,7 +8,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
+from cli_helpers import assert_one_error_line, run_process
 from pixscale.engine.local import convert
 from pixscale.errors import InputError, OutputError
 from pixscale.sources.base import Source, UInt8Array
@@ -24,7 +24,6 @@ from pixscale.store.io import atomic
 from pixscale.store.io.atomic import StagedOutputs, staged_outputs
 
 from .conftest import (
-    PIXSCALE,
     SAMPLE_IMAGES,
     SAMPLE_LABELS,
     assert_clean_failure,
@@ -151,30 +150,24 @@ def test_an_existing_folder_as_params_out_is_refused_before_stdin_is_read(
     folder.mkdir()
     read_end, write_end = os.pipe()
     try:
-        done = subprocess.run(
-            [*PIXSCALE, "convert", "-", "-o", tmp_path / "x.h5", "--params-out", folder],
-            stdin=read_end, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        done = run_process(
+            ["convert", "-", "-o", tmp_path / "x.h5", "--params-out", folder], stdin=read_end
+        )
     finally:
         os.close(read_end)
         os.close(write_end)
-    assert done.returncode == 1, done.stderr
-    assert done.stderr.startswith(f"Error: {folder}: is a folder"), done.stderr
+    assert_one_error_line(done, f"{folder}: is a folder")
 
 
 def test_an_existing_labels_companion_is_refused_before_stdin_is_read(tmp_path: Path) -> None:
     (tmp_path / "x.labels.npy").write_bytes(b"someone's")
     read_end, write_end = os.pipe()
     try:
-        done = subprocess.run(
-            [*PIXSCALE, "convert", "-", "-o", tmp_path / "x.npy"],
-            stdin=read_end, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        done = run_process(["convert", "-", "-o", tmp_path / "x.npy"], stdin=read_end)
     finally:
         os.close(read_end)
         os.close(write_end)
-    assert done.returncode == 1, done.stderr
-    assert "x.labels.npy: already exists" in done.stderr
+    assert_one_error_line(done, "x.labels.npy: already exists")
 
 
 # ------------------------------------------------------------------ count and checksum

@@ -29,7 +29,7 @@ from .conftest import (
     assert_unchanged,
     assert_within_memory,
     cli,
-    run_cli,
+    run_child,
     snapshot,
 )
 
@@ -201,7 +201,7 @@ def test_fit_per_dataset_or_channel_memory_follows_the_input(
     np.save(tmp_path / "big.npy", data)
     out = tmp_path / "p.json"
     args = ["fit", tmp_path / "big.npy", "-s", "standardize", "--scope", scope]
-    outcome = run_cli([*args, "--chunk-mb", 4, "-o", out], timeout=300)
+    outcome = run_child([*args, "--chunk-mb", 4, "-o", out], timeout=300)
     assert outcome.code == 0, outcome.describe()
     assert_within_memory(outcome, BASE_RSS + 2 * data.nbytes)
     assert out.exists()

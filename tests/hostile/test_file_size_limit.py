@@ -16,7 +16,10 @@ import h5py
 import numpy as np
 import pytest
 
+from pixscale.engine.local import convert
+
 from .conftest import (
+    SAMPLE_IMAGES,
     Outcome,
     assert_clean_failure,
     assert_unchanged,
@@ -25,7 +28,7 @@ from .conftest import (
     wait_for,
 )
 
-REASONS = ("file too large", "file-size limit", "write failed", "too large", "limit")
+WRITE_FAILED = "x.h5: write failed: File too large"
 LAYOUTS = {
     "gzip": ["--compression", "gzip"],
     "lzf": ["--compression", "lzf"],
@@ -57,23 +60,11 @@ def test_limit_lowered_while_writing(
         tmpdir=child_tmp,
         file_size_limit=resource.RLIM_INFINITY,  # SIGXFSZ ignored, no limit yet
     )
-    assert wait_for(lambda: any(out_dir.iterdir()) or not child.alive()), "nothing written"
-    limit = written(out_dir) + (2 << 20)
-    try:
-        resource.prlimit(child.pid, resource.RLIMIT_FSIZE, (limit, limit))
-    except ProcessLookupError:
-        pass
+    # The limit goes below what is already written: the next write fails, however fast.
+    assert wait_for(lambda: written(out_dir) > 1 << 20 or not child.alive()), "nothing written"
+    resource.prlimit(child.pid, resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
     outcome: Outcome = child.finish(timeout=120)
-    if outcome.code == 0:
-        # Only a complete, correct output excuses exit 0: the run beat the new limit.
-        with h5py.File(out_dir / "x.h5", "r") as handle:
-            stored = handle["images"][()]
-        expected = np.load(noise).astype(np.float32) / np.float32(255)
-        assert np.array_equal(stored, expected), "exit 0 with a damaged output\n" + (
-            outcome.describe()
-        )
-        pytest.skip("the conversion finished before the limit was lowered")
-    assert_clean_failure(outcome, names=["x.h5"], reasons=REASONS)
+    assert_clean_failure(outcome, names=[out_dir / "x.h5"], reasons=[WRITE_FAILED])
     assert_unchanged(tmp_path, before)
 
 
@@ -81,13 +72,45 @@ def test_limit_lowered_while_writing(
 def test_limit_set_from_the_start(
     tmp_path: Path, out_dir: Path, child_tmp: Path, noise: Path, layout: str
 ) -> None:
-    """4 MiB: far less than the 48 MiB of values; refusing up front and failing at the limit
-    are both fine, as long as the failure is clean."""
+    """4 MiB: far less than the 48 MiB of values, which compress poorly; a compressed
+    output is not refused up front for its uncompressed size, so the write fails."""
     before = snapshot(tmp_path)
     outcome = start_cli(
         ["convert", noise, "-o", out_dir / "x.h5", "-q", *LAYOUTS[layout]],
         tmpdir=child_tmp,
         file_size_limit=4 << 20,
     ).finish(timeout=120)
-    assert_clean_failure(outcome, names=["x.h5"], reasons=REASONS)
+    assert_clean_failure(outcome, names=[out_dir / "x.h5"], reasons=[WRITE_FAILED])
+    assert_unchanged(tmp_path, before)
+
+
+def test_compressed_output_is_not_refused_for_its_uncompressed_size(
+    tmp_path: Path, out_dir: Path, child_tmp: Path
+) -> None:
+    """32 MB of float32 zeros compress to almost nothing: an 8 MiB limit is no reason to
+    refuse them up front."""
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.zeros((2000, 64, 64), np.uint8))
+    outcome = start_cli(
+        ["convert", flat, "-o", out_dir / "x.h5", "--compression", "gzip"],
+        tmpdir=child_tmp,
+        file_size_limit=8 << 20,
+    ).finish(timeout=120)
+    assert outcome.code == 0, outcome.describe()
+    assert (out_dir / "x.h5").stat().st_size < 8 << 20
+    with h5py.File(out_dir / "x.h5", "r") as handle:
+        assert handle["images"].shape == (2000, 64, 64) and not handle["images"][-1].any()
+
+
+def test_limit_hit_by_invert_to_hdf5(tmp_path: Path, out_dir: Path, child_tmp: Path) -> None:
+    converted = tmp_path / "x.npy"
+    convert(SAMPLE_IMAGES, converted)
+    before = snapshot(tmp_path)
+    outcome = start_cli(
+        ["invert", converted, "-o", out_dir / "back.h5"],
+        tmpdir=child_tmp,
+        file_size_limit=256 << 10,
+    ).finish(timeout=120)
+    reason = "back.h5: write failed: File too large"
+    assert_clean_failure(outcome, names=[out_dir / "back.h5"], reasons=[reason])
     assert_unchanged(tmp_path, before)

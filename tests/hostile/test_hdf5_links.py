@@ -16,7 +16,6 @@ import pytest
 from .conftest import assert_clean_failure, assert_unchanged, cli, snapshot
 
 SHAPE = (10, 8, 8)
-REASONS = ("external", "virtual", "link")
 
 
 def pixels() -> np.ndarray:
@@ -73,7 +72,18 @@ def converted_output(tmp_path: Path) -> Path:
     return out
 
 
+REFUSED = "{}; refusing to read outside the input"
 KINDS = ["external storage", "virtual dataset", "external link via --key", "labels external link"]
+#: What the error says of each kind, after the file's name (``<tmp>``: the test's folder).
+REASONS = {
+    "external storage": "dataset 'images' stores its data in another file (external storage)",
+    "virtual dataset": "dataset 'images' is a virtual dataset (its data is mapped from other "
+    "datasets or files)",
+    "external link via --key": "dataset 'images' is an external link to "
+    "<tmp>/elsewhere/private.h5:data",
+    "labels external link": "labels 'labels' is an external link to "
+    "<tmp>/elsewhere/private.h5:labels",
+}
 #: verify and invert and fit have no --key: the link that only --key reaches does not apply.
 NO_KEY_KINDS = [k for k in KINDS if k != "external link via --key"]
 
@@ -85,7 +95,7 @@ def test_convert_refuses(tmp_path: Path, kind: str) -> None:
     out.mkdir()
     before = snapshot(tmp_path)
     result = cli(["convert", path, *extra, "-o", out / "x.h5"])
-    assert_clean_failure(result, names=[path.name], reasons=REASONS)
+    assert_clean_failure(result, names=[f"{path}: "], reasons=[REFUSED.format(REASONS[kind])])
     assert_unchanged(tmp_path, before)
 
 
@@ -93,7 +103,7 @@ def test_convert_refuses(tmp_path: Path, kind: str) -> None:
 def test_info_refuses(tmp_path: Path, kind: str) -> None:
     path, extra = make_hostile(tmp_path, kind)
     result = cli(["info", path, *extra])
-    assert_clean_failure(result, names=[path.name], reasons=REASONS)
+    assert_clean_failure(result, names=[f"{path}: "], reasons=[REFUSED.format(REASONS[kind])])
 
 
 @pytest.mark.parametrize("kind", NO_KEY_KINDS)
@@ -101,7 +111,7 @@ def test_fit_refuses(tmp_path: Path, kind: str) -> None:
     path, _ = make_hostile(tmp_path, kind)
     before = snapshot(tmp_path)
     result = cli(["fit", path, "-s", "standardize", "-o", tmp_path / "p.json"])
-    assert_clean_failure(result, names=[path.name], reasons=REASONS)
+    assert_clean_failure(result, names=[f"{path}: "], reasons=[REFUSED.format(REASONS[kind])])
     assert_unchanged(tmp_path, before)
 
 
@@ -110,7 +120,7 @@ def test_verify_source_refuses(tmp_path: Path, kind: str) -> None:
     converted = converted_output(tmp_path)
     path, _ = make_hostile(tmp_path, kind)
     result = cli(["verify", converted, "--source", path])
-    assert_clean_failure(result, names=[path.name], reasons=REASONS)
+    assert_clean_failure(result, names=[f"{path}: "], reasons=[REFUSED.format(REASONS[kind])])
 
 
 @pytest.mark.parametrize("kind", NO_KEY_KINDS)
@@ -119,7 +129,7 @@ def test_invert_verify_refuses(tmp_path: Path, kind: str) -> None:
     path, _ = make_hostile(tmp_path, kind)
     before = snapshot(tmp_path)
     result = cli(["invert", converted, "-o", tmp_path / "back.npy", "--verify", path])
-    assert_clean_failure(result, names=[path.name], reasons=REASONS)
+    assert_clean_failure(result, names=[f"{path}: "], reasons=[REFUSED.format(REASONS[kind])])
     assert_unchanged(tmp_path, before)
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .conftest import PIXSCALE, SAMPLE_IMAGES, assert_clean_failure, assert_unchanged, cli, snapshot
+from cli_helpers import run_process
+
+from .conftest import SAMPLE_IMAGES, assert_clean_failure, assert_unchanged, cli, snapshot
 
 
 @pytest.fixture
@@ -109,10 +110,19 @@ def test_a_local_cluster_leaves_nothing_in_tmpdir(tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    done = subprocess.run(
-        [*PIXSCALE, "convert", SAMPLE_IMAGES, "-o", tmp_path / "o.zarr", "--engine", "dask",
-         "--workers", "1", "-q"],
-        env={**os.environ, "TMPDIR": str(scratch)}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = run_process(
+        [
+            "convert",
+            SAMPLE_IMAGES,
+            "-o",
+            tmp_path / "o.zarr",
+            "--engine",
+            "dask",
+            "--workers",
+            1,
+            "-q",
+        ],
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(os.listdir(scratch)) == []

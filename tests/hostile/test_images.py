@@ -64,13 +64,19 @@ def make_folder(tmp_path: Path, case: str) -> tuple[Path, str]:
     return folder, path.name
 
 
-#: Reasons that tell the user what is wrong with the pixels.
+ONLY_8_BIT = "only 8-bit images and 16-bit greyscale images are read"
+#: What the error says of the pixels, without --mode.
 REASONS = {
-    "16-bit PNG (I;16)": ("16", "bit", "depth", "mode"),
-    "32-bit int TIFF (I)": ("32", "bit", "depth", "mode"),
-    "float TIFF (F)": ("float", "bit", "depth", "mode"),
-    "RGBA PNG": ("alpha", "RGBA", "mode"),
-    "mixed L and RGB": ("mode", "mix", "RGB", "grey", "gray"),
+    "16-bit PNG (I;16)": "mixes 16-bit (b.png) and 8-bit (a.png) images",
+    "32-bit int TIFF (I)": f"b.tif: 32-bit integer image (mode I): {ONLY_8_BIT}",
+    "float TIFF (F)": f"b.tif: 32-bit float image (mode F): {ONLY_8_BIT}",
+    "RGBA PNG": "b.png: has an alpha channel (mode RGBA); use --mode RGB to drop it",
+    "mixed L and RGB": "mixes greyscale (a.png) and colour (b.png) images; choose one with",
+}
+#: What the error says with --mode, where that differs.
+WITH_MODE = {
+    "16-bit PNG (I;16)": "b.png: 16-bit greyscale images are read as they are; --mode would "
+    "convert them to 8 bits",
 }
 WIDE = ["16-bit PNG (I;16)", "32-bit int TIFF (I)", "float TIFF (F)"]
 
@@ -84,7 +90,7 @@ def test_refused_without_mode(tmp_path: Path, case: str, command: str) -> None:
         ["convert", folder, "-o", tmp_path / "x.h5"] if command == "convert" else ["info", folder]
     )
     result = cli(args)
-    assert_clean_failure(result, names=[offender, folder.name], reasons=REASONS[case])
+    assert_clean_failure(result, names=[offender, folder.name], reasons=[REASONS[case]])
     assert_unchanged(tmp_path, before)
 
 
@@ -95,7 +101,8 @@ def test_wide_images_refused_even_with_mode(tmp_path: Path, case: str, mode: str
     folder, offender = make_folder(tmp_path, case)
     before = snapshot(tmp_path)
     result = cli(["convert", folder, "--mode", mode, "-o", tmp_path / "x.npy"])
-    assert_clean_failure(result, names=[offender, folder.name], reasons=REASONS[case])
+    reason = WITH_MODE.get(case, REASONS[case])
+    assert_clean_failure(result, names=[offender, folder.name], reasons=[reason])
     assert_unchanged(tmp_path, before)
 
 

@@ -26,7 +26,7 @@ from .conftest import (
     assert_unchanged,
     assert_within_memory,
     isolated_cli,
-    run_cli,
+    run_child,
     snapshot,
 )
 
@@ -329,7 +329,7 @@ def test_a_footer_lie_on_the_dask_engine_commits_nothing(tmp_path: Path, case: s
     out = tmp_path / "out"
     out.mkdir()
     before = snapshot(tmp_path)
-    outcome = run_cli(
+    outcome = run_child(
         ["convert", path, "-o", out / "x.npy", "--engine", "dask", "--workers", "2", "-q"],
         timeout=240,
     )
@@ -367,7 +367,7 @@ def test_a_dictionary_value_shared_by_4000_rows_is_measured_expanded(
     out = tmp_path / "out"
     out.mkdir()
     before = snapshot(tmp_path)
-    outcome = run_cli(
+    outcome = run_child(
         ["convert", path, "-o", out / "x.h5", "-q"], tmpdir=child_tmp, rss_limit=2 * RSS_BOUND
     )
     assert_clean_failure(

@@ -21,12 +21,9 @@ from .conftest import (
     assert_unchanged,
     cli,
     npy_bytes,
-    run_cli,
+    run_child,
     snapshot,
 )
-
-SHAPE_REASONS = ("zero", "empty", "size", "dimension", "shape", "no pixels")
-
 
 # ------------------------------------------------------------------ zero-size images
 
@@ -45,7 +42,8 @@ def test_npy_with_a_zero_size_image_dimension(
         "fit": ["fit", path, "-s", "standardize", "-o", tmp_path / "p.json"],
     }[command]
     result = cli(args)
-    assert_clean_failure(result, names=[path.name], reasons=SHAPE_REASONS)
+    reason = f"images of shape {shape[1:]} hold no pixels"
+    assert_clean_failure(result, names=[f"{path}: "], reasons=[reason])
     assert_unchanged(tmp_path, before)
 
 
@@ -59,7 +57,8 @@ def test_hdf5_with_a_zero_size_image_dimension(tmp_path: Path, command: str) -> 
         ["-o", tmp_path / "x.h5"] if command == "convert" else []
     )
     result = cli(args)
-    assert_clean_failure(result, names=[path.name], reasons=SHAPE_REASONS)
+    reason = "images of shape (0, 28) hold no pixels"
+    assert_clean_failure(result, names=[f"{path}: "], reasons=[reason])
     assert_unchanged(tmp_path, before)
 
 
@@ -77,7 +76,7 @@ def test_npy_header_whose_size_overflows_int64(tmp_path: Path, command: str) -> 
     )
     result = cli(args)
     assert_clean_failure(
-        result, names=[path.name], reasons=("truncated", "too large", "size", "shape")
+        result, names=[f"{path}: "], reasons=["truncated: header promises 1,329,227,995,784,"]
     )
     assert_unchanged(tmp_path, before)
 
@@ -110,21 +109,21 @@ def patch_member_headers(path: Path, method: int | None = None, flags: int | Non
 IMAGES = np.arange(4 * 8 * 8, dtype=np.uint8).reshape(4, 8, 8)
 
 NPZ_CASES = {
-    # case: (builder, key, reasons)
+    # case: (builder, key, what the error says)
     "member is not .npy (text)": (
         lambda p: write_zip(p, {"notes.txt": b"hello"}),
         None,
-        ("npy", "member", "notes.txt", "array"),
+        "holds no .npy arrays; choose one with --key",
     ),
     "x_train member holds garbage": (
         lambda p: write_zip(p, {"x_train.npy": b"garbage" * 20}),
         "x_train",
-        ("npy", "damaged", "x_train"),
+        "not a valid .npy file (damaged header)",
     ),
     "labels member holds garbage": (
         lambda p: write_zip(p, {"x_train.npy": npy_bytes(IMAGES), "y_train.npy": b"junk" * 30}),
         "x_train",
-        ("y_train", "labels", "npy", "damaged"),
+        "not a valid .npy file (damaged header)",
     ),
     "labels member is a pickled object array": (
         lambda p: write_zip(
@@ -135,7 +134,7 @@ NPZ_CASES = {
             },
         ),
         "x_train",
-        ("pickle", "object", "y_train", "labels"),
+        "labels must be a 1-D integer array, got object(4,)",
     ),
     "labels member is 2-D floats": (
         lambda p: write_zip(
@@ -143,7 +142,7 @@ NPZ_CASES = {
             {"x_train.npy": npy_bytes(IMAGES), "y_train.npy": npy_bytes(np.zeros((4, 3)))},
         ),
         "x_train",
-        ("y_train", "labels", "integer", "1-D"),
+        "labels must be a 1-D integer array, got float64(4, 3)",
     ),
     "unknown compression method (PPMd, 98)": (
         lambda p: (
@@ -151,7 +150,7 @@ NPZ_CASES = {
             patch_member_headers(p, method=98),
         ),
         "x_train",
-        ("compression", "method", "supported", "damaged"),
+        "member 'x_train.npy' is compressed with method 98; only stored and deflate members",
     ),
     "encrypted member": (
         lambda p: (
@@ -159,7 +158,7 @@ NPZ_CASES = {
             patch_member_headers(p, flags=0x1),
         ),
         "x_train",
-        ("encrypt", "password", "supported", "damaged"),
+        "member 'x_train.npy' is encrypted",
     ),
 }
 
@@ -167,7 +166,7 @@ NPZ_CASES = {
 @pytest.mark.parametrize("case", sorted(NPZ_CASES))
 @pytest.mark.parametrize("command", ["convert", "info"])
 def test_bad_npz(tmp_path: Path, case: str, command: str) -> None:
-    build, key, reasons = NPZ_CASES[case]
+    build, key, reason = NPZ_CASES[case]
     path = tmp_path / "arrays.npz"
     build(path)
     before = snapshot(tmp_path)
@@ -175,7 +174,7 @@ def test_bad_npz(tmp_path: Path, case: str, command: str) -> None:
     if command == "convert":
         args += ["-o", tmp_path / "x.npy"]
     result = cli(args)
-    assert_clean_failure(result, names=[path.name], reasons=reasons)
+    assert_clean_failure(result, names=[f"{path}: "], reasons=[reason])
     assert_unchanged(tmp_path, before)
 
 
@@ -260,9 +259,9 @@ def test_preview_of_an_unusual_channel_count_draws_it(tmp_path: Path, channels: 
 
 def test_output_to_a_closed_stdout(tmp_path: Path, small_npy: Path) -> None:
     before = snapshot(tmp_path)
-    result = run_cli(
+    result = run_child(
         ["convert", small_npy, "-o", "-", "--params-out", tmp_path / "p.json"],
         close_stdout=True,
     )
-    assert_clean_failure(result, reasons=("stdout", "standard output", "closed"))
+    assert_clean_failure(result, reasons=["-o -: standard output is closed"])
     assert_unchanged(tmp_path, before)

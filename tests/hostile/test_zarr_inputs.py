@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import assert_clean_failure, cli, run_cli
+from .conftest import assert_clean_failure, cli, run_child
 
 zarr = pytest.importorskip("zarr", reason="zarr-python 3 is not installed")
 numcodecs = pytest.importorskip("numcodecs", reason="numcodecs is not installed")
@@ -68,7 +68,7 @@ def assert_refused(out: Path, outcome: object, name: str, reason: str) -> str:
 
 def capped(*args: object) -> object:
     """Run the CLI in a child limited to ``ADDRESS_SPACE``."""
-    return run_cli(args, address_space=ADDRESS_SPACE)
+    return run_child(args, address_space=ADDRESS_SPACE)
 
 
 def gzip_of_zeros(size: int) -> bytes:

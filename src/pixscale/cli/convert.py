@@ -6,7 +6,6 @@ import contextlib
 import io
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -17,12 +16,14 @@ from pixscale.cli.options import (
     chunk_mb_option,
     expand_globs,
     input_options,
+    located,
     overwrite_option,
     quiet_option,
     strategy_options,
 )
 from pixscale.cli.progress import progress_bar
 from pixscale.core.layouts import OUTPUT_LAYOUTS
+from pixscale.core.location import Location, locate
 from pixscale.core.spec import Spec
 from pixscale.core.storage import DTYPES, STORES
 from pixscale.engine.plan import plan
@@ -49,7 +50,7 @@ def stdout_is_open() -> bool:
     return True
 
 
-def check_stdout(spec: Spec, params_from: Path | None, params_out: Path | None) -> None:
+def check_stdout(spec: Spec, params_from: Location | None, params_out: Location | None) -> None:
     """``-o -``: standard output must be open and not a terminal, and parameters fitted on
     the data need --params-out, the only place their record can go."""
     if not stdout_is_open():
@@ -64,19 +65,19 @@ def check_stdout(spec: Spec, params_from: Path | None, params_out: Path | None) 
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option(
     "-o",
     "--output",
     required=True,
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=str),
     help="Output: .h5/.hdf5, .npy (sidecar <output>.json) or .zarr; - for .npy on stdout.",
 )
 @strategy_options
 @input_options
 @click.option(
     "--params-from",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=str),
     help="Reuse parameters from a params JSON or an earlier pixscale output.",
 )
 @click.option(
@@ -86,7 +87,7 @@ def check_stdout(spec: Spec, params_from: Path | None, params_out: Path | None) 
 )
 @click.option(
     "--params-out",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=str),
     help="Also write the parameter record to this JSON file (needed with -o -).",
 )
 @click.option(
@@ -147,12 +148,13 @@ def check_stdout(spec: Spec, params_from: Path | None, params_out: Path | None) 
 @click.option("--scheduler", metavar="ADDRESS", help="dask: join a running cluster.")
 @quiet_option
 @reports_errors
+@located("inputs", "output", "params_from", "params_out")
 def convert(
-    inputs: tuple[Path, ...],
-    output: Path,
-    params_from: Path | None,
+    inputs: tuple[Location, ...],
+    output: Location,
+    params_from: Location | None,
     layout: str | None,
-    params_out: Path | None,
+    params_out: Location | None,
     fmt: str | None,
     compression: str,
     chunk_images: int | None,
@@ -236,7 +238,11 @@ def convert(
                     params_from=params_from,
                     chunk_mb=chunk_mb,
                     progress=advance,
-                    extra_inputs=tuple(Path(p) for p in [reading.get("labels")] if p),
+                    extra_inputs=tuple(
+                        locate(p, reading.get("storage_options"))
+                        for p in [reading.get("labels")]
+                        if p
+                    ),
                 )
             if not quiet:
                 report(record)

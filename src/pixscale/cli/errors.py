@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from pixscale.core.location import shown, storage_exceptions, storage_reason
 from pixscale.errors import PixscaleError, PixscaleWarning
 from pixscale.store.io.atomic import INTERRUPTED, PLACED
 
@@ -35,6 +36,11 @@ def one_line(message: str) -> str:
 def echo_warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
     """Show a library warning as one ``Warning: …`` line on stderr."""
     click.echo(f"Warning: {one_line(str(message))}", err=True)
+
+
+def reported() -> tuple[type[BaseException], ...]:
+    """Library errors and the storage libraries' own: reported on one line."""
+    return (PixscaleError, *storage_exceptions())
 
 
 def reports_errors(command: F) -> F:
@@ -66,7 +72,7 @@ def reports_errors(command: F) -> F:
             else:
                 click.echo(f"Error: {what}; no output was written", err=True)
             raise click.exceptions.Exit(128 + number) from None
-        except (PixscaleError, OSError) as exc:
+        except reported() as exc:
             if debug:
                 raise
             message = str(exc) if isinstance(exc, PixscaleError) else describe_os_error(exc)
@@ -75,6 +81,12 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def describe_os_error(exc: OSError) -> str:
-    where = f"{exc.filename}: " if exc.filename else ""
-    return f"{where}{exc.strerror or exc}"
+def describe_os_error(exc: BaseException) -> str:
+    """An ``OSError`` (or a storage library's error) as ``file: reason``."""
+    filename = getattr(exc, "filename", None)
+    where = f"{shown(filename)}: " if filename else ""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{where}{exc.strerror}"
+    if isinstance(exc, OSError) and type(exc) is OSError:
+        return f"{where}{exc}"
+    return f"{where}{storage_reason(exc)}"

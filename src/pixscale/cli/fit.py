@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -13,21 +12,23 @@ from pixscale.cli.options import (
     chunk_mb_option,
     expand_globs,
     input_options,
+    located,
     overwrite_option,
     quiet_option,
     strategy_options,
 )
 from pixscale.cli.progress import progress_bar
+from pixscale.core.location import Location
 from pixscale.core.params import dumps
 from pixscale.core.spec import Spec
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=str),
     help="Write the params JSON here (default: print it).",
 )
 @strategy_options
@@ -36,9 +37,10 @@ from pixscale.core.spec import Spec
 @chunk_mb_option
 @quiet_option
 @reports_errors
+@located("inputs", "output")
 def fit(
-    inputs: tuple[Path, ...],
-    output: Path | None,
+    inputs: tuple[Location, ...],
+    output: Location | None,
     overwrite: bool,
     chunk_mb: float,
     quiet: bool,

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 
 from pixscale.cli.app import main
 from pixscale.cli.errors import reports_errors
-from pixscale.cli.options import input_options, quiet_option
+from pixscale.cli.options import input_options, located, quiet_option
+from pixscale.core.location import Location
 
 
 @main.command()
-@click.argument("path", metavar="FILE", type=click.Path(path_type=Path))
+@click.argument("path", metavar="FILE", type=click.Path(path_type=str))
 @input_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @quiet_option
 @reports_errors
-def info(path: Path, as_json: bool, quiet: bool, reading: dict[str, Any]) -> None:
+@located("path")
+def info(path: Location, as_json: bool, quiet: bool, reading: dict[str, Any]) -> None:
     """Show what FILE holds: format, shape, layout, labels, statistics, record.
 
     \b

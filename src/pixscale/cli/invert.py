@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 
 from pixscale.cli.app import main
 from pixscale.cli.errors import reports_errors
-from pixscale.cli.options import input_options, overwrite_option, quiet_option
+from pixscale.cli.options import input_options, located, overwrite_option, quiet_option
+from pixscale.core.location import Location
 
 
 @main.command()
-@click.argument("converted", metavar="FILE", type=click.Path(path_type=Path))
+@click.argument("converted", metavar="FILE", type=click.Path(path_type=str))
 @click.option(
     "-o",
     "--output",
     required=True,
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=str),
     help="uint8 output: .npy, .h5, or an IDX name (…-idx3-ubyte[.gz]).",
 )
 @click.option(
     "--verify",
     "verify_source",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=str),
     help=(
         "Compare with the original source: pixels that differ (beyond a --clip's loss) "
         "mean FILE is damaged, and nothing is written."
@@ -34,10 +34,11 @@ from pixscale.cli.options import input_options, overwrite_option, quiet_option
 @overwrite_option
 @quiet_option
 @reports_errors
+@located("converted", "output", "verify_source")
 def invert(
-    converted: Path,
-    output: Path,
-    verify_source: Path | None,
+    converted: Location,
+    output: Location,
+    verify_source: Location | None,
     overwrite: bool,
     quiet: bool,
     reading: dict[str, Any],

@@ -15,6 +15,15 @@ from typing import Any, TypeVar, cast
 import click
 
 from pixscale.core.layouts import INPUT_LAYOUTS
+from pixscale.core.location import (
+    Location,
+    at_path,
+    is_remote,
+    locate,
+    shown,
+    storage_exceptions,
+    storage_reason,
+)
 from pixscale.core.params import SCOPES, STRATEGIES, ZERO_STD_POLICIES
 from pixscale.core.spec import Spec
 from pixscale.engine.scan import DEFAULT_CHUNK_MB
@@ -235,6 +244,67 @@ def strategy_options(command: F) -> F:
     )
 
 
+STORAGE_HINT = "--storage-option"
+
+
+def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as fsspec's storage options: ``true``/``false`` and numbers as
+    such, a dotted key as nested options (``client_kwargs.region_name=eu-west-1``)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(
+                f"{key or pair!r}: give KEY=VALUE", param_hint="--storage-option"
+            )
+        value: Any = text
+        if text.lower() in ("true", "false"):
+            value = text.lower() == "true"
+        elif re.fullmatch(r"-?\d+", text):
+            value = int(text)
+        *parents, last = key.split(".")
+        level = options
+        for name in parents:
+            level = level.setdefault(name, {})
+            if not isinstance(level, dict):
+                raise click.BadParameter(
+                    f"{key}: {name} is given twice", param_hint="--storage-option"
+                )
+        level[last] = value
+    return options
+
+
+def located(*names: str) -> Callable[[F], F]:
+    """Add ``--storage-option KEY=VALUE`` and hand the parameters ``names`` (paths or URLs,
+    single or several) to the command as ``Location``s carrying those options; the options
+    also reach the input options (``reading``), for URL labels files."""
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            options = parse_storage_options(kwargs.pop("storage_option"))
+            for name in names:
+                value = kwargs.get(name)
+                if isinstance(value, tuple):
+                    kwargs[name] = tuple(locate(v, options) for v in value)
+                elif value is not None:
+                    kwargs[name] = locate(value, options)
+            if options and "reading" in kwargs:
+                kwargs["reading"] = {**kwargs["reading"], "storage_options": options}
+            return command(*args, **kwargs)
+
+        return click.option(
+            "--storage-option",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="An option of the object store's filesystem for URLs (s3://, gs://, az://), "
+            "e.g. endpoint_url=http://localhost:9000 or anon=true; repeatable. Credentials "
+            "come from the usual places (AWS_* variables, profiles) without it.",
+        )(cast(F, wrapper))
+
+    return decorate
+
+
 quiet_option = click.option(
     "-q", "--quiet", is_flag=True, help="No progress bar, report or notes on stderr."
 )
@@ -292,11 +362,15 @@ def expand_braces(text: str) -> list[str]:
     return names
 
 
-def expand_globs(inputs: Sequence[Path]) -> list[Path]:
+def expand_globs(inputs: Sequence[Location]) -> list[Location]:
     """Quoted patterns expand here: ``'shards/*.npy'`` in sorted order, and webdataset's
-    ``'shard-{000000..000099}.tar'`` in the order it names (each of those must exist)."""
-    expanded: list[Path] = []
+    ``'shard-{000000..000099}.tar'`` in the order it names (each of those must exist);
+    URLs alike, by the object store's listing."""
+    expanded: list[Location] = []
     for path in inputs:
+        if is_remote(path):
+            expanded += expand_remote(path)
+            continue
         text = str(path)
         if path.exists():
             expanded.append(path)
@@ -312,3 +386,24 @@ def expand_globs(inputs: Sequence[Path]) -> list[Path]:
             else:
                 expanded.append(Path(name))
     return expanded
+
+
+def expand_remote(location: Location) -> list[Location]:
+    """A URL pattern's matches (``s3://b/shard-*.tar``, braces too), or the URL itself."""
+    text = shown(location)
+    if not any(c in text for c in "*?[{"):
+        return [location]
+    head = text[: text.index("://") + 3]
+    found: list[Location] = []
+    for name in expand_braces(text):
+        if not any(c in name for c in "*?["):
+            found.append(at_path(location, name[len(head) :]))  # type: ignore[arg-type]
+            continue
+        try:
+            matches = sorted(location.fs.glob(name[len(head) :]))  # type: ignore[union-attr]
+        except storage_exceptions() as exc:
+            raise click.BadParameter(f"{name}: {storage_reason(exc)}") from exc
+        if not matches:
+            raise click.BadParameter(f"{name}: no object matches")
+        found += [at_path(location, match) for match in matches]  # type: ignore[arg-type]
+    return found

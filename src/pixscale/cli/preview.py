@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 
 from pixscale.cli.app import main
 from pixscale.cli.errors import reports_errors
-from pixscale.cli.options import input_options, overwrite_option, quiet_option
+from pixscale.cli.options import input_options, located, overwrite_option, quiet_option
+from pixscale.core.location import Location
 
 
 @main.command()
-@click.argument("path", metavar="FILE", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="PNG file.")
+@click.argument("path", metavar="FILE", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="PNG file.")
 @click.option(
     "-n",
     "--count",
@@ -27,8 +27,14 @@ from pixscale.cli.options import input_options, overwrite_option, quiet_option
 @overwrite_option
 @quiet_option
 @reports_errors
+@located("path")
 def preview(
-    path: Path, output: Path, count: int, overwrite: bool, quiet: bool, reading: dict[str, Any]
+    path: Location,
+    output: Location,
+    count: int,
+    overwrite: bool,
+    quiet: bool,
+    reading: dict[str, Any],
 ) -> None:
     """Draw the first images of FILE with labels, and pixel histograms, to a PNG.
 

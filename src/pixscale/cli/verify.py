@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 
 from pixscale.cli.app import main
 from pixscale.cli.errors import reports_errors
-from pixscale.cli.options import input_options, quiet_option
+from pixscale.cli.options import input_options, located, quiet_option
+from pixscale.core.location import Location
 
 
 @main.command()
-@click.argument("converted", metavar="FILE", type=click.Path(path_type=Path))
+@click.argument("converted", metavar="FILE", type=click.Path(path_type=str))
 @click.option(
     "--source",
     "source_path",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=str),
     help="The original input: check its sha256 and re-derive every image bit for bit.",
 )
 @click.option(
@@ -29,9 +29,10 @@ from pixscale.cli.options import input_options, quiet_option
 @input_options
 @quiet_option
 @reports_errors
+@located("converted", "source_path")
 def verify(
-    converted: Path,
-    source_path: Path | None,
+    converted: Location,
+    source_path: Location | None,
     samples: int | None,
     quiet: bool,
     reading: dict[str, Any],

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
+from pixscale.core.location import Location, shown, storage_exceptions, storage_reason
 from pixscale.errors import InputError
 
 #: The end of every refusal.
 OUTSIDE = "refusing to read outside the input"
+#: The metadata object of a Zarr v3 node, read without a check of its own.
+METADATA = "zarr.json"
 
 
 @dataclass(frozen=True)
@@ -172,3 +175,158 @@ def contained_store_class() -> type[Any]:
             return await super().getsize(key)
 
     return ContainedStore
+
+
+def store_key(root: Location, key: str) -> str:
+    """The path in ``root``'s filesystem of the key ``key`` of the remote store ``root``.
+
+    An object store has no links, so containment is the key itself: one that is absolute or
+    climbs with ``..`` is refused.
+
+    Raises
+    ------
+    InputError
+        Naming the key, when it would leave the store's prefix.
+    """
+    parts = key.split("/")
+    if key.startswith("/") or ".." in parts or "\\" in key:
+        raise InputError(f"{shown(root)}: key {key!r} leads outside the store; {OUTSIDE}")
+    base = str(root.path).rstrip("/")  # type: ignore[union-attr]
+    return f"{base}/{key}" if key else base
+
+
+@dataclass
+class Held:
+    """Bytes of one object read and checked beforehand: pieces by their offset in it."""
+
+    size: int
+    pieces: list[tuple[int, bytes]]
+
+    def read(self, start: int | None, end: int | None) -> bytes | None:
+        """Bytes ``start``…``end - 1`` (None: the object's start or end), or None when no
+        piece holds them all."""
+        first = 0 if start is None else start
+        last = self.size if end is None else end
+        for at, piece in self.pieces:
+            if at <= first and last <= at + len(piece):
+                return piece[first - at : last - at]
+        return None
+
+
+def remote_store(root: Location) -> Any:
+    """A read-only zarr-python store of the remote store ``root``: metadata (``zarr.json``)
+    read through its filesystem, every other key served only from the bytes its reader
+    placed in ``held`` after checking them, any key refused that leaves the store's prefix
+    (``store_key``)."""
+    return remote_store_class()(root)
+
+
+@functools.cache
+def remote_store_class() -> type[Any]:
+    """The class of ``remote_store`` (made on first use: zarr is an optional dependency)."""
+    from zarr.abc.store import (
+        ByteRequest,
+        OffsetByteRequest,
+        RangeByteRequest,
+        Store,
+        SuffixByteRequest,
+    )
+    from zarr.core.buffer import Buffer, BufferPrototype
+
+    def limits(held_size: int, request: ByteRequest | None) -> tuple[int | None, int | None]:
+        if isinstance(request, RangeByteRequest):
+            return request.start, request.end
+        if isinstance(request, OffsetByteRequest):
+            return request.offset, None
+        if isinstance(request, SuffixByteRequest):
+            return max(0, held_size - request.suffix), None
+        return None, None
+
+    class RemoteStore(Store):
+        """Metadata from the filesystem, chunks from ``held`` only."""
+
+        supports_writes = False
+        supports_deletes = False
+        supports_listing = True
+
+        def __init__(self, root: Location) -> None:
+            super().__init__(read_only=True)
+            self.root = root
+            self.fs = root.fs  # type: ignore[union-attr]
+            self.held: dict[str, Held] = {}
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, RemoteStore) and shown(other.root) == shown(self.root)
+
+        def metadata(self, key: str) -> bytes | None:
+            try:
+                return bytes(self.fs.cat_file(store_key(self.root, key)))
+            except FileNotFoundError:
+                return None
+            except storage_exceptions() as exc:
+                raise InputError(f"{shown(self.root)}: {key}: {storage_reason(exc)}") from exc
+
+        def read(self, key: str, request: ByteRequest | None) -> bytes | None:
+            if key.rpartition("/")[2] == METADATA:
+                data = self.metadata(key)
+                if data is None:
+                    return None
+                start, end = limits(len(data), request)
+                return data[start:end]
+            held = self.held.get(key)
+            found = None if held is None else held.read(*limits(held.size, request))
+            if found is None:  # never expected: every read is checked first
+                raise InputError(f"{shown(self.root)}: {key} was not checked before reading")
+            return found
+
+        async def get(
+            self,
+            key: str,
+            prototype: BufferPrototype,
+            byte_range: ByteRequest | None = None,
+        ) -> Buffer | None:
+            data = self.read(key, byte_range)
+            return None if data is None else prototype.buffer.from_bytes(data)
+
+        async def get_partial_values(
+            self,
+            prototype: BufferPrototype,
+            key_ranges: Iterable[tuple[str, ByteRequest | None]],
+        ) -> list[Buffer | None]:
+            return [await self.get(key, prototype, request) for key, request in key_ranges]
+
+        async def exists(self, key: str) -> bool:
+            if key in self.held:
+                return True
+            return bool(self.fs.exists(store_key(self.root, key)))
+
+        async def set(self, key: str, value: Buffer) -> None:
+            raise InputError(f"{shown(self.root)}: an input store is not written to")
+
+        async def delete(self, key: str) -> None:
+            raise InputError(f"{shown(self.root)}: an input store is not written to")
+
+        async def list(self) -> AsyncIterator[str]:
+            for key in self.keys(""):
+                yield key
+
+        async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+            for key in self.keys(prefix.rstrip("/")):
+                yield key
+
+        async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+            folder = store_key(self.root, prefix.rstrip("/"))
+            try:
+                names = self.fs.ls(folder, detail=False)
+            except FileNotFoundError:
+                return
+            for name in names:
+                yield str(name).rstrip("/").rpartition("/")[2]
+
+        def keys(self, prefix: str) -> tuple[str, ...]:
+            """Every key under ``prefix``, relative to the store."""
+            base = store_key(self.root, "")
+            found = self.fs.find(store_key(self.root, prefix))
+            return tuple(str(name)[len(base) + 1 :] for name in found)
+
+    return RemoteStore

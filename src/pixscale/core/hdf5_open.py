@@ -10,9 +10,9 @@ the user's other files, so all three are refused here, naming the file and the d
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pixscale.core.location import Location, shown
 from pixscale.errors import InputError, PixscaleError
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
 
 def local_object(
     handle: h5py.File,
-    path: Path,
+    path: Location,
     key: str,
     what: str,
     error: type[PixscaleError] = InputError,
@@ -45,7 +45,7 @@ def local_object(
     handle
         The open file.
     path
-        The file's name, for messages.
+        The file or URL, for messages.
     key
         The object's name in the file.
     what
@@ -65,13 +65,13 @@ def local_object(
     except H5_ERRORS:  # e.g. a soft link cycle HDF5 gives up on
         return None
     if item is not None and item.id.fileno != handle.id.fileno:
-        raise error(f"{path}: {what} {key!r} lives in another file; {OUTSIDE}")
+        raise error(f"{shown(path)}: {what} {key!r} lives in another file; {OUTSIDE}")
     return item
 
 
 def local_dataset(
     handle: h5py.File,
-    path: Path,
+    path: Location,
     key: str,
     what: str,
     error: type[PixscaleError] = InputError,
@@ -100,18 +100,19 @@ def local_dataset(
         return None
     if item.is_virtual and not virtual:
         raise error(
-            f"{path}: {what} {key!r} is a virtual dataset (its data is mapped from other "
+            f"{shown(path)}: {what} {key!r} is a virtual dataset (its data is mapped from other "
             f"datasets or files); {OUTSIDE}"
         )
     if item.id.get_create_plist().get_external_count() > 0:
         raise error(
-            f"{path}: {what} {key!r} stores its data in another file (external storage); {OUTSIDE}"
+            f"{shown(path)}: {what} {key!r} stores its data in another file (external "
+            f"storage); {OUTSIDE}"
         )
     return item
 
 
 def links_stay_inside(
-    handle: h5py.File, path: Path, key: str, what: str, error: type[PixscaleError]
+    handle: h5py.File, path: Location, key: str, what: str, error: type[PixscaleError]
 ) -> bool:
     """Whether ``key`` names an object, refusing it when a link on its way leads out of the
     file (see ``local_object``)."""
@@ -133,14 +134,14 @@ def links_stay_inside(
                 continue
             if isinstance(link, h5py.ExternalLink):
                 raise error(
-                    f"{path}: {what} {key!r} is an external link to {link.filename}:"
+                    f"{shown(path)}: {what} {key!r} is an external link to {link.filename}:"
                     f"{link.path}; {OUTSIDE}"
                 )
             if not isinstance(link, h5py.SoftLink):
-                raise error(f"{path}: {what} {key!r} is a user-defined link; {OUTSIDE}")
+                raise error(f"{shown(path)}: {what} {key!r} is a user-defined link; {OUTSIDE}")
             budget[0] -= 1
             if budget[0] < 0:
-                raise error(f"{path}: {what} {key!r}: more than {MAX_SOFT_LINKS} soft links")
+                raise error(f"{shown(path)}: {what} {key!r}: more than {MAX_SOFT_LINKS} soft links")
             parent = prefix.rpartition("/")[0]
             if not check(link.path if link.path.startswith("/") else f"{parent}/{link.path}"):
                 return False  # a dangling soft link

@@ -4,12 +4,12 @@ every writer stores, and the one place they are checked."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.location import Location
 from pixscale.errors import InputError
 
 #: Largest label value: labels are stored and handed to frameworks as int64.
@@ -41,7 +41,7 @@ class Labels:
     values: npt.NDArray[np.integer]
     origin: str
     class_names: list[str] | None = None
-    path: Path | None = None
+    path: Location | None = None
 
     def __post_init__(self) -> None:
         self.values = checked_labels(self.values, self.origin, self.class_names)

@@ -7,11 +7,11 @@ import gzip
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 
+from pixscale.core.location import Location, open_bytes, size_of
 from pixscale.errors import InputError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -24,13 +24,13 @@ MAX_DEFLATE_RATIO = 1032
 EXTRA_SHOWN = 1 << 20
 
 
-def is_gzip(path: Path) -> bool:
-    with path.open("rb") as handle:
+def is_gzip(path: Location) -> bool:
+    with open_bytes(path) as handle:
         return handle.read(2) == GZIP_MAGIC
 
 
 @contextmanager
-def open_maybe_gzip(path: Path) -> Iterator[BinaryIO]:
+def open_maybe_gzip(path: Location) -> Iterator[BinaryIO]:
     """Open ``path`` for reading, decompressing transparently when it is gzip.
 
     Every member of a multi-member gzip file is read, and zero padding after the last one
@@ -38,7 +38,7 @@ def open_maybe_gzip(path: Path) -> Iterator[BinaryIO]:
     and the check that failed.
     """
     try:
-        raw = path.open("rb")
+        raw = open_bytes(path)
     except OSError as exc:
         raise InputError(f"{path}: cannot open: {exc.strerror}") from exc
     with raw:
@@ -54,7 +54,7 @@ def open_maybe_gzip(path: Path) -> Iterator[BinaryIO]:
             yield raw
 
 
-def gzip_error(path: Path, exc: Exception) -> InputError:
+def gzip_error(path: Location, exc: Exception) -> InputError:
     """The reason, in words, for which the gzip module refused ``path``.
 
     The module tells its checks apart only by message, so the messages are matched.
@@ -72,7 +72,7 @@ def gzip_error(path: Path, exc: Exception) -> InputError:
     return InputError(f"{path}: corrupt or truncated gzip data ({exc})")
 
 
-def check_size(path: Path, expected: int) -> None:
+def check_size(path: Location, expected: int) -> None:
     """Refuse up front a file that cannot hold exactly the ``expected`` bytes its header
     declares.
 
@@ -81,7 +81,7 @@ def check_size(path: Path, expected: int) -> None:
     before anything is allocated or read; its true size is known only by reading it, which
     ``check_end`` completes.
     """
-    actual = path.stat().st_size
+    actual = size_of(path)
     if is_gzip(path):
         check_deflate_ratio(path, expected, actual, "file")
     elif actual < expected:
@@ -92,7 +92,7 @@ def check_size(path: Path, expected: int) -> None:
         raise_extra(path, actual - expected)
 
 
-def check_end(handle: BinaryIO, path: Path) -> None:
+def check_end(handle: BinaryIO, path: Location) -> None:
     """Refuse a stream that goes on after the data its header declares.
 
     Call it once the declared data is read: it reads to the end of the stream, which for a
@@ -106,14 +106,14 @@ def check_end(handle: BinaryIO, path: Path) -> None:
         raise_extra(path, len(extra))
 
 
-def raise_extra(subject: Path | str, extra: int, at_least: bool = False) -> NoReturn:
+def raise_extra(subject: Location | str, extra: int, at_least: bool = False) -> NoReturn:
     """Refuse ``subject`` (a file, or a file and its member) for holding ``extra`` bytes
     more than its header declares (at least that many with ``at_least``)."""
     more = f"over {extra - 1:,}" if at_least else f"{extra:,}"
     raise InputError(f"{subject}: holds {more} bytes more than its header declares")
 
 
-def check_deflate_ratio(path: Path, expected: int, compressed: int, what: str) -> None:
+def check_deflate_ratio(path: Location, expected: int, compressed: int, what: str) -> None:
     """Refuse a promise of ``expected`` bytes that ``compressed`` deflate bytes cannot keep."""
     if expected > MAX_DEFLATE_RATIO * compressed:
         raise InputError(
@@ -123,7 +123,7 @@ def check_deflate_ratio(path: Path, expected: int, compressed: int, what: str) -
         )
 
 
-def read_exact(handle: BinaryIO, size: int, path: Path, what: str) -> bytes:
+def read_exact(handle: BinaryIO, size: int, path: Location, what: str) -> bytes:
     """Read exactly ``size`` bytes or raise an InputError naming the shortfall."""
     data = handle.read(size)
     if len(data) != size:
@@ -133,7 +133,7 @@ def read_exact(handle: BinaryIO, size: int, path: Path, what: str) -> bytes:
 
 def read_images(
     handle: BinaryIO,
-    path: Path,
+    path: Location,
     count: int,
     image_shape: tuple[int, ...],
     dtype: np.dtype[Any] | type = np.uint8,
@@ -159,7 +159,7 @@ def read_images(
 
 def read_chunked(
     handle: BinaryIO,
-    path: Path,
+    path: Location,
     count: int,
     image_shape: tuple[int, ...],
     max_images: int,
@@ -183,7 +183,7 @@ def read_chunked(
 
 
 def read_npy_header(
-    handle: BinaryIO, path: Path, stream_errors: tuple[type[Exception], ...] = ()
+    handle: BinaryIO, path: Location, stream_errors: tuple[type[Exception], ...] = ()
 ) -> tuple[tuple[int, ...], bool, np.dtype]:
     """Return (shape, fortran_order, dtype) and leave ``handle`` at the data.
 

@@ -98,14 +98,19 @@ class ChunkBound:
         plain = self.size + CRC_BYTES * (self.inner_crcs + self.outer_crcs)
         return plain + (plain // 8 + (64 << 10) if self.compressor else 0)
 
-    def check(self, read: Reader, length: int) -> None:
-        """Raise ``Refused`` unless the stored chunk of ``length`` bytes read by ``read``
-        decodes to no more than ``size`` bytes."""
+    def check_length(self, length: int) -> None:
+        """Raise ``Refused`` when a stored chunk of ``length`` bytes is larger than any chunk
+        of ``size`` bytes could be (checked before its bytes are fetched)."""
         if length > self.largest_stored:
             raise Refused(
                 f"is {length:,} bytes stored, more than its {self.size:,} bytes could need "
                 "(a decompression bomb?)"
             )
+
+    def check(self, read: Reader, length: int) -> None:
+        """Raise ``Refused`` unless the stored chunk of ``length`` bytes read by ``read``
+        decodes to no more than ``size`` bytes."""
+        self.check_length(length)
         if not self.compressor:
             return
         inside = length - CRC_BYTES * self.outer_crcs
@@ -223,3 +228,12 @@ def blosc_size(read: Reader, length: int, limit: int) -> int:
     if len(head) < BLOSC_HEADER:
         raise Refused(f"holds {length:,} bytes, less than a blosc header")
     return int.from_bytes(head[4:8], "little")
+
+
+def bytes_reader(data: bytes) -> Reader:
+    """A ``Reader`` of a stored chunk already fetched whole."""
+
+    def read(at: int, count: int) -> bytes:
+        return data[at : at + max(0, count)]
+
+    return read

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.location import Location, shown
 from pixscale.errors import InputError
 
 #: Chunks an input array may have: counting the stored ones costs time per chunk.
@@ -38,7 +39,7 @@ class Shards:
     """The shards of one array: their grid, which inner chunks hold images, and how to read
     a shard's index (the ``bytes`` codec, optionally followed by ``crc32c``)."""
 
-    def __init__(self, array: Any, codec: Any, path: Path) -> None:
+    def __init__(self, array: Any, codec: Any, path: Location) -> None:
         from zarr.codecs import BytesCodec, Crc32cCodec
 
         self.path = path
@@ -50,7 +51,8 @@ class Shards:
         count = math.prod(self.per_shard)
         if count > MAX_CHUNKS:
             raise InputError(
-                f"{path}: declares {count:,} chunks per shard; at most {MAX_CHUNKS:,} are read"
+                f"{shown(path)}: declares {count:,} chunks per shard; at most {MAX_CHUNKS:,} "
+                "are read"
             )
         codecs = list(codec.index_codecs)
         kinds = [type(c).__name__ for c in codecs]
@@ -60,7 +62,7 @@ class Shards:
             or not all(isinstance(c, Crc32cCodec) for c in codecs[1:])
         ):
             raise InputError(
-                f"{path}: shard index codecs {kinds} are not supported (bytes, then "
+                f"{shown(path)}: shard index codecs {kinds} are not supported (bytes, then "
                 "optionally crc32c)"
             )
         big = codecs[0].endian is not None and codecs[0].endian.value == "big"
@@ -94,15 +96,30 @@ class Shards:
         the file has."""
         with file.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            if size < self.index_bytes:
-                raise InputError(
-                    f"{self.path}: shard {name} holds {size:,} bytes, less than its "
-                    f"{self.index_bytes:,}-byte index (truncated?)"
-                )
-            handle.seek(0 if self.at_start else size - self.index_bytes)
+            self.check_size(size, name)
+            handle.seek(self.index_at(size))
             raw = handle.read(self.index_bytes)
+        return self.table_of(raw, size, name)
+
+    def check_size(self, size: int, name: str) -> None:
+        """Refuse a shard of ``size`` bytes too small to hold its index."""
+        if size < self.index_bytes:
+            raise InputError(
+                f"{shown(self.path)}: shard {name} holds {size:,} bytes, less than its "
+                f"{self.index_bytes:,}-byte index (truncated?)"
+            )
+
+    def index_at(self, size: int) -> int:
+        """Where the index of a shard of ``size`` bytes starts."""
+        return 0 if self.at_start else size - self.index_bytes
+
+    def table_of(
+        self, raw: bytes, size: int, name: str
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+        """The offsets and lengths the index ``raw`` of the ``size``-byte shard ``name``
+        lists (see ``table``)."""
         if len(raw) != self.index_bytes:
-            raise InputError(f"{self.path}: shard {name} changed while its index was read")
+            raise InputError(f"{shown(self.path)}: shard {name} changed while its index was read")
         if self.crc:
             raw = self.checked(raw, name)
         table: npt.NDArray[np.uint64] = np.frombuffer(raw, np.dtype(f"{self.order}u8"))
@@ -115,7 +132,7 @@ class Shards:
         if wrong.any():
             at = tuple(int(i) for i in np.argwhere(wrong)[0])
             raise InputError(
-                f"{self.path}: shard {name}: its index places inner chunk {at} at bytes "
+                f"{shown(self.path)}: shard {name}: its index places inner chunk {at} at bytes "
                 f"{int(offsets[at]):,}+{int(lengths[at]):,}, outside the data of the "
                 f"{size:,}-byte file"
             )
@@ -127,5 +144,5 @@ class Shards:
 
         body, stored = raw[:-4], int.from_bytes(raw[-4:], "little")
         if google_crc32c.value(body) != stored:
-            raise InputError(f"{self.path}: shard {name}: its index fails its CRC-32C check")
+            raise InputError(f"{shown(self.path)}: shard {name}: its index fails its CRC-32C check")
         return body

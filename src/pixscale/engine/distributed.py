@@ -33,9 +33,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
-from pathlib import Path
 from typing import Any
 
+from pixscale.core.location import Location, PathOrUrl, is_remote, locate, shown
 from pixscale.core.params import Params
 from pixscale.core.spec import Spec, build_params
 from pixscale.core.stats import PixelSums
@@ -56,7 +56,7 @@ from pixscale.store.output import Output, check_targets, room_needed, write_mode
 #: Times Dask re-runs a task whose worker died (a task rewrites only its own region).
 RETRIES = 2
 
-PathLike = str | os.PathLike[str]
+PathLike = PathOrUrl
 
 
 # -- tasks -------------------------------------------------------------------------------------
@@ -141,6 +141,11 @@ class DaskExecutor(Executor):
             raise OutputError("the dask engine writes files; it cannot stream to standard output")
         if (output.dtype, output.store) != ("float32", "float"):
             raise OutputError("--dtype float16 and --store uint8 need the local engine")
+        if is_remote(output.path) and not output.backend.folder:
+            raise OutputError(
+                f"{shown(output.path)}: the dask engine's workers write a URL output as a "
+                ".zarr store; write .npy or .h5 to a URL with --engine local"
+            )
 
     def open(self, output: Output, shape: tuple[int, ...], staged: StagedOutputs) -> Writer:
         """The client's writer; the tasks write into its sink, each from a multiple of
@@ -233,7 +238,7 @@ def convert_on_dask(
     chunk_mb: float = DEFAULT_CHUNK_MB,
     partition_mb: float = DEFAULT_PARTITION_MB,
     progress: Progress | None = None,
-    extra_inputs: tuple[Path, ...] = (),
+    extra_inputs: tuple[Location, ...] = (),
 ) -> dict[str, Any]:
     """Convert ``source`` on the cluster behind ``client``; the workers write the output.
 
@@ -373,6 +378,6 @@ def convert_with_dask(
 ) -> dict[str, Any]:
     """``convert_on_dask`` on the scheduler at ``scheduler`` (``tcp://host:8786``), or on a
     local cluster of ``workers`` processes started and stopped here."""
-    output = output if isinstance(output, Output) else Output(Path(output))
+    output = output if isinstance(output, Output) else Output(locate(output, error=OutputError))
     with dask_client(scheduler, workers) as client:
         return convert_on_dask(inputs, output, spec or Spec(), client, **options)

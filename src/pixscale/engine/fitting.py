@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from pixscale.core.kernels import PixelArray
+from pixscale.core.location import Location, PathOrUrl
 from pixscale.core.params import Params
 from pixscale.core.pixels import above_message, check_bits, dtype_bits, first_above, max_value
 from pixscale.core.spec import Geometry, Spec, build_params
@@ -81,7 +80,7 @@ def check_chunk_range(source: Source, chunk: PixelArray, start: int, bits: int) 
         raise InputError(f"{path}: {above_message(value, bits, where)}")
 
 
-def reused_params(params_from: str | os.PathLike[str], source: Source) -> Params:
+def reused_params(params_from: PathOrUrl, source: Source) -> Params:
     """Parameters stored in ``params_from``, checked against ``source`` and set to its
     layout; ``fitted_on`` names the data they were fitted on."""
     params, record = load_params(params_from)
@@ -146,7 +145,7 @@ def fitted_to(params: Params, data: Geometry, origin: str) -> Params:
 def prepare_params(
     source: Source,
     spec: Spec,
-    reuse: Params | str | os.PathLike[str] | None,
+    reuse: Params | PathOrUrl | None,
     chunk_mb: float,
     progress: Progress | None,
 ) -> Params:
@@ -197,12 +196,12 @@ def merge_image_params(template: Params, parts: list[Params], zero_std_policy: s
 TEST_SPLIT = re.compile(r"(^|[^a-z])(test|t10k|val|valid|validation)([^a-z]|$)", re.IGNORECASE)
 
 
-def looks_like_test_split(paths: Sequence[Path]) -> bool:
+def looks_like_test_split(paths: Sequence[Location]) -> bool:
     """True when any of ``paths`` is named like a test or validation split."""
     return any(TEST_SPLIT.search(p.name) for p in paths)
 
 
-def warn_if_test_split(paths: Sequence[Path]) -> None:
+def warn_if_test_split(paths: Sequence[Location]) -> None:
     """Statistics belong to the training set: warn when the inputs look like test data."""
     if looks_like_test_split(paths):
         warnings.warn(

@@ -3,13 +3,12 @@ scaled and written in the background, statistics on every core)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pixscale.core.layouts import convert_layout
+from pixscale.core.location import PathOrUrl, locate
 from pixscale.core.params import Params, dumps
 from pixscale.core.spec import Spec, build_params
 from pixscale.core.stats import image_stats
@@ -32,7 +31,7 @@ from pixscale.engine.pipeline import (
     run_conversion,
 )
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, Progress, aligned_chunk_images
-from pixscale.errors import ParamsError
+from pixscale.errors import OutputError, ParamsError
 from pixscale.sources import Source
 from pixscale.store.base import Writer
 from pixscale.store.io.atomic import StagedOutputs, staged_outputs
@@ -42,7 +41,7 @@ from pixscale.store.output import Output, open_writer
 if TYPE_CHECKING:
     from pixscale.engine.scaler import Scaler
 
-PathLike = str | os.PathLike[str]
+PathLike = PathOrUrl
 
 
 class LocalExecutor(Executor):
@@ -130,7 +129,8 @@ def convert(
     spec = check_reuse(spec, params_from if scaler is None else scaler)
     if scaler is not None and params_from is not None:
         raise ParamsError("give params_from or scaler, not both")
-    output = output if isinstance(output, Output) else Output(Path(output))
+    if not isinstance(output, Output):
+        output = Output(locate(output, reading.get("storage_options"), OutputError))
     if overwrite and not output.overwrite:
         output = replace(output, overwrite=True)
     return run_conversion(
@@ -224,8 +224,9 @@ def fit(
     chunk_mb, progress
         As for ``convert``.
     **reading
-        Input options: ``key``, ``mode``, ``layout``, ``labels``, ``resize``; any other
-        keyword is a ``TypeError``.
+        Input options: ``key``, ``mode``, ``layout``, ``labels``, ``resize``, and
+        ``storage_options`` for URLs (inputs and ``output``); any other keyword is a
+        ``TypeError``.
 
     Returns
     -------
@@ -234,9 +235,10 @@ def fit(
     """
     check_reading("fit", reading)
     spec = spec or Spec()
+    target = None if output is None else locate(output, reading.get("storage_options"))
     with staged_outputs(overwrite, named_inputs(inputs, reading)) as staged:
-        if output is not None:
-            staged.check(Path(output))  # before any input is read (stdin, say)
+        if target is not None:
+            staged.check(target)  # before any input is read (stdin, say)
         source = as_source(inputs, reading)
         staged.protect(source.reads)
         if spec.needs_stats:
@@ -244,6 +246,6 @@ def fit(
         params = fit_params(source, spec, chunk_mb, progress)
         record = params.to_record()
         record["fitted_on"] = source.describe()
-        if output is not None:
-            staged.stage(Path(output)).write_text(dumps(record))
+        if target is not None:
+            staged.stage(target).write_text(dumps(record))
     return record

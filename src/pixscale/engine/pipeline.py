@@ -16,10 +16,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pixscale.core.layouts import output_shape
+from pixscale.core.location import Location, PathOrUrl, is_remote, locate
 from pixscale.core.params import Params, dumps
 from pixscale.core.spec import Spec
 from pixscale.core.storage import PACKED_UINT16, Packing
@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 #: Niceness of the hashing thread (Linux applies it per thread).
 HASH_NICENESS = 10
 #: The input options ``convert`` and ``fit`` take as keywords (``open_source``'s).
-READING_OPTIONS = ("key", "mode", "layout", "labels", "resize")
+READING_OPTIONS = ("key", "mode", "layout", "labels", "resize", "storage_options")
 
-PathLike = str | os.PathLike[str]
+PathLike = PathOrUrl
 Inputs = PathLike | Sequence[PathLike] | Source
 
 
@@ -104,7 +104,7 @@ def run_conversion(
     chunk_mb: float,
     progress: Progress | None = None,
     reading: dict[str, Any] | None = None,
-    extra_inputs: Sequence[Path] = (),
+    extra_inputs: Sequence[Location] = (),
 ) -> dict[str, Any]:
     """Convert ``inputs`` into ``output`` with ``executor`` (see the module notes);
     returns the record as written."""
@@ -179,22 +179,26 @@ def as_source(inputs: Inputs, reading: dict[str, Any] | None = None) -> Source:
     return open_source(inputs, **(reading or {}))
 
 
-def named_inputs(inputs: Inputs, reading: dict[str, Any], params_from: object = None) -> list[Path]:
+def named_inputs(
+    inputs: Inputs, reading: dict[str, Any], params_from: object = None
+) -> list[Location]:
     """The files a run names before any is opened: its inputs, a ``labels`` file, and the
     ``params_from`` file with the record companions it may have come with. None of them
     may be an output; what the source finds beside them is added once it is open
     (``StagedOutputs.protect``)."""
+    options = reading.get("storage_options")
+    named: list[Location]
     if isinstance(inputs, Source):
         named = list(inputs.reads)
-    elif isinstance(inputs, str | os.PathLike):
-        named = [Path(inputs)]
+    elif isinstance(inputs, str | os.PathLike) or is_remote(inputs):
+        named = [locate(inputs, options)]
     else:
-        named = [Path(p) for p in inputs]
+        named = [locate(p, options) for p in inputs]
     labels = reading.get("labels")
     if labels is not None:
-        named.append(Path(labels))
-    if isinstance(params_from, str | os.PathLike):
-        reused = Path(params_from)
+        named.append(locate(labels, options))
+    if isinstance(params_from, str | os.PathLike) or is_remote(params_from):
+        reused = locate(params_from, options)
         named += [reused, *all_companions(reused)]
     return [p for p in named if str(p) != STREAM]
 

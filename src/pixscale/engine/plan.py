@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from pixscale.core.kernels import FLOAT64_BLOCK
 from pixscale.core.layouts import output_shape
+from pixscale.core.location import is_remote
 from pixscale.core.spec import Spec
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, chunk_images
 from pixscale.sources.base import Source
@@ -38,8 +40,10 @@ def plan(
     squares = 2 if source.dtype == "uint8" else 8
     working = chunk_bytes + values * (4 * (QUEUE_DEPTH + 1) + squares) + 8 * FLOAT64_BLOCK
     output_bytes = output.item_bytes * math.prod(shape)
-    folder = output.path.parent if not output.to_stdout else Path(os.curdir)
-    free = shutil.disk_usage(folder if folder.is_dir() else Path(os.curdir)).free
+    folder = Path(os.curdir) if output.to_stdout else output.path.parent
+    if is_remote(output.path):
+        folder = Path(tempfile.gettempdir())  # where its upload is staged
+    free = shutil.disk_usage(folder if folder.is_dir() else Path(os.curdir)).free  # type: ignore[arg-type]
     passes = 2 if spec.needs_dataset_stats and not reuse_params else 1
     return {
         "inputs": [str(p) for p in source.files[:5]] + (["…"] if len(source.files) > 5 else []),

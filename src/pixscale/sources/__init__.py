@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pixscale.core.layouts import INPUT_LAYOUTS, LAYOUT_NDIM
+from pixscale.core.location import PathOrUrl, is_remote, is_url, locate, name_of, shown
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source
 from pixscale.sources.concat import ConcatSource, concat
@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-PathLike = str | os.PathLike[str]
+PathLike = PathOrUrl
 
 
 def open_source(
@@ -37,6 +37,7 @@ def open_source(
     key: str | None = None,
     mode: str | None = None,
     resize: Resize | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Source:
     """Open one or several inputs as one dataset.
 
@@ -59,15 +60,19 @@ def open_source(
     resize
         Bring every image (folders, archives, Parquet) to one size; recorded with the
         source. Without it, images of different sizes are refused.
+    storage_options
+        Credentials, endpoint and other options of the filesystem of URL inputs
+        (``s3://``, ``gs://``…), as fsspec takes them; the standard places (``AWS_*``
+        variables, profiles) apply without them.
 
     Returns
     -------
     Source
         The dataset, read in chunks along the first axis.
     """
-    if isinstance(paths, str | os.PathLike):
+    if isinstance(paths, str | os.PathLike) or is_remote(paths):
         paths = [paths]
-    files = [Path(p) for p in paths]
+    files = [locate(p, storage_options) for p in paths]
     if not files:
         raise InputError("no input given")
     column = label_column(labels)
@@ -75,6 +80,8 @@ def open_source(
     in_file = column if column is not None or labels is None else NO_LABELS
     parts = [open_one(path, key, mode, resize, in_file) for path in files]
     source = parts[0] if len(parts) == 1 else concat(parts)  # one format and image shape
+    if is_remote(files[0]) and "://" not in source.name:
+        source.name = f"{shown(files[0].parent).rstrip('/')}/{source.name}"  # the URL
     if labels is None:
         check_all_labelled(parts)
     if layout is not None:
@@ -90,9 +97,8 @@ def open_source(
             f"{labels}: no such labels file (a column name picks the labels of Parquet inputs only)"
         )
     if labels is not None and column is None:
-        source.labels = Labels(
-            read_labels(Path(labels), source.n_images), Path(labels).name, path=Path(labels)
-        )
+        where = locate(labels, storage_options)
+        source.labels = Labels(read_labels(where, source.n_images), name_of(where), path=where)
     if source.n_images == 0:
         raise InputError(f"{source.files[0]}: holds zero images")
     if source.labels is not None and len(source.labels.values) != source.n_images:
@@ -120,11 +126,13 @@ def label_column(labels: PathLike | None) -> str | None:
     ``none`` (no labels; a file of that name is given as ``./none``)."""
     if labels is None:
         return None
+    if is_remote(labels):  # a URL names a labels file
+        return None
     if not os.fspath(labels):
         raise InputError("--labels is empty: give a labels file, a Parquet column or none")
     if os.fspath(labels) == NO_LABELS:
         return NO_LABELS
-    if os.path.lexists(labels):
+    if is_url(labels) or os.path.lexists(labels):
         return None
     return os.fspath(labels)
 
@@ -152,8 +160,9 @@ def open_recorded_source(
     described: dict[str, Any] = found if isinstance(found, dict) else {}
     options = dict(reading or {})
     name = str(described.get("name", ""))
-    if "key" not in options and described.get("format") in KEYED_FORMATS and ":" in name:
-        options["key"] = name.rpartition(":")[2]
+    base = name.rpartition("/")[2]  # a URL's scheme holds a colon too
+    if "key" not in options and described.get("format") in KEYED_FORMATS and ":" in base:
+        options["key"] = base.rpartition(":")[2]
     if "layout" not in options and described.get("layout") in INPUT_LAYOUTS:
         options["layout"] = described["layout"]
     grey16 = described.get("dtype") == "uint16"  # read as they are: no mode to give

@@ -21,17 +21,21 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import ClassVar
 
 from pixscale.core.formats import NPY_MAGIC
+from pixscale.core.location import Location
 from pixscale.core.rawio import check_deflate_ratio
 from pixscale.errors import InputError
 from pixscale.sources.base import Source, UInt8Array
 from pixscale.sources.cifar import looks_like_pickle
 from pixscale.sources.members import (
     TAR_ERRORS,
+    open_zip,
+    read_failure,
     read_zip_bytes,
+    remote_errors,
     tar_members,
     zip_listing,
 )
@@ -74,7 +78,7 @@ def content_kind(head: bytes) -> str | None:
     return None
 
 
-def mixed_kinds(path: Path, first: tuple[str, str], second: tuple[str, str]) -> InputError:
+def mixed_kinds(path: Location, first: tuple[str, str], second: tuple[str, str]) -> InputError:
     """The error for an archive holding two kinds of members, one of each named."""
     return InputError(
         f"{path}: holds both {first[0]} ({first[1]}) and {second[0]} ({second[1]}); "
@@ -90,7 +94,7 @@ def matches(name: str, key: str | None) -> bool:
     return fnmatch.fnmatchcase(normal, wanted) or normal.startswith(wanted + "/")
 
 
-def plan_members(path: Path, images: list[tuple[int, str]], folders: set[str]) -> Plan:
+def plan_members(path: Location, images: list[tuple[int, str]], folders: set[str]) -> Plan:
     """The rule of trees (``tree.plan_tree``), shared with image folders, on an archive's
     image members (positions and names, in archive order) and its ``folders`` (folder
     members, and the folders any member lies in)."""
@@ -105,7 +109,7 @@ def member_folders(name: str, is_dir: bool) -> set[str]:
     return found
 
 
-def no_images(path: Path, key: str | None) -> InputError:
+def no_images(path: Location, key: str | None) -> InputError:
     chosen = f" under --key {key}" if key else ""
     return InputError(f"{path}: holds no PNG, JPEG, BMP or TIFF images{chosen}")
 
@@ -114,14 +118,14 @@ def no_images(path: Path, key: str | None) -> InputError:
 
 
 @contextmanager
-def zip_errors(path: Path) -> Iterator[None]:
+def zip_errors(path: Location) -> Iterator[None]:
     try:
         yield
-    except ZIP_ERRORS as exc:
-        raise InputError(f"{path}: damaged zip archive ({exc})") from exc
+    except ZIP_ERRORS + remote_errors(path) as exc:
+        raise read_failure(path, exc, f"{path}: damaged zip archive ({exc})") from exc
 
 
-def read_zip_member(archive: zipfile.ZipFile, path: Path, info: zipfile.ZipInfo) -> bytes:
+def read_zip_member(archive: zipfile.ZipFile, path: Location, info: zipfile.ZipInfo) -> bytes:
     """The bytes of one image member, after checking what its header promises."""
     origin = f"{path}:{info.filename}"
     refuse_unread_member(f"{origin}: member", info)
@@ -155,14 +159,14 @@ class ZipImages(Source):
 
     def encoded(self, start: int, stop: int) -> Iterator[Encoded]:
         path = self.files[0]
-        with zip_errors(path), zipfile.ZipFile(path) as archive:
+        with zip_errors(path), open_zip(path) as archive:
             infos = archive.infolist()
             for position in self.members[start:stop]:
                 info = infos[position]
                 yield Encoded(f"{path}:{info.filename}", read_zip_member(archive, path, info))
 
 
-def zip_kind(path: Path, key: str | None = None) -> str:
+def zip_kind(path: Location, key: str | None = None) -> str:
     """``npz`` or ``image-zip``, by what the members are.
 
     The first bytes of a few members are read: the first ``SNIFF_ZIP_MEMBERS``, and the
@@ -174,12 +178,12 @@ def zip_kind(path: Path, key: str | None = None) -> str:
     leave the names to decide, as before.
     """
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_zip(path) as archive:
             listed = zip_listing(archive, path)
             infos = [i for i in listed if not i.is_dir() and not is_hidden(i.filename)]
             kinds = {info.filename: zip_member_kind(archive, info) for info in zip_sample(infos)}
             array_names = set(arrays(archive))
-    except ZIP_ERRORS:
+    except ZIP_ERRORS + remote_errors(path):
         return "npz"  # the .npz reader says what is wrong
     npys = [name for name, kind in kinds.items() if kind == "npy"]
     images = [name for name, kind in kinds.items() if kind == "image"]
@@ -215,11 +219,11 @@ def zip_member_kind(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | No
 
 
 def open_zip_images(
-    path: Path, key: str | None, mode: str | None, resize: Resize | None = None
+    path: Location, key: str | None, mode: str | None, resize: Resize | None = None
 ) -> ZipImages:
     """The images of a zip archive: flat, or one folder per class."""
     image_module = require_pillow(PILLOW_PURPOSE)
-    with zip_errors(path), zipfile.ZipFile(path) as archive:
+    with zip_errors(path), open_zip(path) as archive:
         infos = zip_listing(archive, path)
         chosen = [(n, i) for n, i in enumerate(infos) if matches(i.filename, key)]
         images = [
@@ -292,7 +296,7 @@ class TarImages(Source):
             raise InputError(f"{path}: archive changed since it was opened (fewer members)")
 
 
-def tar_kind(path: Path, key: str | None = None) -> str:
+def tar_kind(path: Location, key: str | None = None) -> str:
     """``cifar-archive``, ``webdataset`` or ``image-tar``, by what the first members are.
 
     The first bytes of each of the first ``SNIFF_MEMBERS`` members say whether it is a
@@ -330,7 +334,7 @@ def tar_kind(path: Path, key: str | None = None) -> str:
 
 
 def tar_decision(
-    path: Path, key: str | None, pickles: list[str], images: list[str], image_names: bool
+    path: Location, key: str | None, pickles: list[str], images: list[str], image_names: bool
 ) -> str:
     """The kind of a tar from the pickles and images its first members are (``tar_kind``)."""
     if pickles and images:
@@ -343,7 +347,7 @@ def tar_decision(
     return "image-tar" if image_names else "cifar-archive"
 
 
-def tar_head(archive: tarfile.TarFile, path: Path, member: tarfile.TarInfo) -> bytes:
+def tar_head(archive: tarfile.TarFile, path: Location, member: tarfile.TarInfo) -> bytes:
     """The first bytes of the member the stream is at."""
     try:
         handle = archive.extractfile(member)
@@ -353,7 +357,7 @@ def tar_head(archive: tarfile.TarFile, path: Path, member: tarfile.TarInfo) -> b
 
 
 def open_tar_images(
-    path: Path, key: str | None, mode: str | None, resize: Resize | None = None
+    path: Location, key: str | None, mode: str | None, resize: Resize | None = None
 ) -> TarImages:
     """The images of a tar archive: flat, or one folder per class (one pass over it)."""
     image_module = require_pillow(PILLOW_PURPOSE)

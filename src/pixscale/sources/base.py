@@ -8,7 +8,6 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy.typing as npt
 from pixscale.core.labels import MAX_LABEL as MAX_LABEL
 from pixscale.core.labels import Labels as Labels  # every reader builds them
 from pixscale.core.layouts import channel_axis_of
+from pixscale.core.location import Location, name_of, open_bytes
 from pixscale.core.pixels import MAX_IMAGE_VALUES as MAX_IMAGE_VALUES
 from pixscale.errors import InputError
 
@@ -40,7 +40,7 @@ class Source(ABC):
     format: str
     shape: tuple[int, ...]
     layout: str
-    files: tuple[Path, ...]
+    files: tuple[Location, ...]
     labels: Labels | None = field(default=None, kw_only=True)
     #: The pixels' dtype: ``"uint8"`` or ``"uint16"`` (``core.pixels.SOURCE_DTYPES``).
     dtype: str = field(default="uint8", kw_only=True)
@@ -144,7 +144,7 @@ class Source(ABC):
         return 1 if axis is None else self.image_shape[axis]
 
     @property
-    def reads(self) -> tuple[Path, ...]:
+    def reads(self) -> tuple[Location, ...]:
         """Every file this source reads: its images and a labels file of their own. No
         output of the run may be one of them."""
         labels = self.labels.path if self.labels is not None else None
@@ -154,7 +154,7 @@ class Source(ABC):
         """Digest of the source bytes as stored (all files, in order)."""
         return files_sha256(self.files)
 
-    def file_at(self, index: int) -> Path:
+    def file_at(self, index: int) -> Location:
         """The input file holding image ``index`` (sources of several files override it)."""
         return self.files[0]
 
@@ -167,7 +167,7 @@ class Source(ABC):
         return {
             "name": self.name,
             "format": self.format,
-            "files": [p.name for p in self.files],
+            "files": [name_of(p) for p in self.files],
             "sha256": sha256 or self.sha256(),
             "shape": list(self.shape),
             "dtype": self.dtype,
@@ -176,7 +176,7 @@ class Source(ABC):
         }
 
 
-def check_images(path: Path, shape: tuple[int, ...]) -> None:
+def check_images(path: Location, shape: tuple[int, ...]) -> None:
     """Refuse images that hold no pixels, or more values than ``MAX_IMAGE_VALUES``.
 
     Parameters
@@ -202,7 +202,7 @@ def check_images(path: Path, shape: tuple[int, ...]) -> None:
         )
 
 
-def check_labels_size(path: Path, count: int, itemsize: int) -> None:
+def check_labels_size(path: Location, count: int, itemsize: int) -> None:
     """Refuse a labels array larger than ``MAX_LABELS_BYTES`` before it is read whole."""
     if count * itemsize > MAX_LABELS_BYTES:
         raise InputError(
@@ -211,11 +211,16 @@ def check_labels_size(path: Path, count: int, itemsize: int) -> None:
         )
 
 
-def files_sha256(files: tuple[Path, ...]) -> str:
+#: Bytes per request of the digest's own read of an object, beside the conversion's.
+HASH_BLOCK_BYTES = 16 << 20
+
+
+def files_sha256(files: tuple[Location, ...]) -> str:
     """sha256 of one file, or of the concatenated bytes of several."""
     digest = hashlib.sha256()
     for path in files:
-        with path.open("rb") as handle:
+        # beside the conversion's own read of an object: smaller requests, less memory
+        with open_bytes(path, HASH_BLOCK_BYTES) as handle:
             while block := handle.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()
@@ -229,7 +234,7 @@ class WindowSource(Source):
     start: int = 0
 
     @property
-    def reads(self) -> tuple[Path, ...]:
+    def reads(self) -> tuple[Location, ...]:
         return self.parent.reads if self.parent is not None else self.files
 
     def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from pixscale.core.location import Location, open_bytes, size_of
 from pixscale.core.rawio import read_images
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
@@ -44,9 +44,9 @@ def looks_like_pickle(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == PICKLE_PROTOCOL_BYTE and 2 <= head[1] <= 5
 
 
-def label_bytes(path: Path) -> int:
+def label_bytes(path: Location) -> int:
     """1 for CIFAR-10 records (3073 bytes), 2 for CIFAR-100 (coarse, fine: 3074 bytes)."""
-    size = path.stat().st_size
+    size = size_of(path)
     fits = [n for n in (1, 2) if size % (n + PIXELS) == 0]
     if len(fits) == 2:
         return 2 if "100" in path.name or path.name in ("train.bin", "test.bin") else 1
@@ -68,7 +68,7 @@ class CifarSource(Source):
 
     def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
         path = self.files[0]
-        with path.open("rb") as handle:
+        with open_bytes(path) as handle:
             handle.seek(start * (self.header + PIXELS))
             for first in range(start, stop, max_images):
                 count = min(max_images, stop - first)
@@ -77,13 +77,13 @@ class CifarSource(Source):
                 yield np.ascontiguousarray(planar.transpose(0, 2, 3, 1))
 
 
-def open_cifar(path: Path) -> CifarSource:
+def open_cifar(path: Location) -> CifarSource:
     """A CIFAR-10 or CIFAR-100 binary batch; its labels are checked against the dataset's
     classes (10; CIFAR-100: 100 fine and 20 coarse) before anything is converted."""
     header = label_bytes(path)
-    count = path.stat().st_size // (header + PIXELS)
+    count = size_of(path) // (header + PIXELS)
     values = np.empty((count, header), np.uint8)
-    with path.open("rb") as handle:
+    with open_bytes(path) as handle:
         for start in range(0, count, LABEL_BLOCK):
             block = min(LABEL_BLOCK, count - start)
             records = read_images(handle, path, block, (header + PIXELS,))

@@ -24,12 +24,12 @@ import pickle
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.location import Location, open_bytes, size_of
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
 from pixscale.sources.cifar import (
@@ -37,7 +37,7 @@ from pixscale.sources.cifar import (
     CIFAR100_COARSE_CLASSES,
     CIFAR100_FINE_CLASSES,
 )
-from pixscale.sources.members import TAR_ERRORS, Tar, open_tar, tar_entries
+from pixscale.sources.members import TAR_ERRORS, Tar, open_tar, storage_errors, tar_entries
 
 PIXELS = 3 * 32 * 32
 #: A batch is about 30 MB (10,000 images); members larger than this are refused unread.
@@ -324,7 +324,7 @@ def batch_arrays(batch: dict[bytes, Any], origin: str) -> tuple[UInt8Array, npt.
 class Batch:
     """Where one pickled batch is: a file of its own, or a member of a tar archive."""
 
-    path: Path
+    path: Location
     member: str | None = None
     #: The member's header, as the archive's one listing found it.
     info: tarfile.TarInfo | None = field(default=None, repr=False, compare=False)
@@ -348,11 +348,13 @@ class CifarPythonSource(Source):
                 yield images[start : start + max_images]
 
 
-def read_file_batch(path: Path) -> bytes:
+def read_file_batch(path: Location) -> bytes:
     """The bytes of a batch that is a file of its own."""
-    if path.stat().st_size > MAX_BATCH_BYTES:
-        raise InputError(f"{path}: larger than any CIFAR batch; refusing to load it")
-    return path.read_bytes()
+    with storage_errors(path):
+        if size_of(path) > MAX_BATCH_BYTES:
+            raise InputError(f"{path}: larger than any CIFAR batch; refusing to load it")
+        with open_bytes(path) as handle:
+            return handle.read()
 
 
 def read_member(archive: tarfile.TarFile, batch: Batch) -> bytes:
@@ -368,7 +370,7 @@ def read_member(archive: tarfile.TarFile, batch: Batch) -> bytes:
     return data
 
 
-def read_batches(path: Path, batches: tuple[Batch, ...]) -> Iterator[tuple[Batch, bytes]]:
+def read_batches(path: Location, batches: tuple[Batch, ...]) -> Iterator[tuple[Batch, bytes]]:
     """Each batch's bytes in turn; members through one opening of the archive, each read
     at the offset the listing found (never by searching the archive again)."""
     if all(batch.member is None for batch in batches):
@@ -384,7 +386,7 @@ def read_batches(path: Path, batches: tuple[Batch, ...]) -> Iterator[tuple[Batch
             yield batch, data
 
 
-def list_members(archive: Tar, path: Path) -> dict[str, tarfile.TarInfo]:
+def list_members(archive: Tar, path: Location) -> dict[str, tarfile.TarInfo]:
     """The regular members of an archive by name, in archive order, read once (through
     ``tar_entries``, which refuses links and an archive that does not end properly); a
     name that appears twice, and more than ``MAX_ARCHIVE_MEMBERS`` members, are refused."""
@@ -402,7 +404,7 @@ def list_members(archive: Tar, path: Path) -> dict[str, tarfile.TarInfo]:
     return found
 
 
-def select_members(names: list[str], key: str | None, origin: Path) -> list[str]:
+def select_members(names: list[str], key: str | None, origin: Location) -> list[str]:
     """Members chosen by ``key`` (a name or pattern, matched on the base name), or the
     training batches; in archive order."""
     base = {name: name.rsplit("/", 1)[-1] for name in names}
@@ -441,7 +443,7 @@ class ClassNames:
 
 
 def read_meta(
-    archive: tarfile.TarFile, path: Path, members: dict[str, tarfile.TarInfo]
+    archive: tarfile.TarFile, path: Location, members: dict[str, tarfile.TarInfo]
 ) -> ClassNames:
     """The class names of the archive's meta member, where it has one."""
     meta = [n for n in members if n.rsplit("/", 1)[-1] in META_MEMBERS]
@@ -451,7 +453,7 @@ def read_meta(
     return ClassNames(unpickle_batch(read_member(archive, batch), batch.origin))
 
 
-def open_cifar_archive(path: Path, key: str | None) -> CifarPythonSource:
+def open_cifar_archive(path: Location, key: str | None) -> CifarPythonSource:
     """CIFAR-10/100 python batches inside a tar (``cifar-10-python.tar.gz``): its member
     list is read once, then the chosen batches at their offsets, in archive order (a
     compressed archive is read front to back: going back means starting over)."""
@@ -472,7 +474,7 @@ def read_batches_of(
         yield batch, read_member(archive, batch)
 
 
-def open_cifar_batch(path: Path) -> CifarPythonSource:
+def open_cifar_batch(path: Location) -> CifarPythonSource:
     """One pickled CIFAR batch file (``data_batch_1``, ``test_batch``, ``train``)."""
     batches = [Batch(path)]
     return batches_source(path, batches, read_batches(path, tuple(batches)), ClassNames())
@@ -498,7 +500,7 @@ def batch_labels_checked(
 
 
 def batches_source(
-    path: Path,
+    path: Location,
     batches: list[Batch],
     contents: Iterator[tuple[Batch, bytes]],
     classes: ClassNames,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from pixscale.core.location import Location
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
 
@@ -19,14 +19,14 @@ class ConcatSource(Source):
     parts: tuple[Source, ...] = ()
 
     @property
-    def reads(self) -> tuple[Path, ...]:
+    def reads(self) -> tuple[Location, ...]:
         return tuple(dict.fromkeys(f for part in self.parts for f in part.reads))
 
     def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         for part in self.parts:
             yield from part.chunks(max_images)
 
-    def file_at(self, index: int) -> Path:
+    def file_at(self, index: int) -> Location:
         """The input file holding image ``index``."""
         for part in self.parts:
             if index < part.n_images:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import stat
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.formats import HDF5_SIGNATURE, NPY_MAGIC
+from pixscale.core.location import (
+    Location,
+    is_remote,
+    open_bytes,
+    shown,
+    size_of,
+    storage_exceptions,
+    storage_reason,
+)
 from pixscale.core.rawio import (
     GZIP_MAGIC,
     check_size,
@@ -53,7 +61,7 @@ KEYED = (
 IMAGE_FORMATS = ("folder", "parquet", "image-zip", "image-tar", "webdataset")
 
 
-def sniff(path: Path, key: str | None = None) -> str:
+def sniff(path: Location, key: str | None = None) -> str:
     """Name the format of ``path`` from its first bytes (after gunzip); an archive's from
     the first bytes of its members. ``key`` says which members to read where an archive
     holds two kinds (``zip_kind``, ``tar_kind``)."""
@@ -62,10 +70,10 @@ def sniff(path: Path, key: str | None = None) -> str:
         if looks_like_zarr_v2(path) and not looks_like_zarr(path):
             raise refuse_zarr_v2(path)
         return "zarr" if looks_like_zarr(path) else kind
-    if path.stat().st_size == 0:
+    if size_of(path) == 0:
         raise InputError(f"{path}: file is empty")
     try:
-        with path.open("rb") as raw:
+        with open_bytes(path) as raw:
             head = raw.read(TAR_MAGIC_AT + 8)
     except OSError as exc:
         raise InputError(f"{path}: cannot open: {exc.strerror}") from exc
@@ -93,9 +101,12 @@ def sniff(path: Path, key: str | None = None) -> str:
     raise InputError(f"{path}: unknown format (expected {FORMAT_NAMES})")
 
 
-def file_kind(path: Path) -> str:
+def file_kind(path: Location) -> str:
     """``folder`` or ``file``; anything else (a FIFO, a device, a socket) is refused, since
-    reading it could block or never end. Symbolic links count as what they point to."""
+    reading it could block or never end. Symbolic links count as what they point to. On an
+    object store, a prefix is a folder."""
+    if is_remote(path):
+        return remote_kind(path)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError as exc:
@@ -109,6 +120,15 @@ def file_kind(path: Path) -> str:
     return "file"
 
 
+def remote_kind(location: Location) -> str:
+    """``folder`` (a prefix holding objects) or ``file`` (an object) on an object store."""
+    try:
+        found = location.fs.info(location.path)  # type: ignore[union-attr]
+    except storage_exceptions() as exc:
+        raise InputError(f"{shown(location)}: {storage_reason(exc)}") from exc
+    return "folder" if found.get("type") == "directory" else "file"
+
+
 def special_kind(mode: int) -> str:
     kinds = {
         stat.S_ISFIFO: "a FIFO",
@@ -120,7 +140,7 @@ def special_kind(mode: int) -> str:
 
 
 def open_one(
-    path: Path,
+    path: Location,
     key: str | None = None,
     mode: str | None = None,
     resize: Resize | None = None,
@@ -134,7 +154,7 @@ def open_one(
 
 
 def open_format(
-    path: Path,
+    path: Location,
     key: str | None,
     mode: str | None,
     resize: Resize | None = None,
@@ -180,7 +200,7 @@ def open_format(
     return open_idx(path)
 
 
-def read_labels(path: Path, expected: int) -> npt.NDArray[np.integer]:
+def read_labels(path: Location, expected: int) -> npt.NDArray[np.integer]:
     """Read a 1-D integer labels array of ``expected`` entries from an IDX or .npy file.
 
     The count is checked against the header before anything is allocated.
@@ -190,7 +210,7 @@ def read_labels(path: Path, expected: int) -> npt.NDArray[np.integer]:
         return read_idx_array(path, expected)
     if fmt != "npy" or is_gzip(path):
         raise InputError(f"{path}: labels must be an IDX or .npy file, this is {fmt}")
-    with path.open("rb") as handle:
+    with open_bytes(path) as handle:
         shape, _, dtype = read_npy_header(handle, path)
         require_labels(path, shape, dtype, expected)
         check_size(path, handle.tell() + expected * dtype.itemsize)

@@ -3,6 +3,11 @@
 A folder reads as the archive of it does (``tree``): folders every image shares
 (``photos/train/<class>/``) are looked through, and images at mixed depths are refused.
 
+A folder may be a prefix of an object store (``s3://bucket/photos``), its sub-prefixes the
+class folders: there are no links there to contain, so the prefix is listed once
+(``list_remote_images``), sorted and planned as a local folder is, and its images fetched
+in concurrent batches.
+
 Every header is read when the folder is opened, so that sizes and kinds are known (and the
 first offender named) before anything is converted; the checks themselves are the ones all
 image sources share (``pictures``), and pixels are decoded on every core (``parallel``).
@@ -14,11 +19,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pixscale.core.containment import Root
+from pixscale.core.location import Location, is_remote, shown
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
+from pixscale.sources.members import storage_errors
 from pixscale.sources.parallel import choose_backend, decode_chunks
 from pixscale.sources.pictures import (
     GREY16,
@@ -26,14 +33,16 @@ from pixscale.sources.pictures import (
     MODES,
     Encoded,
     Expect,
+    check_encoded_size,
     choose_mode,
+    fetched,
     is_image_name,
     refuse_mode_for_16_bits,
     require_pillow,
     scan,
 )
 from pixscale.sources.resize import Resize
-from pixscale.sources.tree import is_hidden_part, labels_of, plan_tree
+from pixscale.sources.tree import is_hidden, is_hidden_part, labels_of, parents, parts_of, plan_tree
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -43,6 +52,10 @@ __all__ = [
     "open_folder",
     "require_pillow",
 ]
+
+
+#: How a folder of images names the one to read, when its images lie at mixed depths.
+FOLDER_HINT = "name the one folder to read, as in photos/train"
 
 
 def list_images(folder: Path) -> tuple[list[Path], Labels | None]:
@@ -59,10 +72,41 @@ def list_images(folder: Path) -> tuple[list[Path], Labels | None]:
     walk(root, images, folders)
     if not images:
         return [], None
-    plan = plan_tree(
-        folder, images, folders, hint="name the one folder to read, as in photos/train"
-    )
+    plan = plan_tree(folder, images, folders, hint=FOLDER_HINT)
     return [folder / name for name in images], labels_of(plan, folder)
+
+
+def list_remote_images(folder: Location) -> tuple[list[Location], Labels | None]:
+    """``list_images`` of a prefix of an object store: its objects listed once, recursively
+    (``find``), in the order a local folder is read (names sorted, folder by folder), with
+    labels when class sub-prefixes hold them. An image larger than ``MAX_ENCODED_BYTES`` is
+    refused from the listing, before anything is fetched."""
+    with storage_errors(folder):
+        listing = remote_listing(folder)
+    images: list[str] = []
+    folders: set[str] = set()
+    for name, info in listing.items():
+        if not name or is_hidden(name):
+            continue
+        if info.get("type") == "directory" or name.endswith("/"):
+            folders.add(name.rstrip("/"))
+        elif is_image_name(name):
+            check_encoded_size(f"{shown(folder)}/{name}", int(info.get("size") or 0))
+            images.append(name)
+    if not images:
+        return [], None
+    images.sort(key=parts_of)  # depth first, as ``walk`` visits a folder
+    plan = plan_tree(folder, images, folders | parents(images), hint=FOLDER_HINT)
+    return [folder.joinpath(*parts_of(name)) for name in images], labels_of(plan, folder)
+
+
+def remote_listing(folder: Location) -> dict[str, dict[str, Any]]:
+    """Every object and folder under the prefix ``folder``, by name relative to it."""
+    filesystem = folder.fs  # type: ignore[union-attr]
+    root = str(folder.path).rstrip("/")  # type: ignore[union-attr]
+    found = filesystem.find(root, withdirs=True, detail=True)
+    start = len(root) + 1
+    return {key[start:]: info for key, info in found.items() if key.startswith(root + "/")}
 
 
 def walk(root: Root, images: list[str], folders: list[str]) -> None:
@@ -116,6 +160,8 @@ class FolderSource(Source):
     random_access: ClassVar[bool] = True
     mode: str = "L"
     size: tuple[int, int] = (0, 0)
+    #: Whether the images are objects of an object store (fetched in batches).
+    remote: bool = False
 
     def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
         return self.window(0, self.n_images, max_images)
@@ -124,21 +170,24 @@ class FolderSource(Source):
         # The folder was scanned whole: every image has this size and a kind --mode fits
         # (the checks run again, in case a file changed since).
         expect = Expect(self.size, self.mode, strict=False, resize=self.resize)
-        items = (Encoded(str(path)) for path in self.files[start:stop])
+        files = self.files[start:stop]
+        items = fetched(files) if self.remote else (Encoded(str(path)) for path in files)
         backend = choose_backend(expect, stop - start)
         return decode_chunks(items, expect, max_images, backend=backend)
 
 
 def open_folder(
-    folder: Path, mode: str | None = None, resize: Resize | None = None
+    folder: Location, mode: str | None = None, resize: Resize | None = None
 ) -> FolderSource:
+    """A folder of images, or a prefix of an object store holding them."""
     image_module = require_pillow()
     if mode is not None and mode not in MODES:
         raise InputError(f"--mode {mode}: choose L or RGB")
-    files, labels = list_images(folder)
+    remote = is_remote(folder)
+    files, labels = list_remote_images(folder) if remote else list_images(folder)  # type: ignore[arg-type]
     if not files:
         raise InputError(f"{folder}: holds no PNG, JPEG, BMP or TIFF images")
-    found = scan(image_module, files, one_size=resize is None)
+    found = scan(image_module, files, one_size=resize is None, remote=remote)
     if mode is not None and "grey16" in found.kinds:
         refuse_mode_for_16_bits(found.kinds["grey16"])
     mode = choose_mode(folder, found) if mode is None else mode
@@ -155,4 +204,5 @@ def open_folder(
         size=(width, height),
         resize=resize,
         dtype="uint16" if mode == GREY16 else "uint8",
+        remote=remote,
     )

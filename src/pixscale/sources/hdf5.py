@@ -8,15 +8,24 @@ dataset read is looked up through ``pixscale.core.hdf5_open``, which refuses the
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 from pixscale.core.formats import RECORD_ATTRIBUTE
 from pixscale.core.hdf5_open import local_dataset
 from pixscale.core.layouts import default_layout
+from pixscale.core.location import (
+    SEEK_BLOCK_BYTES,
+    Location,
+    is_remote,
+    open_bytes,
+    shown,
+    storage_exceptions,
+    storage_reason,
+)
 from pixscale.core.pixels import native, require_source_dtype, source_dtype
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, check_labels_size
@@ -31,7 +40,7 @@ if TYPE_CHECKING:
     import h5py
 
 
-def check_stored(path: Path, dataset: h5py.Dataset, key: str, what: str) -> None:
+def check_stored(path: Location, dataset: h5py.Dataset, key: str, what: str) -> None:
     """Refuse a dataset with unwritten storage (read back as fill values, it would turn a
     tiny file into any amount of made-up data) or with chunks too large to decompress."""
     import h5py
@@ -42,26 +51,26 @@ def check_stored(path: Path, dataset: h5py.Dataset, key: str, what: str) -> None
         stored = dataset.id.get_storage_size()
         if stored < expected:
             raise InputError(
-                f"{path}: {what} {key!r} stores {stored:,} of its {expected:,} bytes; the rest "
-                "is unallocated and would read as fill values"
+                f"{shown(path)}: {what} {key!r} stores {stored:,} of its {expected:,} bytes; "
+                "the rest is unallocated and would read as fill values"
             )
     elif layout == h5py.h5d.CHUNKED:
         chunk_bytes = math.prod(dataset.chunks) * dataset.dtype.itemsize
         if chunk_bytes > MAX_CHUNK_BYTES:
             raise InputError(
-                f"{path}: {what} {key!r} has chunks of {chunk_bytes:,} bytes, over the limit "
-                f"of {MAX_CHUNK_BYTES:,}"
+                f"{shown(path)}: {what} {key!r} has chunks of {chunk_bytes:,} bytes, over the "
+                f"limit of {MAX_CHUNK_BYTES:,}"
             )
         expected = math.prod(-(-n // c) for n, c in zip(dataset.shape, dataset.chunks, strict=True))
         stored = dataset.id.get_num_chunks()
         if stored < expected:
             raise InputError(
-                f"{path}: {what} {key!r} stores {stored:,} of its {expected:,} chunks; the rest "
-                "are unallocated and would read as fill values"
+                f"{shown(path)}: {what} {key!r} stores {stored:,} of its {expected:,} chunks; "
+                "the rest are unallocated and would read as fill values"
             )
 
 
-def find_labels(handle: h5py.File, path: Path, key: str, count: int) -> Labels | None:
+def find_labels(handle: h5py.File, path: Location, key: str, count: int) -> Labels | None:
     """A labels dataset of the right length beside the images (``x_…`` ↔ ``y_…`` too)."""
     group, _, name = key.rpartition("/")
     candidates = [f"{group}/{n}" if group else n for n in LABEL_NAMES]
@@ -106,14 +115,14 @@ def is_images(dataset: h5py.Dataset) -> bool:
         return False
 
 
-def choose_key(handle: h5py.File, path: Path) -> str:
+def choose_key(handle: h5py.File, path: Location) -> str:
     found, external = uint8_datasets(handle)
     if len(found) == 1:
         return found[0]
     listing = ", ".join(found) or "none"
     skipped = f" (external links not followed: {', '.join(external)})" if external else ""
     raise InputError(
-        f"{path}: uint8/uint16 image datasets: {listing}{skipped}; choose one with --key"
+        f"{shown(path)}: uint8/uint16 image datasets: {listing}{skipped}; choose one with --key"
     )
 
 
@@ -126,47 +135,62 @@ class Hdf5Source(Source):
         return self.window(0, self.n_images, max_images)
 
     def read_window(self, start: int, stop: int, max_images: int) -> Iterator[UInt8Array]:
-        import h5py
-
         path = self.files[0]
-        try:
-            with h5py.File(path, "r") as handle:
-                dataset = local_dataset(handle, path, self.key, "dataset")
-                if dataset is None:
-                    raise InputError(f"{path}: no dataset {self.key!r}")
-                for first in range(start, stop, max_images):
-                    yield native(dataset[first : min(first + max_images, stop)], self.dtype)
-        except H5_ERRORS as exc:
-            raise InputError(f"{path}: cannot read dataset {self.key!r} ({exc})") from exc
+        with hdf5_file(path, f"cannot read dataset {self.key!r}") as handle:
+            dataset = local_dataset(handle, path, self.key, "dataset")
+            if dataset is None:
+                raise InputError(f"{shown(path)}: no dataset {self.key!r}")
+            for first in range(start, stop, max_images):
+                yield native(dataset[first : min(first + max_images, stop)], self.dtype)
 
 
-def open_hdf5(path: Path, key: str | None) -> Hdf5Source:
+@contextlib.contextmanager
+def hdf5_file(path: Location, failing: str) -> Iterator[h5py.File]:
+    """``path`` opened by h5py (a URL through a seekable file object, read by byte range),
+    h5py's errors and the storage's becoming an InputError naming it: ``failing`` says what
+    failed."""
     import h5py
 
+    raw = remote_file(path) if is_remote(path) else None
     try:
-        handle = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"{path}: damaged HDF5 file ({exc})") from exc
-    try:
-        with handle:
-            return describe(handle, path, key)
+        with h5py.File(path if raw is None else raw, "r") as handle:
+            yield handle
+    except InputError:
+        raise
     except H5_ERRORS as exc:
-        raise InputError(f"{path}: damaged HDF5 file ({exc})") from exc
+        raise InputError(f"{shown(path)}: {failing} ({exc})") from exc
+    finally:
+        if raw is not None:
+            raw.close()
 
 
-def describe(handle: h5py.File, path: Path, key: str | None) -> Hdf5Source:
+def remote_file(path: Location) -> BinaryIO:
+    """The object at the URL ``path`` opened for reading, or why it cannot be."""
+    try:
+        return open_bytes(path, SEEK_BLOCK_BYTES)
+    except storage_exceptions() as exc:
+        raise InputError(f"{shown(path)}: {storage_reason(exc)}") from exc
+
+
+def open_hdf5(path: Location, key: str | None) -> Hdf5Source:
+    with hdf5_file(path, "damaged HDF5 file") as handle:
+        return describe(handle, path, key)
+
+
+def describe(handle: h5py.File, path: Location, key: str | None) -> Hdf5Source:
     """The images dataset ``key`` (or the only uint8/uint16 one) and the labels beside it."""
     if RECORD_ATTRIBUTE in handle.attrs:
         raise InputError(
-            f"{path}: is a pixscale output (float32); use 'pixscale invert' to get uint8 back"
+            f"{shown(path)}: is a pixscale output (float32); use 'pixscale invert' to get "
+            "uint8 back"
         )
     key = choose_key(handle, path) if key is None else key
     item = local_dataset(handle, path, key, "dataset")
     if item is None:
-        raise InputError(f"{path}: no dataset {key!r}")
+        raise InputError(f"{shown(path)}: no dataset {key!r}")
     pixels = require_source_dtype(path, item.dtype, f"dataset {key!r}")
     if item.ndim < 2:
-        raise InputError(f"{path}: dataset {key!r} has shape {item.shape}; expected images")
+        raise InputError(f"{shown(path)}: dataset {key!r} has shape {item.shape}; expected images")
     check_stored(path, item, key, "dataset")
     shape = tuple(item.shape)
     return Hdf5Source(

@@ -7,12 +7,12 @@ import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 from pixscale.core.layouts import default_layout
+from pixscale.core.location import Location
 from pixscale.core.rawio import (
     check_end,
     check_size,
@@ -39,7 +39,7 @@ def looks_like_idx(head: bytes) -> bool:
     return len(head) >= 4 and head[:2] == b"\0\0" and head[2] in IDX_DTYPES and 1 <= head[3] <= 8
 
 
-def read_idx_header(handle: BinaryIO, path: Path) -> tuple[int, ...]:
+def read_idx_header(handle: BinaryIO, path: Location) -> tuple[int, ...]:
     """Parse the header and return the array shape; the dtype must be uint8."""
     magic = read_exact(handle, 4, path, "IDX magic number")
     if not looks_like_idx(magic):
@@ -50,7 +50,7 @@ def read_idx_header(handle: BinaryIO, path: Path) -> tuple[int, ...]:
     return struct.unpack(f">{ndim}I", read_exact(handle, 4 * ndim, path, "IDX dimensions"))
 
 
-def read_idx_array(path: Path, expected: int) -> np.ndarray:
+def read_idx_array(path: Location, expected: int) -> np.ndarray:
     """Read a labels IDX file of ``expected`` entries; the count is checked first."""
     with open_maybe_gzip(path) as handle:
         shape = read_idx_header(handle, path)
@@ -68,7 +68,7 @@ def read_idx_array(path: Path, expected: int) -> np.ndarray:
 _IMAGES_NAME = re.compile(r"images([-.])idx(\d)")
 
 
-def sibling_labels(path: Path) -> Path | None:
+def sibling_labels(path: Location) -> Location | None:
     """``train-images-idx3-ubyte.gz`` → ``train-labels-idx1-ubyte.gz`` when that file exists."""
     candidate = path.with_name(_IMAGES_NAME.sub(r"labels\g<1>idx1", path.name, count=1))
     return candidate if candidate != path and candidate.is_file() else None
@@ -88,7 +88,7 @@ class IdxSource(Source):
             yield from read_chunked(handle, path, self.n_images, self.image_shape, max_images)
 
 
-def open_idx(path: Path) -> IdxSource:
+def open_idx(path: Location) -> IdxSource:
     """Open an IDX image file; labels come from the sibling labels file when present."""
     with open_maybe_gzip(path) as handle:
         shape = read_idx_header(handle, path)

@@ -11,10 +11,16 @@ naming the last member read. A compressed tar is read to the end of its stream, 
 the compression's own trailer (gzip's CRC and length). A zip is listed from its central
 directory, where a name held twice is refused too, and a member is read in bounded pieces,
 never past the size it declares.
+
+Archives on an object store (``s3://…``) are read the same way, through a seekable file of
+the object (``open_bytes``): a tar streamed front to back, a zip by its central directory
+and the byte ranges of its members; nothing is downloaded whole first. A failing storage
+call is refused in one line naming the URL and why (``read_failure``), not as damage.
 """
 
 from __future__ import annotations
 
+import gzip
 import lzma
 import stat
 import tarfile
@@ -22,8 +28,15 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+from pixscale.core.location import (
+    Location,
+    is_remote,
+    open_bytes,
+    shown,
+    storage_exceptions,
+    storage_reason,
+)
 from pixscale.errors import InputError
 
 #: Exceptions by which tarfile and its decompressors report a damaged archive.
@@ -62,6 +75,58 @@ SPECIAL_MODES = {
     stat.S_IFSOCK: "a socket",
 }
 LINK_REFUSED = "member is a link; links are not followed"
+#: ``OSError``s by which a decompressor reports damaged data (they carry no ``errno``).
+DATA_ERRORS = (gzip.BadGzipFile,)
+#: ``OSError``s that are the storage's whatever they carry (fsspec's may carry no ``errno``).
+STORAGE_OS_ERRORS = (
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def remote_errors(path: Location) -> tuple[type[BaseException], ...]:
+    """The storage libraries' exceptions when ``path`` is remote; none for a local path
+    (importing them would cost every local run)."""
+    return storage_exceptions() if is_remote(path) else ()
+
+
+def is_storage_failure(path: Location, exc: BaseException) -> bool:
+    """Whether ``exc`` is the storage of a remote ``path`` failing (a missing object, denied
+    access, no endpoint) rather than damage in the bytes read: other ``OSError``s are the
+    storage's when they carry an ``errno`` (fsspec's do, the decompressors' do not)."""
+    if not is_remote(path) or not isinstance(exc, storage_exceptions()):
+        return False
+    if isinstance(exc, STORAGE_OS_ERRORS):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno is not None and not isinstance(exc, DATA_ERRORS)
+    return True
+
+
+def read_failure(path: Location, exc: BaseException, damaged: str) -> InputError:
+    """The error for ``exc`` met reading ``path``: the URL and the storage's reason when its
+    storage failed, else ``damaged`` (what the reader says of damaged bytes)."""
+    if is_storage_failure(path, exc):
+        return InputError(f"{shown(path)}: {storage_reason(exc)}")
+    return InputError(damaged)
+
+
+@contextmanager
+def storage_errors(path: Location) -> Iterator[None]:
+    """Within the block, a failing storage call on a remote ``path`` becomes a one-line
+    ``InputError`` naming the URL and why, without a traceback or a credential."""
+    try:
+        yield
+    except remote_errors(path) as exc:
+        if not is_storage_failure(path, exc):
+            raise
+        raise read_failure(path, exc, "") from exc
 
 
 def member_problem(name: str) -> str | None:
@@ -74,7 +139,7 @@ def member_problem(name: str) -> str | None:
     return None
 
 
-def check_member_name(path: Path, name: str) -> None:
+def check_member_name(path: Location, name: str) -> None:
     """Refuse an archive holding a member that would land outside a folder extracted to."""
     problem = member_problem(name)
     if problem is not None:
@@ -111,17 +176,17 @@ class Tar(tarfile.TarFile):
 
 
 @contextmanager
-def open_tar(path: Path) -> Iterator[Tar]:
-    """A tar (plain, gzip, bzip2 or xz) open for reading; its damage is an ``InputError``
-    naming it."""
+def open_tar(path: Location) -> Iterator[Tar]:
+    """A tar (plain, gzip, bzip2 or xz) open for reading, a local file or a remote object
+    streamed; its damage is an ``InputError`` naming it (``read_failure``)."""
     try:
-        with Tar.open(path, "r:*") as archive:
+        with open_bytes(path) as raw, Tar.open(fileobj=raw, mode="r:*") as archive:
             yield archive
-    except TAR_ERRORS as exc:
-        raise InputError(f"{path}: damaged tar archive ({exc})") from exc
+    except TAR_ERRORS + remote_errors(path) as exc:
+        raise read_failure(path, exc, f"{path}: damaged tar archive ({exc})") from exc
 
 
-def tar_entries(archive: Tar, path: Path) -> Iterator[tuple[int, tarfile.TarInfo]]:
+def tar_entries(archive: Tar, path: Location) -> Iterator[tuple[int, tarfile.TarInfo]]:
     """Every member of an open tar in archive order, with its position: regular files and
     folders only (anything else is refused by name), then a check that the archive ends
     properly (``check_end``). Errors of the archive itself propagate (``open_tar`` names
@@ -137,7 +202,7 @@ def tar_entries(archive: Tar, path: Path) -> Iterator[tuple[int, tarfile.TarInfo
     check_end(archive, path, last)
 
 
-def tar_members(path: Path) -> Iterator[tuple[int, tarfile.TarFile, tarfile.TarInfo]]:
+def tar_members(path: Location) -> Iterator[tuple[int, tarfile.TarFile, tarfile.TarInfo]]:
     """Every member of a tar, in archive order, with its position and the open archive to
     read it from (``tar_entries``); the archive is read once, front to back."""
     with open_tar(path) as archive:
@@ -145,7 +210,7 @@ def tar_members(path: Path) -> Iterator[tuple[int, tarfile.TarFile, tarfile.TarI
             yield position, archive, member
 
 
-def refuse_special(path: Path, member: tarfile.TarInfo) -> None:
+def refuse_special(path: Location, member: tarfile.TarInfo) -> None:
     """Refuse a member that is neither a regular file nor a folder, naming it."""
     if member.isfile() or member.isdir():
         return
@@ -156,7 +221,7 @@ def refuse_special(path: Path, member: tarfile.TarInfo) -> None:
     raise InputError(f"{origin}: member is {what}, not a regular file")
 
 
-def check_end(archive: Tar, path: Path, last: str | None) -> None:
+def check_end(archive: Tar, path: Location, last: str | None) -> None:
     """Refuse a tar whose listing stopped anywhere but at its end-of-archive marker, or
     that holds anything but zeros after it."""
     after = f"after member {last}" if last is not None else "before its first member"
@@ -174,7 +239,15 @@ def check_end(archive: Tar, path: Path, last: str | None) -> None:
 # --------------------------------------------------------------------------- zip
 
 
-def zip_listing(archive: zipfile.ZipFile, path: Path) -> list[zipfile.ZipInfo]:
+@contextmanager
+def open_zip(path: Location) -> Iterator[zipfile.ZipFile]:
+    """A zip open for reading: a local file, or a remote object read by byte ranges (its
+    central directory, then the members read). Errors are the caller's to name."""
+    with open_bytes(path) as raw, zipfile.ZipFile(raw) as archive:
+        yield archive
+
+
+def zip_listing(archive: zipfile.ZipFile, path: Location) -> list[zipfile.ZipInfo]:
     """The members of a zip, in central-directory order, each checked: its name
     (``check_member_name``), held once, a regular file or a folder."""
     infos = archive.infolist()
@@ -188,7 +261,7 @@ def zip_listing(archive: zipfile.ZipFile, path: Path) -> list[zipfile.ZipInfo]:
     return infos
 
 
-def refuse_special_zip(path: Path, info: zipfile.ZipInfo) -> None:
+def refuse_special_zip(path: Location, info: zipfile.ZipInfo) -> None:
     """Refuse a member whose Unix mode (the high half of ``external_attr``) makes it a link,
     device, FIFO or socket; zips written elsewhere leave the mode zero."""
     kind = stat.S_IFMT(info.external_attr >> 16)

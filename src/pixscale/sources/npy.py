@@ -6,19 +6,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from pixscale.core.layouts import default_layout
+from pixscale.core.location import Location, open_bytes
 from pixscale.core.pixels import native, require_source_dtype
 from pixscale.core.rawio import check_size, read_chunked, read_npy_header
 from pixscale.errors import InputError
 from pixscale.sources.base import Source, UInt8Array, check_labels_size
 
 
-def require_labels(path: Path, shape: tuple[int, ...], dtype: np.dtype, expected: int) -> None:
+def require_labels(path: Location, shape: tuple[int, ...], dtype: np.dtype, expected: int) -> None:
     """Refuse, from its header alone, a labels array that is not ``expected`` integers.
 
     Object arrays (pickles) are refused here, never loaded.
@@ -30,7 +30,7 @@ def require_labels(path: Path, shape: tuple[int, ...], dtype: np.dtype, expected
     check_labels_size(path, expected, dtype.itemsize)
 
 
-def require_pixels(path: Path, dtype: np.dtype) -> str:
+def require_pixels(path: Location, dtype: np.dtype) -> str:
     """``"uint8"`` or ``"uint16"`` for an array of those (either byte order), or an error."""
     return require_source_dtype(path, dtype)
 
@@ -54,7 +54,7 @@ class NpySource(Source):
         path = self.files[0]
         stored = np.dtype(self.stored)
         ends = stop == self.n_images
-        with path.open("rb") as handle:
+        with open_bytes(path) as handle:
             handle.seek(self.data_offset + start * self.image_bytes)
             chunks = read_chunked(
                 handle, path, stop - start, self.image_shape, max_images, stored, ends
@@ -63,8 +63,8 @@ class NpySource(Source):
                 yield native(chunk, self.dtype)
 
 
-def open_npy(path: Path) -> NpySource:
-    with path.open("rb") as handle:
+def open_npy(path: Location) -> NpySource:
+    with open_bytes(path) as handle:
         shape, fortran_order, dtype = read_npy_header(handle, path)
         offset = handle.tell()
     pixels = require_pixels(path, dtype)

@@ -16,13 +16,13 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.layouts import default_layout
+from pixscale.core.location import Location
 from pixscale.core.pixels import native
 from pixscale.core.rawio import (
     check_deflate_ratio,
@@ -34,6 +34,7 @@ from pixscale.core.rawio import (
 )
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array
+from pixscale.sources.members import open_zip, read_failure, remote_errors
 from pixscale.sources.npy import require_labels, require_pixels
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -65,7 +66,7 @@ def label_key(key: str) -> str | None:
 
 
 @contextmanager
-def member_errors(path: Path, info: zipfile.ZipInfo) -> Iterator[None]:
+def member_errors(path: Location, info: zipfile.ZipInfo) -> Iterator[None]:
     """A member whose data fails its CRC is refused as damaged, naming the member."""
     try:
         yield
@@ -77,15 +78,16 @@ def member_errors(path: Path, info: zipfile.ZipInfo) -> Iterator[None]:
 
 
 @contextmanager
-def zip_errors(path: Path) -> Iterator[None]:
-    """Any error from zipfile or a decompressor becomes an InputError naming ``path``."""
+def zip_errors(path: Location) -> Iterator[None]:
+    """Any error from zipfile or a decompressor becomes an InputError naming ``path`` (a
+    remote object's storage failing is said as such: ``read_failure``)."""
     try:
         yield
-    except ZIP_ERRORS as exc:
-        raise InputError(f"{path}: damaged .npz archive ({exc})") from exc
+    except ZIP_ERRORS + remote_errors(path) as exc:
+        raise read_failure(path, exc, f"{path}: damaged .npz archive ({exc})") from exc
 
 
-def check_member(path: Path, info: zipfile.ZipInfo) -> None:
+def check_member(path: Location, info: zipfile.ZipInfo) -> None:
     """Refuse a member that is encrypted or compressed in a way not read."""
     refuse_unread_member(f"{path}: member {info.filename!r}", info, " (what numpy writes)")
 
@@ -102,7 +104,7 @@ def refuse_unread_member(subject: str, info: zipfile.ZipInfo, note: str = "") ->
         )
 
 
-def check_member_size(path: Path, info: zipfile.ZipInfo, needed: int) -> None:
+def check_member_size(path: Location, info: zipfile.ZipInfo, needed: int) -> None:
     """Refuse a member that does not hold exactly the ``needed`` bytes its header
     promises, or that promises more than its compressed bytes can expand to.
 
@@ -120,7 +122,7 @@ def check_member_size(path: Path, info: zipfile.ZipInfo, needed: int) -> None:
 
 
 def open_member(
-    archive: zipfile.ZipFile, path: Path, info: zipfile.ZipInfo
+    archive: zipfile.ZipFile, path: Location, info: zipfile.ZipInfo
 ) -> tuple[IO[bytes], tuple[int, ...], np.dtype]:
     """Open a .npy member at its data; returns the handle, shape and dtype.
 
@@ -160,7 +162,7 @@ class NpzSource(Source):
         """The images in chunks; the member must end with the last (see ``read_chunked``)."""
         path = self.files[0]
         stored = np.dtype(self.stored)
-        with zip_errors(path), zipfile.ZipFile(path) as archive:
+        with zip_errors(path), open_zip(path) as archive:
             info = archive.getinfo(self.member)
             handle, _, _ = open_member(archive, path, info)
             with handle, member_errors(path, info):
@@ -185,7 +187,7 @@ def arrays(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     }
 
 
-def choose(path: Path, found: dict[str, zipfile.ZipInfo], key: str | None) -> str:
+def choose(path: Location, found: dict[str, zipfile.ZipInfo], key: str | None) -> str:
     names = ", ".join(found) or "no .npy arrays"
     if key is None:
         if len(found) != 1:
@@ -197,7 +199,7 @@ def choose(path: Path, found: dict[str, zipfile.ZipInfo], key: str | None) -> st
 
 
 def read_labels_member(
-    archive: zipfile.ZipFile, path: Path, info: zipfile.ZipInfo, expected: int
+    archive: zipfile.ZipFile, path: Location, info: zipfile.ZipInfo, expected: int
 ) -> npt.NDArray[np.integer]:
     """A 1-D integer labels member of ``expected`` entries, checked before it is read."""
     handle, shape, dtype = open_member(archive, path, info)
@@ -209,10 +211,8 @@ def read_labels_member(
     return values
 
 
-def open_npz(path: Path, key: str | None) -> NpzSource:
-    with zip_errors(path):
-        archive = zipfile.ZipFile(path)
-    with zip_errors(path), archive:
+def open_npz(path: Location, key: str | None) -> NpzSource:
+    with zip_errors(path), open_zip(path) as archive:
         found = arrays(archive)
         key = choose(path, found, key)
         handle, shape, dtype = open_member(archive, path, found[key])

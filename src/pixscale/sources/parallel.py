@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from pixscale.core.location import Location, is_remote, storage_exceptions, storage_reason
 from pixscale.errors import InputError, PixscaleError
 from pixscale.sources.base import UInt8Array
 from pixscale.sources.pictures import (
@@ -252,10 +253,27 @@ def load_row(chunk: UInt8Array, row: int, image: Any, item: Encoded, expect: Exp
 
 
 def open_item(item: Encoded) -> BinaryIO:
+    """The image's bytes opened; a file or object that cannot be opened is refused in one
+    line naming it and why (a remote object's storage failing included)."""
     try:
         return item.open()
     except OSError as exc:
-        raise InputError(f"{item.origin}: cannot open: {exc.strerror}") from exc
+        raise InputError(f"{item.origin}: cannot open: {reason_of(item, exc)}") from exc
+    except remote_errors(item.location) as exc:
+        raise InputError(f"{item.origin}: cannot open: {storage_reason(exc)}") from exc
+
+
+def reason_of(item: Encoded, exc: OSError) -> str:
+    """Why ``item`` could not be opened: the system's words for a local file, the storage's
+    for a remote object (fsspec's errors may carry no ``strerror``)."""
+    if item.location is not None and is_remote(item.location):
+        return storage_reason(exc)
+    return str(exc.strerror)
+
+
+def remote_errors(location: Location | None) -> tuple[type[BaseException], ...]:
+    """The storage libraries' exceptions for a remote ``location``, else none."""
+    return storage_exceptions() if location is not None and is_remote(location) else ()
 
 
 class ProcessDecoder(Decoder):
@@ -278,7 +296,7 @@ class ProcessDecoder(Decoder):
         parts = min(len(batch), WORKERS * BATCHES_PER_WORKER)
         bounds = [len(batch) * k // parts for k in range(parts + 1)]
         jobs = [
-            self.pool.submit(decode_packed, *packed(batch[first:last]), self.expect)
+            submitted(self.pool, batch[first:last], self.expect)
             for first, last in zip(bounds, bounds[1:], strict=False)
         ]
         return Pending(jobs, np.concatenate, first=batch[0].origin)
@@ -293,6 +311,15 @@ def packed(batch: list[Encoded]) -> tuple[list[str], list[bytes | None]]:
 def decode_packed(origins: list[str], data: list[bytes | None], expect: Expect) -> UInt8Array:
     """``decode_batch`` of a ``packed`` batch, in a worker process."""
     return decode_batch([Encoded(*item) for item in zip(origins, data, strict=True)], expect)
+
+
+def submitted(pool: Executor, batch: list[Encoded], expect: Expect) -> Future[UInt8Array]:
+    """``batch`` decoded by a worker process: ``packed`` where every item is its bytes or a
+    local file; whole where an item is a remote object to fetch (its ``Location`` pickles
+    with its storage options, and the worker opens it)."""
+    if any(item.data is None and item.location is not None for item in batch):
+        return pool.submit(decode_batch, batch, expect)
+    return pool.submit(decode_packed, *packed(batch), expect)
 
 
 def worker_setup() -> None:

@@ -20,12 +20,20 @@ row) before any image is taken out of it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
+from pixscale.core.location import (
+    SEEK_BLOCK_BYTES,
+    Location,
+    is_remote,
+    open_bytes,
+    shown,
+    storage_exceptions,
+    storage_reason,
+)
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, check_labels_size
 from pixscale.sources.parallel import choose_backend, decode_chunks
@@ -50,26 +58,60 @@ HUB_METADATA = b"huggingface"
 PILLOW_PURPOSE = "reading images in Parquet files"
 
 
-def require_pyarrow(path: Path) -> Any:
+def require_pyarrow(path: Location) -> Any:
     """pyarrow's Parquet module, or a one-line error saying how to install it."""
     try:
         import pyarrow.parquet
     except ImportError as exc:
         raise InputError(
-            f"{path}: reading Parquet needs pyarrow: pip install 'pixscale[parquet]'"
+            f"{shown(path)}: reading Parquet needs pyarrow: pip install 'pixscale[parquet]'"
         ) from exc
     return pyarrow.parquet
 
 
 @contextmanager
-def arrow_errors(path: Path) -> Iterator[None]:
-    """pyarrow's errors on a damaged or truncated file become an InputError naming it."""
+def arrow_errors(path: Location) -> Iterator[None]:
+    """pyarrow's errors on a damaged or truncated file become an InputError naming it; a
+    failed read of a URL says why the storage failed."""
     import pyarrow as pa
 
     try:
         yield
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise InputError(f"{path}: damaged Parquet file ({exc})") from exc
+    except (pa.ArrowException, ValueError, *storage_exceptions()) as exc:
+        if is_remote(path) and from_storage(exc):
+            raise InputError(f"{shown(path)}: {storage_reason(exc)}") from exc
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(f"{shown(path)}: damaged Parquet file ({reason})") from exc
+
+
+def from_storage(exc: BaseException) -> bool:
+    """Whether ``exc`` reports a failed read of the storage rather than bytes pyarrow could
+    not parse (which it reports as a bare ``OSError``)."""
+    import pyarrow as pa
+
+    if isinstance(exc, pa.ArrowException | ValueError):
+        return False
+    return type(exc) is not OSError
+
+
+@contextmanager
+def parquet_file(path: Location, read_dictionary: list[str] | None = None) -> Iterator[Any]:
+    """``path`` opened by pyarrow (a URL through a seekable file object: the footer and the
+    column chunks read are fetched by byte range), closed on leaving."""
+    parquet = require_pyarrow(path)
+    raw = open_bytes(path, SEEK_BLOCK_BYTES) if is_remote(path) else None
+    try:
+        with arrow_errors(path):
+            handle = parquet.ParquetFile(
+                path if raw is None else raw, read_dictionary=read_dictionary
+            )
+        try:
+            yield handle
+        finally:
+            handle.close()
+    finally:
+        if raw is not None:
+            raw.close()
 
 
 def hub_features(metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
@@ -108,22 +150,22 @@ def is_image_type(kind: Any) -> bool:
     return is_binary(kind)
 
 
-def image_column(path: Path, schema: Any, features: dict[str, Any], key: str | None) -> str:
+def image_column(path: Location, schema: Any, features: dict[str, Any], key: str | None) -> str:
     """The column holding the images: ``--key``'s, or the only candidate (the Hub's Image
     features first)."""
     candidates: list[str] = [f.name for f in schema if is_image_type(f.type)]
     listing = ", ".join(candidates) or "none"
     if key is not None:
         if key not in candidates:
-            raise InputError(f"{path}: no image column {key!r}; image columns: {listing}")
+            raise InputError(f"{shown(path)}: no image column {key!r}; image columns: {listing}")
         return key
     marked: list[str] = [name for name in candidates if feature_type(features, name) == "Image"]
     chosen: list[str] = marked or candidates
     if len(chosen) != 1:
         if not chosen:
             columns = ", ".join(schema.names)
-            raise InputError(f"{path}: no column of image bytes (columns: {columns})")
-        raise InputError(f"{path}: holds image columns {listing}; choose one with --key")
+            raise InputError(f"{shown(path)}: no column of image bytes (columns: {columns})")
+        raise InputError(f"{shown(path)}: holds image columns {listing}; choose one with --key")
     return chosen[0]
 
 
@@ -155,7 +197,7 @@ def label_candidates(schema: Any, features: dict[str, Any], image: str) -> list[
 
 
 def label_column(
-    path: Path, schema: Any, features: dict[str, Any], image: str, chosen: str | None = None
+    path: Location, schema: Any, features: dict[str, Any], image: str, chosen: str | None = None
 ) -> str | None:
     """The column of labels: ``chosen`` (``--labels COLUMN``; ``none`` for no labels), else
     ``label`` (or ``labels``, ``fine_label``), else the only ClassLabel column. One that does
@@ -166,8 +208,8 @@ def label_column(
         if chosen not in schema.names or chosen == image:
             others = ", ".join(n for n in schema.names if n != image) or "none"
             raise InputError(
-                f"{path}: no column {chosen!r} for --labels; columns: {others} ({image} holds "
-                "the images)"
+                f"{shown(path)}: no column {chosen!r} for --labels; columns: {others} "
+                f"({image} holds the images)"
             )
         column = chosen
     else:
@@ -180,7 +222,7 @@ def label_column(
     return column
 
 
-def check_label_type(path: Path, schema: Any, column: str, chosen: bool) -> None:
+def check_label_type(path: Location, schema: Any, column: str, chosen: bool) -> None:
     """Refuse a label column that does not hold integers (class indices)."""
     import pyarrow as pa
 
@@ -190,7 +232,8 @@ def check_label_type(path: Path, schema: Any, column: str, chosen: bool) -> None
         return
     advice = "" if chosen else "; choose another with --labels COLUMN, or --labels none"
     raise InputError(
-        f"{path}: label column {column!r} holds {kind} values, not integer class labels{advice}"
+        f"{shown(path)}: label column {column!r} holds {kind} values, not integer class "
+        f"labels{advice}"
     )
 
 
@@ -215,12 +258,12 @@ def column_leaves(metadata: Any, columns: Sequence[str]) -> list[int]:
     ]
 
 
-def checked_row_group(path: Path, metadata: Any, group: int, leaves: list[int]) -> int:
+def checked_row_group(path: Location, metadata: Any, group: int, leaves: list[int]) -> int:
     """The rows of row group ``group``, once its column chunks agree with them and the
     reading it asks for is within bounds."""
     info = metadata.row_group(group)
     rows: int = info.num_rows
-    where = f"{path}: row group {group}"
+    where = f"{shown(path)}: row group {group}"
     if rows < 0:
         raise InputError(f"{where} declares {rows:,} rows")
     if rows * ROW_READ_BYTES > MAX_ROW_GROUP_BYTES:
@@ -250,7 +293,7 @@ def checked_row_group(path: Path, metadata: Any, group: int, leaves: list[int]) 
     return rows
 
 
-def checked_row_groups(path: Path, metadata: Any, columns: Sequence[str]) -> tuple[int, ...]:
+def checked_row_groups(path: Location, metadata: Any, columns: Sequence[str]) -> tuple[int, ...]:
     """The rows of every row group, once they agree with the file's count and with the
     column chunks of ``columns``."""
     leaves = column_leaves(metadata, columns)
@@ -261,18 +304,19 @@ def checked_row_groups(path: Path, metadata: Any, columns: Sequence[str]) -> tup
         )
     if sum(groups) != metadata.num_rows:
         raise InputError(
-            f"{path}: declares {metadata.num_rows:,} rows, but its row groups hold {sum(groups):,}"
+            f"{shown(path)}: declares {metadata.num_rows:,} rows, but its row groups hold "
+            f"{sum(groups):,}"
         )
     return groups
 
 
-def read_group(path: Path, handle: Any, group: int, column: str, rows: int) -> Any:
+def read_group(path: Location, handle: Any, group: int, column: str, rows: int) -> Any:
     """One column (a Parquet path) of one row group, holding exactly its declared rows."""
     with arrow_errors(path):
         table = handle.read_row_group(group, columns=[column])
     if table.num_rows != rows:
         raise InputError(
-            f"{path}: row group {group} holds {table.num_rows:,} rows, not the {rows:,} "
+            f"{shown(path)}: row group {group} holds {table.num_rows:,} rows, not the {rows:,} "
             "its metadata declares"
         )
     return table.column(0)
@@ -354,31 +398,32 @@ class ParquetSource(Source):
             backend=backend,
         )
 
-    def encoded(self, start: int, stop: int) -> Iterator[Encoded]:
+    def encoded(self, start: int, stop: int) -> Generator[Encoded, None, None]:
         """The encoded images of rows ``start``…``stop - 1``, reading only their row groups."""
         path = self.files[0]
-        handle = self.reader()
-        first = 0
-        for group, rows in enumerate(self.groups):
-            if first + rows > start and first < stop:
-                values = self.group_images(handle, group, rows, first)
-                for row in range(max(start - first, 0), min(stop - first, rows)):
-                    yield Encoded(f"{path}:row {first + row}", values[row])
-            first += rows
-            if first >= stop:
-                return
+        with self.reader() as handle:
+            first = 0
+            for group, rows in enumerate(self.groups):
+                if first + rows > start and first < stop:
+                    values = self.group_images(handle, group, rows, first)
+                    for row in range(max(start - first, 0), min(stop - first, rows)):
+                        yield Encoded(f"{shown(path)}:row {first + row}", values[row])
+                first += rows
+                if first >= stop:
+                    return
 
-    def reader(self) -> Any:
+    @contextmanager
+    def reader(self) -> Iterator[Any]:
         """The file opened to read its image bytes dictionary-encoded, as stored; checked
         to hold the row groups it held when opened."""
         path = self.files[0]
-        parquet = require_pyarrow(path)
-        with arrow_errors(path):
-            leaves = [leaf for leaf in self.leaves if leaf is not None]
-            handle = parquet.ParquetFile(path, read_dictionary=leaves)
-        if handle.metadata.num_row_groups != len(self.groups):
-            raise InputError(f"{path}: file changed since it was opened (its row groups)")
-        return handle
+        leaves = [leaf for leaf in self.leaves if leaf is not None]
+        with parquet_file(path, read_dictionary=leaves) as handle:
+            if handle.metadata.num_row_groups != len(self.groups):
+                raise InputError(
+                    f"{shown(path)}: file changed since it was opened (its row groups)"
+                )
+            yield handle
 
     def group_images(self, handle: Any, group: int, rows: int, first: int) -> list[bytes]:
         """The encoded images of one row group, measured at their expanded size before
@@ -389,7 +434,7 @@ class ParquetSource(Source):
         size = sum(expanded_bytes(array) for array in arrays)
         if size > MAX_ROW_GROUP_BYTES:
             raise InputError(
-                f"{path}: row group {group}: its images expand to {size:,} bytes, over the "
+                f"{shown(path)}: row group {group}: its images expand to {size:,} bytes, over the "
                 f"limit of {MAX_ROW_GROUP_BYTES:,} read at a time"
             )
         row = first_null(arrays)
@@ -399,7 +444,7 @@ class ParquetSource(Source):
                 names = leaf_arrays(read_group(path, handle, group, path_leaf, rows))
                 name = [value for array in names for value in values_of(array)][row]
                 where = f" (only a reference to {name!r} is stored)" if name else ""
-            raise InputError(f"{path}:row {first + row}: holds no image bytes{where}")
+            raise InputError(f"{shown(path)}:row {first + row}: holds no image bytes{where}")
         return [value for array in arrays for value in values_of(array)]
 
     def details(self) -> dict[str, Any]:
@@ -418,7 +463,7 @@ def looks_like_parquet(head: bytes) -> bool:
 
 
 def open_parquet(
-    path: Path,
+    path: Location,
     key: str | None,
     mode: str | None,
     resize: Resize | None = None,
@@ -427,35 +472,36 @@ def open_parquet(
     """One Parquet file: its image column and, where present, its label column (``labels``
     names it; ``none``: no labels). Counts come from the row groups once they agree with
     the footer; nothing is read before."""
-    parquet = require_pyarrow(path)
     image_module = require_pillow(PILLOW_PURPOSE)
-    with arrow_errors(path):
-        handle = parquet.ParquetFile(path)
-        schema = handle.schema_arrow
-    features = hub_features(schema.metadata)
-    column = image_column(path, schema, features, key)
-    labels_column = label_column(path, schema, features, column, labels)
-    read = [column, *([labels_column] if labels_column is not None else [])]
-    groups = checked_row_groups(path, handle.metadata, read)
-    count = sum(groups)
-    if count == 0:
-        raise InputError(f"{path}: holds zero images")
-    source = ParquetSource(
-        name=f"{path.name}:{column}",
-        format="parquet",
-        shape=(count,),
-        layout="nhw",
-        files=(path,),
-        labels=read_labels(path, handle, labels_column, features, groups),
-        column=column,
-        columns=tuple(schema.names),
-        label_column=labels_column,
-        label_columns=tuple(label_candidates(schema, features, column)),
-        groups=groups,
-        leaves=image_leaves(schema, column),
-        resize=resize,
-    )
-    first = next(source.encoded(0, 1))
+    with parquet_file(path) as handle:
+        with arrow_errors(path):
+            schema = handle.schema_arrow
+        features = hub_features(schema.metadata)
+        column = image_column(path, schema, features, key)
+        labels_column = label_column(path, schema, features, column, labels)
+        read = [column, *([labels_column] if labels_column is not None else [])]
+        groups = checked_row_groups(path, handle.metadata, read)
+        count = sum(groups)
+        if count == 0:
+            raise InputError(f"{shown(path)}: holds zero images")
+        source = ParquetSource(
+            name=f"{path.name}:{column}",
+            format="parquet",
+            shape=(count,),
+            layout="nhw",
+            files=(path,),
+            labels=read_labels(path, handle, labels_column, features, groups),
+            column=column,
+            columns=tuple(schema.names),
+            label_column=labels_column,
+            label_columns=tuple(label_candidates(schema, features, column)),
+            groups=groups,
+            leaves=image_leaves(schema, column),
+            resize=resize,
+        )
+    images = source.encoded(0, 1)
+    first = next(images)
+    images.close()
     source.expect = first_expect(image_module, first, mode, resize)
     source.shape = (count, *source.expect.shape)
     source.dtype = source.expect.dtype
@@ -464,7 +510,7 @@ def open_parquet(
 
 
 def read_labels(
-    path: Path,
+    path: Location,
     handle: Any,
     column: str | None,
     features: dict[str, Any],
@@ -488,7 +534,7 @@ def read_labels(
     row = first_null(values.chunks)
     if row is not None:
         raise InputError(
-            f"{path}: label column {column!r} has {values.null_count:,} empty rows "
+            f"{shown(path)}: label column {column!r} has {values.null_count:,} empty rows "
             f"(the first at row {row:,})"
         )
     return Labels(values.to_numpy(), f"{path.name}:{column}", class_names(features, column))

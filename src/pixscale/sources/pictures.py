@@ -7,6 +7,8 @@ images with an alpha channel and datasets mixing greyscale and colour need ``--m
 say what to do. CMYK images (print JPEGs) need ``--mode`` too: it converts them with
 Pillow's ``convert``, a fixed formula that is not colour-managed (an embedded ICC profile
 is ignored).
+Images on an object store are fetched whole, a batch of objects at a time and concurrently
+(``fetched``): one request per image, none waiting for the one before.
 A declared size over ``MAX_IMAGE_VALUES`` (or Pillow's decompression-bomb threshold), and
 an image of more than one frame (a multi-page TIFF, an animated PNG, GIF or WebP, whose
 other frames would be lost), are refused from the header, before any pixel is decoded.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,13 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.location import (
+    Location,
+    open_bytes,
+    shown,
+    storage_exceptions,
+    storage_reason,
+)
 from pixscale.core.pixels import PILLOW_16BIT_MODES
 from pixscale.errors import InputError, PixscaleError
 from pixscale.sources.base import MAX_IMAGE_VALUES
@@ -48,6 +57,8 @@ GREY16 = "I;16"
 #: Largest encoded image read into memory whole (an archive member, a Parquet cell): far
 #: more than any 8-bit image of ``MAX_IMAGE_VALUES`` needs, even stored uncompressed.
 MAX_ENCODED_BYTES = 256 << 20
+#: Objects fetched at once from an object store, concurrently (``fetched``).
+FETCH_BATCH = 64
 
 
 def require_pillow(purpose: str = "reading image folders") -> Any:
@@ -67,18 +78,44 @@ def is_image_name(name: str) -> bool:
 class Encoded:
     """One encoded image: its bytes, or the file holding them, and the name errors give.
 
-    ``origin`` is a path (``photos/cats/001.png``) or an archive and member
-    (``photos.zip:cats/001.png``); without ``data`` the image is read from the file
+    ``origin`` is a path (``photos/cats/001.png``), a URL or an archive and member
+    (``photos.zip:cats/001.png``); without ``data`` the image is read from ``location``
+    (a local path or a URL, which pickles with its storage options), else from the file
     ``origin`` names.
     """
 
     origin: str
     data: bytes | None = None
+    location: Location | None = None
 
     def open(self) -> BinaryIO:
         if self.data is not None:
             return io.BytesIO(self.data)
+        if self.location is not None:
+            return open_bytes(self.location)
         return Path(self.origin).open("rb")
+
+
+def fetched(files: Sequence[Location]) -> Iterator[Encoded]:
+    """Remote images with their bytes, in the order given: ``FETCH_BATCH`` objects at a time
+    fetched concurrently (fsspec's ``cat_ranges``). An object that cannot be fetched is
+    refused, naming its URL and why.
+
+    All ``files`` are on one filesystem (one folder's), and each within
+    ``MAX_ENCODED_BYTES`` (its listing checked the sizes).
+    """
+    for start in range(0, len(files), FETCH_BATCH):
+        batch = files[start : start + FETCH_BATCH]
+        filesystem = batch[0].fs  # type: ignore[union-attr]
+        paths = [location.path for location in batch]  # type: ignore[union-attr]
+        try:
+            found = filesystem.cat_ranges(paths, None, None, on_error="return")
+        except storage_exceptions() as exc:
+            raise InputError(f"{shown(batch[0])}: cannot open: {storage_reason(exc)}") from exc
+        for location, data in zip(batch, found, strict=True):
+            if isinstance(data, BaseException):
+                raise InputError(f"{shown(location)}: cannot open: {storage_reason(data)}")
+            yield Encoded(shown(location), bytes(data), location)
 
 
 @dataclass(frozen=True)
@@ -114,7 +151,7 @@ def has_alpha(image: Any) -> bool:
     return image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)
 
 
-def kind_of(origin: str | Path, image: Any) -> str:
+def kind_of(origin: str | Location, image: Any) -> str:
     """``grey`` or ``colour`` for an 8-bit image; anything wider or stranger is refused."""
     mode = image.mode
     if mode in PILLOW_16BIT_MODES and mode not in WIDE_MODES:
@@ -141,7 +178,7 @@ def kind_of(origin: str | Path, image: Any) -> str:
     )
 
 
-def refuse_cmyk(origin: str | Path) -> None:
+def refuse_cmyk(origin: str | Location) -> None:
     """A CMYK image is converted only when --mode says so."""
     raise InputError(
         f"{origin}: CMYK image; use --mode RGB to convert it (Pillow's conversion, not "
@@ -149,7 +186,7 @@ def refuse_cmyk(origin: str | Path) -> None:
     )
 
 
-def refuse_alpha(origin: str | Path, mode: str) -> None:
+def refuse_alpha(origin: str | Location, mode: str) -> None:
     """An alpha channel is dropped only when --mode says so."""
     drop = ALPHA_MODES.get(mode, "RGB")
     other, into = ("RGB", "colour") if drop == "L" else ("L", "greyscale")
@@ -160,7 +197,7 @@ def refuse_alpha(origin: str | Path, mode: str) -> None:
     )
 
 
-def check_declared_size(origin: str | Path, image: Any) -> None:
+def check_declared_size(origin: str | Location, image: Any) -> None:
     width, height = image.size
     if width * height > MAX_IMAGE_VALUES:
         raise InputError(
@@ -169,7 +206,7 @@ def check_declared_size(origin: str | Path, image: Any) -> None:
         )
 
 
-def check_frames(origin: str | Path, image: Any) -> None:
+def check_frames(origin: str | Location, image: Any) -> None:
     """Refuse an image of more than one frame: only the first would be read."""
     frames = getattr(image, "n_frames", 1)
     if frames > 1:
@@ -200,7 +237,7 @@ def bomb_guard(image_module: Any) -> Iterator[None]:
         yield
 
 
-def open_header(image_module: Any, handle: BinaryIO, origin: str | Path) -> Any:
+def open_header(image_module: Any, handle: BinaryIO, origin: str | Location) -> Any:
     """Open the image in ``handle``, reading its header only; a declared size past Pillow's
     decompression-bomb threshold (a warning or an error there) is an InputError here.
 
@@ -210,7 +247,7 @@ def open_header(image_module: Any, handle: BinaryIO, origin: str | Path) -> Any:
         return read_header(image_module, handle, origin)
 
 
-def read_header(image_module: Any, handle: BinaryIO, origin: str | Path) -> Any:
+def read_header(image_module: Any, handle: BinaryIO, origin: str | Location) -> Any:
     """``open_header`` inside a ``bomb_guard`` the caller holds: the header read and the
     checks it allows (declared size, frames), no pixel decoded."""
     try:
@@ -256,7 +293,7 @@ def grey16_pixels(image: Any, resize: Resize | None) -> npt.NDArray[np.uint16]:
 
 
 @contextmanager
-def pillow_errors(origin: str | Path, action: str) -> Iterator[None]:
+def pillow_errors(origin: str | Location, action: str) -> Iterator[None]:
     """Any exception from Pillow's decoders (they raise many kinds on damaged files)
     becomes an InputError naming ``origin``; pixscale's own errors pass through."""
     try:
@@ -339,17 +376,34 @@ def first_expect(
 class Scan:
     """What the headers of a set of images say: sizes and kinds, first image of each."""
 
-    sizes: dict[tuple[int, int], Path]
-    kinds: dict[str, Path]
-    alpha: tuple[Path, str] | None = None
+    sizes: dict[tuple[int, int], Location]
+    kinds: dict[str, Location]
+    alpha: tuple[Location, str] | None = None
 
 
-def scan(image_module: Any, files: list[Path], one_size: bool = True) -> Scan:
-    """Read every header (Pillow decodes pixels lazily), refusing the first bad image (and,
-    with ``one_size``, the first of another size)."""
-    found = Scan({}, {})
+def opened(files: Sequence[Location], remote: bool) -> Iterator[tuple[Location, BinaryIO]]:
+    """Each of ``files`` with a binary file of it: local files opened one by one, remote
+    objects fetched in concurrent batches (``fetched``)."""
+    if remote:
+        for item in fetched(files):
+            assert item.location is not None and item.data is not None
+            yield item.location, io.BytesIO(item.data)
+        return
     for path in files:
-        with pillow_errors(path, "read"), path.open("rb") as handle:
+        with pillow_errors(path, "read"):
+            handle = path.open("rb")
+        yield path, handle
+
+
+def scan(
+    image_module: Any, files: Sequence[Location], one_size: bool = True, remote: bool = False
+) -> Scan:
+    """Read every header (Pillow decodes pixels lazily), refusing the first bad image (and,
+    with ``one_size``, the first of another size); ``remote`` files are objects of one
+    object store."""
+    found = Scan({}, {})
+    for path, opened_file in opened(files, remote):
+        with pillow_errors(path, "read"), opened_file as handle:
             image = open_header(image_module, handle, path)
             found.sizes.setdefault(image.size, path)
             found.kinds.setdefault(kind_of(path, image), path)
@@ -364,14 +418,14 @@ def scan(image_module: Any, files: list[Path], one_size: bool = True) -> Scan:
     return found
 
 
-def refuse_mode_for_16_bits(origin: str | Path) -> None:
+def refuse_mode_for_16_bits(origin: str | Location) -> None:
     raise InputError(
         f"{origin}: 16-bit greyscale images are read as they are; --mode would convert them "
         "to 8 bits (drop it)"
     )
 
 
-def choose_mode(folder: Path, found: Scan) -> str:
+def choose_mode(folder: Location, found: Scan) -> str:
     """The mode the images say, when they agree and hold no alpha; else an error."""
     if "grey16" in found.kinds:
         if len(found.kinds) > 1:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from pixscale.core.location import Location
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels
 
@@ -59,7 +59,7 @@ def shared_depth(parts: Sequence[tuple[str, ...]]) -> int:
 
 
 def plan_tree(
-    path: Path, images: Sequence[str], folders: Iterable[str] = (), hint: str = ""
+    path: Location, images: Sequence[str], folders: Iterable[str] = (), hint: str = ""
 ) -> Plan:
     """Labels and class names for ``images`` (relative ``/``-separated names under
     ``path``, none hidden), given the ``folders`` of the tree (relative names, those
@@ -102,7 +102,7 @@ def plan_tree(
 
 
 def mixed_depths(
-    path: Path, images: Sequence[str], below: list[tuple[str, ...]], hint: str
+    path: Location, images: Sequence[str], below: list[tuple[str, ...]], hint: str
 ) -> InputError:
     """The refusal of a tree whose images are neither flat nor one folder per class."""
     depths = [len(p) for p in below]
@@ -129,7 +129,7 @@ def parents(names: Iterable[str]) -> set[str]:
     return found
 
 
-def labels_of(plan: Plan, path: Path) -> Labels | None:
+def labels_of(plan: Plan, path: Location) -> Labels | None:
     """The labels a plan gives, named after the folder or archive."""
     if plan.labels is None:
         return None

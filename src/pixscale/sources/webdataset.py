@@ -13,11 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.location import Location
 from pixscale.errors import InputError
 from pixscale.sources.archive import PILLOW_PURPOSE, TarImages, is_hidden, read_tar_member
 from pixscale.sources.base import MAX_LABEL, Labels, Source
@@ -102,7 +103,7 @@ def parse_label(origin: str, data: bytes) -> int:
 
 
 def next_sample(
-    path: Path, samples: dict[str, Sample], current: Sample | None, member: str
+    path: Location, samples: dict[str, Sample], current: Sample | None, member: str
 ) -> Sample:
     """The sample ``member`` belongs to: the current one, or a new one if its key was not
     seen before."""
@@ -120,7 +121,7 @@ def next_sample(
     return current
 
 
-def choose_image(path: Path, sample: Sample, key: str | None) -> int:
+def choose_image(path: Location, sample: Sample, key: str | None) -> int:
     """The position of the sample's image member: the one there is, or ``--key``'s."""
     if key is not None:
         if key not in sample.images:
@@ -135,7 +136,7 @@ def choose_image(path: Path, sample: Sample, key: str | None) -> int:
 
 
 def open_webdataset(
-    path: Path, key: str | None, mode: str | None, resize: Resize | None = None
+    path: Location, key: str | None, mode: str | None, resize: Resize | None = None
 ) -> WebDatasetShard:
     """One WebDataset shard, read in one pass: samples, labels and the first image."""
     image_module = require_pillow(PILLOW_PURPOSE)
@@ -175,7 +176,7 @@ def open_webdataset(
     )
 
 
-def sample_labels(path: Path, samples: list[Sample]) -> Labels | None:
+def sample_labels(path: Location, samples: list[Sample]) -> Labels | None:
     """The ``.cls`` labels: all samples have one, or none do."""
     unlabelled = [s.key for s in samples if s.label is None]
     if len(unlabelled) == len(samples):

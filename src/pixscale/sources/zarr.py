@@ -12,6 +12,12 @@ of the store is refused, naming the link. Every chunk must be stored, counted fi
 and inside a shard entry by entry from the shard's index. Before zarr-python decodes a
 chunk, its stored bytes are checked to decode to no more than the chunk's own size
 (``ChunkBound``); codecs whose decoded size cannot be bounded that way are refused.
+
+A store at a URL (a prefix holding ``zarr.json``) is read through its filesystem: the
+chunks of each window are fetched together (no further than the most a chunk may take
+stored; a shard's inner chunks once its index agrees with the object's size), measured the
+same way, and only then handed to zarr-python, whose store serves nothing unchecked. Object
+stores have no links: a key is contained when it stays under the store's prefix.
 """
 
 from __future__ import annotations
@@ -30,10 +36,24 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from pixscale.core.containment import Root, contained_store
+from pixscale.core.containment import Held, Root, contained_store, remote_store, store_key
 from pixscale.core.layouts import default_layout
+from pixscale.core.location import (
+    Location,
+    is_remote,
+    shown,
+    storage_exceptions,
+    storage_reason,
+)
 from pixscale.core.pixels import require_source_dtype, source_dtype
-from pixscale.core.zarr_codecs import ChunkBound, Reader, Refused, file_reader, unsupported
+from pixscale.core.zarr_codecs import (
+    ChunkBound,
+    Reader,
+    Refused,
+    bytes_reader,
+    file_reader,
+    unsupported,
+)
 from pixscale.core.zarr_shards import ABSENT, MAX_CHUNKS, Shards, native_bytes_only
 from pixscale.errors import InputError
 from pixscale.sources.base import Labels, Source, UInt8Array, check_labels_size
@@ -48,6 +68,8 @@ LABEL_NAMES = ("labels", "label", "y", "targets")
 NUMBERS = "biufc"
 #: The record attribute of a pixscale output (a float32 store, not an input).
 RECORD_ATTRIBUTE = "pixscale_params"
+#: Shard indexes fetched at once while counting the chunks a remote store holds.
+INDEX_BATCH = 256
 
 
 def require_zarr() -> Any:
@@ -58,21 +80,34 @@ def require_zarr() -> Any:
     return zarr
 
 
-def looks_like_zarr(path: Path) -> bool:
-    """A folder with a Zarr v3 ``zarr.json``."""
-    return path.is_dir() and (path / ZARR_JSON).is_file()
+def looks_like_zarr(path: Location) -> bool:
+    """A folder with a Zarr v3 ``zarr.json`` (at a URL: a prefix holding one)."""
+    return is_folder(path) and is_file(path / ZARR_JSON)
 
 
-def looks_like_zarr_v2(path: Path) -> bool:
-    """A folder with the ``.zarray`` or ``.zgroup`` of a Zarr v2 store (and no v3
+def looks_like_zarr_v2(path: Location) -> bool:
+    """A folder (a prefix) with the ``.zarray`` or ``.zgroup`` of a Zarr v2 store (and no v3
     ``zarr.json``)."""
-    return path.is_dir() and any((path / name).is_file() for name in V2_METADATA)
+    return is_folder(path) and any(is_file(path / name) for name in V2_METADATA)
 
 
-def refuse_zarr_v2(path: Path) -> InputError:
+def is_folder(path: Location) -> bool:
+    """A local folder; at a URL, any prefix (object stores have no folders to ask about)."""
+    return is_remote(path) or path.is_dir()
+
+
+def is_file(path: Location) -> bool:
+    """Whether ``path`` is a file or object; False where the storage cannot say."""
+    try:
+        return path.is_file()
+    except storage_exceptions():
+        return False
+
+
+def refuse_zarr_v2(path: Location) -> InputError:
     """The error for a Zarr v2 store, which zarr-python reads and can save as v3."""
     return InputError(
-        f"{path}: is a Zarr v2 store; pixscale reads Zarr v3 (convert it with zarr-python: "
+        f"{shown(path)}: is a Zarr v2 store; pixscale reads Zarr v3 (convert it with zarr-python: "
         "zarr.save('v3.zarr', zarr.open('v2.zarr')[...], zarr_format=3), or zarr.save_group "
         "with each array for a group)"
     )
@@ -106,13 +141,13 @@ class ZarrSource(Source):
         path = self.files[0]
         try:
             with quiet_numcodecs():
-                store = contained_store(path)
+                store = input_store(path)
                 return zarr.open_array(store, path=self.key, mode="r", zarr_format=3)
         except InputError:
             raise
         except Exception as exc:  # zarr raises many kinds on a damaged store
             raise InputError(
-                f"{path}: cannot open Zarr array {self.key!r} ({reason(exc)})"
+                f"{shown(path)}: cannot open Zarr array {self.key!r} ({reason(exc)})"
             ) from exc
 
     def read_chunks(self, max_images: int) -> Iterator[UInt8Array]:
@@ -143,16 +178,16 @@ class ZarrSource(Source):
         """Images ``first``…``last - 1`` decoded by zarr-python into a new array."""
         from zarr.core.buffer import default_buffer_prototype
 
-        check_decoded(array, self.files[0], self.key, first, last)
         values = np.empty((last - first, *self.image_shape), np.dtype(self.dtype))
         out = default_buffer_prototype().nd_buffer.from_numpy_array(values)
         try:
-            array.get_basic_selection(slice(first, last), out=out)
+            with checked_rows(array, self.files[0], self.key, first, last):
+                array.get_basic_selection(slice(first, last), out=out)
         except InputError:
             raise
         except Exception as exc:  # a missing or corrupt chunk object
             raise InputError(
-                f"{self.files[0]}: cannot read images {first}…{last - 1} ({reason(exc)})"
+                f"{shown(self.files[0])}: cannot read images {first}…{last - 1} ({reason(exc)})"
             ) from exc
         return values
 
@@ -215,11 +250,11 @@ class RawChunks:
     shards: Shards | None
 
     @classmethod
-    def of(cls, array: Any, path: Path, key: str) -> RawChunks | None:
+    def of(cls, array: Any, path: Location, key: str) -> RawChunks | None:
         """The raw reader of ``array``, or None when its chunks must be decoded (compressed,
         other codecs, big-endian on this machine, chunks that split an image)."""
         shape = tuple(int(n) for n in array.shape)
-        if tuple(int(n) for n in array.chunks[1:]) != shape[1:]:
+        if not isinstance(path, Path) or tuple(int(n) for n in array.chunks[1:]) != shape[1:]:
             return None
         sharding = sharding_of(array, path, key)
         codecs = list(array.metadata.codecs if sharding is None else sharding.codecs)
@@ -274,7 +309,7 @@ class RawChunks:
             size = opened.open(self.root, name)
             if size != chunk_bytes:
                 raise InputError(
-                    f"{self.path}: chunk {name} holds {size:,} bytes, not the "
+                    f"{shown(self.path)}: chunk {name} holds {size:,} bytes, not the "
                     f"{chunk_bytes:,} of its uncompressed images"
                 )
             return name, 0
@@ -288,7 +323,7 @@ class RawChunks:
         if int(lengths[entry]) != chunk_bytes:
             stored = "not stored" if offsets[entry] == ABSENT else f"{int(lengths[entry]):,} bytes"
             raise InputError(
-                f"{self.path}: shard {name}: inner chunk {entry} is {stored}, not the "
+                f"{shown(self.path)}: shard {name}: inner chunk {entry} is {stored}, not the "
                 f"{chunk_bytes:,} bytes of its uncompressed images"
             )
         return name, int(offsets[entry])
@@ -331,17 +366,17 @@ def read_exactly(opened: OpenFile, name: str, target: memoryview, offset: int, p
     while done < len(target):
         got = os.preadv(opened.fd, [target[done:]], offset + done)
         if got <= 0:
-            raise InputError(f"{path}: {name} ends at byte {offset + done:,} (truncated?)")
+            raise InputError(f"{shown(path)}: {name} ends at byte {offset + done:,} (truncated?)")
         done += got
 
 
-def find_images(group: Any, path: Path) -> str:
+def find_images(group: Any, path: Location) -> str:
     """The only uint8/uint16 array of two or more dimensions in ``group`` (recursively)."""
     found = list_uint8(group)
     if len(found) == 1:
         return found[0]
     listing = ", ".join(sorted(found)) or "none"
-    raise InputError(f"{path}: uint8/uint16 image arrays: {listing}; choose one with --key")
+    raise InputError(f"{shown(path)}: uint8/uint16 image arrays: {listing}; choose one with --key")
 
 
 def list_uint8(group: Any) -> list[str]:
@@ -355,7 +390,7 @@ def list_uint8(group: Any) -> list[str]:
     return found
 
 
-def find_labels(group: Any, path: Path, key: str, count: int) -> Labels | None:
+def find_labels(group: Any, path: Location, key: str, count: int) -> Labels | None:
     """A 1-D integer array of ``count`` entries beside the images."""
     parent, _, name = key.rpartition("/")
     candidates = [f"{parent}/{n}" if parent else n for n in LABEL_NAMES]
@@ -374,27 +409,29 @@ def find_labels(group: Any, path: Path, key: str, count: int) -> Labels | None:
     return None
 
 
-def read_labels(array: Any, path: Path, key: str, count: int) -> Labels:
+def read_labels(array: Any, path: Location, key: str, count: int) -> Labels:
     """The labels array ``key``, checked as the images are (every chunk stored, none
     decoding past its size) before it is read; values that are no labels (floats) refused
     by ``Labels``."""
     check_labels_size(path, count, np.dtype(array.dtype).itemsize)
     check_codecs(array, path, key)
     check_stored(array, path, key)
-    check_decoded(array, path, key, 0, count)
     try:
-        values = np.asarray(array[...])
+        with checked_rows(array, path, key, 0, count):
+            values = np.asarray(array[...])
     except InputError:
         raise
     except Exception as exc:  # a corrupt chunk object
-        raise InputError(f"{path}: cannot read labels array {key!r} ({reason(exc)})") from exc
+        raise InputError(
+            f"{shown(path)}: cannot read labels array {key!r} ({reason(exc)})"
+        ) from exc
     try:
         return Labels(values, key)
     except InputError as exc:
-        raise InputError(f"{path}: array {exc}") from None
+        raise InputError(f"{shown(path)}: array {exc}") from None
 
 
-def check_codecs(array: Any, path: Path, key: str) -> None:
+def check_codecs(array: Any, path: Location, key: str) -> None:
     """Refuse codecs whose decoded size cannot be bounded before decoding (``unsupported``),
     and codecs applied to whole shards."""
     sharding = sharding_of(array, path, key)
@@ -402,13 +439,13 @@ def check_codecs(array: Any, path: Path, key: str) -> None:
     if sharding is not None:
         if len(codecs) > 1:
             raise InputError(
-                f"{path}: {described(key)}: codecs after sharding_indexed (on whole shards) "
+                f"{shown(path)}: {described(key)}: codecs after sharding_indexed (on whole shards) "
                 "are not supported"
             )
         codecs = list(sharding.codecs)
     why = unsupported(codecs)
     if why is not None:
-        raise InputError(f"{path}: {described(key)}: {why}")
+        raise InputError(f"{shown(path)}: {described(key)}: {why}")
 
 
 def described(key: str) -> str:
@@ -477,51 +514,62 @@ def stored_file(root: Root, name: str) -> Iterator[tuple[int, int]]:
         os.close(fd)
 
 
-def bounded(bound: ChunkBound, read: Reader, length: int, path: Path, where: str) -> None:
+def bounded(bound: ChunkBound, read: Reader, length: int, path: Location, where: str) -> None:
     """``bound.check`` of one stored chunk, a refusal naming the store and ``where``."""
     try:
         bound.check(read, length)
     except Refused as exc:
-        raise InputError(f"{path}: {where} {exc}") from None
+        raise InputError(f"{shown(path)}: {where} {exc}") from None
 
 
-def check_stored(array: Any, path: Path, key: str) -> None:
+def check_stored(array: Any, path: Location, key: str) -> None:
     """Every chunk must be stored (inside a shard: every inner chunk its index lists): a
     missing one would read as fill values, and a header alone could declare any number of
     images."""
     expected = int(array.nchunks)
     if expected > MAX_CHUNKS:
-        raise InputError(f"{path}: declares {expected:,} chunks; at most {MAX_CHUNKS:,} are read")
-    root = Root(path)
-    stored, linked_folders = stored_files(root, key)
-    sharding = sharding_of(array, path, key)
-    first: str | None = None
-    if sharding is None:
-        missing = 0
-        for coords in np.ndindex(*array.cdata_shape):
-            name = array.metadata.encode_chunk_key(coords)
-            if not is_stored(root, key, name, stored, linked_folders):
-                missing += 1
+        raise InputError(
+            f"{shown(path)}: declares {expected:,} chunks; at most {MAX_CHUNKS:,} are read"
+        )
+    if isinstance(path, Path):
+        missing, first = local_missing(array, path, key)
     else:
-        shards = Shards(array, sharding, path)
-        missing = 0
-        for coords in np.ndindex(*shards.grid):
-            name = array.metadata.encode_chunk_key(coords)
-            shown = os.path.join(key, name)
-            needed = shards.needed(coords)
-            if is_stored(root, key, name, stored, linked_folders):
-                needed &= shards.absent(root.resolve(shown), shown)
-            lost = int(np.count_nonzero(needed))
-            if lost and first is None:
-                first = shown
-            missing += lost
+        missing, first = remote_missing(array, path, key)
     if missing:
         label = f" {key!r}" if key else ""
         where = f"first in shard {first}; " if first else ""
         raise InputError(
-            f"{path}: array{label} has {missing:,} of {expected:,} chunks not stored "
+            f"{shown(path)}: array{label} has {missing:,} of {expected:,} chunks not stored "
             f"({where}they would read as fill values)"
         )
+
+
+def local_missing(array: Any, path: Path, key: str) -> tuple[int, str | None]:
+    """How many chunks of the array ``key`` of the local store ``path`` are not stored, and
+    the first shard missing some."""
+    root = Root(path)
+    stored, linked_folders = stored_files(root, key)
+    sharding = sharding_of(array, path, key)
+    first: str | None = None
+    missing = 0
+    if sharding is None:
+        for coords in np.ndindex(*array.cdata_shape):
+            name = array.metadata.encode_chunk_key(coords)
+            if not is_stored(root, key, name, stored, linked_folders):
+                missing += 1
+        return missing, None
+    shards = Shards(array, sharding, path)
+    for coords in np.ndindex(*shards.grid):
+        name = array.metadata.encode_chunk_key(coords)
+        named = os.path.join(key, name)
+        needed = shards.needed(coords)
+        if is_stored(root, key, name, stored, linked_folders):
+            needed &= shards.absent(root.resolve(named), named)
+        lost = int(np.count_nonzero(needed))
+        if lost and first is None:
+            first = named
+        missing += lost
+    return missing, first
 
 
 def stored_files(root: Root, key: str) -> tuple[set[str], bool]:
@@ -556,7 +604,7 @@ def is_stored(root: Root, key: str, name: str, stored: set[str], linked_folders:
     return linked_folders and root.resolve(os.path.join(key, name)).is_file()
 
 
-def sharding_of(array: Any, path: Path, key: str) -> Any:
+def sharding_of(array: Any, path: Location, key: str) -> Any:
     """The ``sharding_indexed`` codec of ``array``, or None; refused where the shard index
     alone could not say which chunks are stored (nested sharding, a codec before it)."""
     from zarr.codecs import ShardingCodec
@@ -569,27 +617,28 @@ def sharding_of(array: Any, path: Path, key: str) -> Any:
         isinstance(inner, ShardingCodec) for inner in codec.codecs
     ):
         raise InputError(
-            f"{path}: array {key!r}: sharding after another codec or nested in a shard is "
+            f"{shown(path)}: array {key!r}: sharding after another codec or nested in a shard is "
             "not supported (its stored chunks cannot be counted)"
         )
     return codec
 
 
-def node_type(path: Path) -> str:
+def node_type(path: Location) -> str:
     try:
-        meta = json.loads(Root(path).resolve(ZARR_JSON).read_text())
+        meta = json.loads(read_metadata(path))
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: damaged Zarr store ({ZARR_JSON}: {exc})") from exc
+        raise InputError(f"{shown(path)}: damaged Zarr store ({ZARR_JSON}: {exc})") from exc
     if not isinstance(meta, dict) or meta.get("zarr_format") != 3:
-        raise InputError(f"{path}: not a Zarr v3 store")
+        raise InputError(f"{shown(path)}: not a Zarr v3 store")
     if RECORD_ATTRIBUTE in (meta.get("attributes") or {}):
         raise InputError(
-            f"{path}: is a pixscale output (float32); use 'pixscale invert' to get uint8 back"
+            f"{shown(path)}: is a pixscale output (float32); use 'pixscale invert' to get "
+            "uint8 back"
         )
     return str(meta.get("node_type", ""))
 
 
-def open_zarr(path: Path, key: str | None = None) -> ZarrSource:
+def open_zarr(path: Location, key: str | None = None) -> ZarrSource:
     """Open the uint8/uint16 images of the Zarr v3 store ``path`` (``key`` names them in a
     group)."""
     kind = node_type(path)
@@ -599,13 +648,13 @@ def open_zarr(path: Path, key: str | None = None) -> ZarrSource:
     except InputError:
         raise
     except Exception as exc:  # zarr raises many kinds on a damaged store
-        raise InputError(f"{path}: damaged Zarr store ({reason(exc)})") from exc
+        raise InputError(f"{shown(path)}: damaged Zarr store ({reason(exc)})") from exc
     pixels = require_source_dtype(path, array.dtype, f"array {key!r}")
     check_codecs(array, path, key)
     check_stored(array, path, key)
     shape = tuple(int(n) for n in array.shape)
     if len(shape) < 2:
-        raise InputError(f"{path}: array {key!r} has shape {shape}; expected images")
+        raise InputError(f"{shown(path)}: array {key!r} has shape {shape}; expected images")
     return ZarrSource(
         name=f"{path.name}:{key}" if key else path.name,
         format="zarr",
@@ -618,20 +667,238 @@ def open_zarr(path: Path, key: str | None = None) -> ZarrSource:
     )
 
 
-def open_node(path: Path, kind: str, key: str | None) -> tuple[Any, str, Labels | None]:
+def open_node(path: Location, kind: str, key: str | None) -> tuple[Any, str, Labels | None]:
     """The images array of the store ``path`` (a node of type ``kind``), its key and the
     labels beside it."""
     zarr = require_zarr()
     if kind == "array":
         if key:
-            raise InputError(f"{path}: is a single Zarr array; --key does not apply")
-        return zarr.open_array(contained_store(path), mode="r", zarr_format=3), "", None
-    group = zarr.open_group(contained_store(path), mode="r", zarr_format=3)
+            raise InputError(f"{shown(path)}: is a single Zarr array; --key does not apply")
+        return zarr.open_array(input_store(path), mode="r", zarr_format=3), "", None
+    group = zarr.open_group(input_store(path), mode="r", zarr_format=3)
     key = find_images(group, path) if key is None else key
+    if not isinstance(path, Path):
+        store_key(path, key)  # a key climbing out of the store's prefix is refused
     try:
         array = group[key]
     except KeyError:
-        raise InputError(f"{path}: no array {key!r}") from None
+        raise InputError(f"{shown(path)}: no array {key!r}") from None
     if not hasattr(array, "dtype"):
-        raise InputError(f"{path}: {key!r} is a group, not an array")
+        raise InputError(f"{shown(path)}: {key!r} is a group, not an array")
     return array, key, find_labels(group, path, key, int(array.shape[0]))
+
+
+def input_store(path: Location) -> Any:
+    """The read-only zarr-python store of ``path``: containment-checked on disk, serving
+    only checked chunk bytes at a URL (``remote_store``)."""
+    return contained_store(path) if isinstance(path, Path) else remote_store(path)
+
+
+def read_metadata(path: Location) -> bytes:
+    """The root ``zarr.json`` of the store ``path``."""
+    if isinstance(path, Path):
+        return Root(path).resolve(ZARR_JSON).read_bytes()
+    try:
+        return bytes(path.fs.cat_file(store_key(path, ZARR_JSON)))
+    except FileNotFoundError:
+        raise InputError(f"{shown(path)}: no {ZARR_JSON} (not a Zarr v3 store)") from None
+    except storage_exceptions() as exc:
+        raise InputError(f"{shown(path)}: {storage_reason(exc)}") from exc
+
+
+@contextlib.contextmanager
+def checked_rows(array: Any, path: Location, key: str, first: int, last: int) -> Iterator[None]:
+    """Rows ``first``…``last - 1`` of ``array`` made safe to decode while inside: on disk their
+    chunks are measured (``check_decoded``); at a URL they are fetched, measured and held by
+    the store, which serves nothing else, and let go on leaving."""
+    if isinstance(path, Path):
+        check_decoded(array, path, key, first, last)
+        yield
+        return
+    store = array.store
+    try:
+        store.held.update(fetch_rows(array, store, path, key, first, last))
+        yield
+    finally:
+        store.held.clear()
+
+
+def fetch_rows(
+    array: Any, store: Any, path: Location, key: str, first: int, last: int
+) -> dict[str, Held]:
+    """The stored objects holding rows ``first``…``last - 1`` of ``array`` in the remote store
+    ``path``, fetched together and each chunk measured (``ChunkBound``) before any is
+    decoded: a chunk is never fetched past the most its size allows, a shard's chunks only
+    once its index is checked against the object's size."""
+    sharding = sharding_of(array, path, key)
+    codecs = list(array.metadata.codecs if sharding is None else sharding.codecs)
+    size = math.prod(int(n) for n in array.chunks) * np.dtype(array.dtype).itemsize
+    bound = ChunkBound.of(codecs, size)
+    encode = array.metadata.encode_chunk_key
+    if sharding is None:
+        unit = stored_rows(array)
+        names = [
+            os.path.join(key, encode(coords))
+            for coords in chunk_coords(first, last, unit, tuple(array.cdata_shape))
+        ]
+        limit = bound.largest_stored + 1
+        found = fetch(store, path, names, [(0, limit)] * len(names))
+        for name, data in zip(names, found, strict=True):
+            bounded(bound, bytes_reader(data), len(data), path, f"chunk {name}")
+        return {name: Held(len(data), [(0, data)]) for name, data in zip(names, found, strict=True)}
+    shards = Shards(array, sharding, path)
+    rows = shards.shard[0]
+    held: dict[str, Held] = {}
+    for coords in chunk_coords(first, last, rows, shards.grid):
+        name = os.path.join(key, encode(coords))
+        start = coords[0] * rows
+        touched = shards.needed(coords) & inner_rows(
+            shards, max(first, start) - start, min(last, start + rows) - start
+        )
+        held[name] = fetch_shard(store, shards, bound, path, name, touched)
+    return held
+
+
+def inner_rows(shards: Shards, first: int, last: int) -> npt.NDArray[np.bool_]:
+    """Which inner chunks of a shard hold its rows ``first``…``last - 1``."""
+    rows = np.zeros(shards.per_shard[0], bool)
+    rows[first // shards.inner[0] : (last - 1) // shards.inner[0] + 1] = True
+    return np.broadcast_to(rows.reshape(-1, *(1,) * (len(shards.per_shard) - 1)), shards.per_shard)
+
+
+def fetch_shard(
+    store: Any, shards: Shards, bound: ChunkBound, path: Location, name: str, touched: Any
+) -> Held:
+    """The parts of shard ``name`` zarr-python reads for the inner chunks ``touched``: the
+    whole object when they are all of its chunks (no larger than they could need), else its
+    index and those chunks; every chunk measured."""
+    size = object_size(store, path, name)
+    shards.check_size(size, name)
+    at = shards.index_at(size)
+    if bool(np.all(touched)):
+        most = shards.index_bytes + int(np.size(touched)) * bound.largest_stored
+        if size > most:
+            raise InputError(
+                f"{shown(path)}: shard {name} is {size:,} bytes stored, more than the "
+                f"{most:,} its chunks could need (a decompression bomb?)"
+            )
+        (data,) = fetch(store, path, [name], [(0, size)])
+        offsets, lengths = shards.table_of(data[at : at + shards.index_bytes], size, name)
+        entries = stored_entries(offsets, np.ones(shards.per_shard, bool))
+        for entry in entries:
+            where, offset = f"shard {name}: inner chunk {entry}", int(offsets[entry])
+            chunk = data[offset : offset + int(lengths[entry])]
+            bounded(bound, bytes_reader(chunk), len(chunk), path, where)
+        return Held(size, [(0, data)])
+    (index,) = fetch(store, path, [name], [(at, at + shards.index_bytes)])
+    offsets, lengths = shards.table_of(index, size, name)
+    entries = stored_entries(offsets, touched)
+    for entry in entries:  # sizes first: nothing too large is fetched
+        try:
+            bound.check_length(int(lengths[entry]))
+        except Refused as exc:
+            raise InputError(f"{shown(path)}: shard {name}: inner chunk {entry} {exc}") from None
+    spans = [(int(offsets[e]), int(offsets[e]) + int(lengths[e])) for e in entries]
+    found = fetch(store, path, [name] * len(spans), spans)
+    for entry, data in zip(entries, found, strict=True):
+        bounded(bound, bytes_reader(data), len(data), path, f"shard {name}: inner chunk {entry}")
+    return Held(size, [(at, index), *((s, d) for (s, _), d in zip(spans, found, strict=True))])
+
+
+def stored_entries(offsets: npt.NDArray[np.uint64], wanted: Any) -> list[tuple[int, ...]]:
+    """The entries of a shard index that are ``wanted`` and stored."""
+    return [tuple(int(i) for i in e) for e in np.argwhere(np.asarray(wanted) & (offsets != ABSENT))]
+
+
+def object_size(store: Any, path: Location, name: str) -> int:
+    """The size of the object ``name`` of the remote store ``path``."""
+    try:
+        return int(store.fs.size(store_key(path, name)))
+    except storage_exceptions() as exc:
+        raise InputError(f"{shown(path)}: cannot read {name} ({storage_reason(exc)})") from exc
+
+
+def fetch(
+    store: Any, path: Location, names: list[str], spans: list[tuple[int, int]]
+) -> list[bytes]:
+    """Byte spans of objects of the remote store ``path``, fetched concurrently; a span past
+    an object's end gives what it has."""
+    if not names:
+        return []
+    keys = [store_key(path, name) for name in names]
+    try:
+        found = store.fs.cat_ranges(
+            keys, [s for s, _ in spans], [e for _, e in spans], on_error="return"
+        )
+    except storage_exceptions() as exc:
+        raise InputError(f"{shown(path)}: {storage_reason(exc)}") from exc
+    for name, data in zip(names, found, strict=True):
+        if isinstance(data, BaseException):
+            raise InputError(f"{shown(path)}: cannot read {name} ({storage_reason(data)})")
+    return [bytes(data) for data in found]
+
+
+def remote_missing(array: Any, path: Location, key: str) -> tuple[int, str | None]:
+    """How many chunks of the array ``key`` of the remote store ``path`` are not stored
+    (one listing of its prefix; the indexes of its shards fetched in batches), and the
+    first shard missing some."""
+    store = array.store
+    base = store_key(path, key)
+    try:
+        listing = store.fs.find(base, detail=True)
+    except storage_exceptions() as exc:
+        raise InputError(f"{shown(path)}: {storage_reason(exc)}") from exc
+    sizes = {
+        str(full)[len(base) + 1 :]: int(info.get("size") or 0)
+        for full, info in listing.items()
+        if info.get("type") != "directory"
+    }
+    encode = array.metadata.encode_chunk_key
+    sharding = sharding_of(array, path, key)
+    if sharding is None:
+        absent = sum(encode(c) not in sizes for c in np.ndindex(*array.cdata_shape))
+        return absent, None
+    shards = Shards(array, sharding, path)
+    grid = list(np.ndindex(*shards.grid))
+    first: str | None = None
+    missing = 0
+    for at in range(0, len(grid), INDEX_BATCH):
+        batch = grid[at : at + INDEX_BATCH]
+        names = [encode(coords) for coords in batch]
+        lost = shard_losses(store, shards, path, key, batch, names, sizes)
+        for coords, count in zip(batch, lost, strict=True):
+            if count and first is None:
+                first = os.path.join(key, encode(coords))
+            missing += count
+    return missing, first
+
+
+def shard_losses(
+    store: Any,
+    shards: Shards,
+    path: Location,
+    key: str,
+    batch: list[tuple[int, ...]],
+    names: list[str],
+    sizes: dict[str, int],
+) -> list[int]:
+    """Inner chunks holding array elements that each shard of ``batch`` does not store."""
+    present = [name for name in names if name in sizes]
+    for name in present:
+        shards.check_size(sizes[name], os.path.join(key, name))
+    spans = [
+        (shards.index_at(sizes[n]), shards.index_at(sizes[n]) + shards.index_bytes) for n in present
+    ]
+    indexes = dict(
+        zip(
+            present, fetch(store, path, [os.path.join(key, n) for n in present], spans), strict=True
+        )
+    )
+    lost = []
+    for coords, name in zip(batch, names, strict=True):
+        needed = shards.needed(coords)
+        if name in indexes:
+            offsets, lengths = shards.table_of(indexes[name], sizes[name], os.path.join(key, name))
+            needed &= (offsets == ABSENT) & (lengths == ABSENT)
+        lost.append(int(np.count_nonzero(needed)))
+    return lost

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.labels import Labels
+from pixscale.core.location import Location
 from pixscale.errors import OutputError
 from pixscale.store.io.checksum import Checksum, checksum_of
 
@@ -20,7 +20,7 @@ Float32Array = npt.NDArray[np.float32]
 class Writer(ABC):
     """Receives float32 chunks in order, then the record, labels and parameter arrays."""
 
-    target: Path
+    target: Location
     shape: tuple[int, ...]
 
     @abstractmethod
@@ -49,7 +49,7 @@ class PartWriter(Writer):
         return dict(record.get("output", {}))
 
 
-def close_written(checksum: Any, handle: Any, target: Path) -> None:
+def close_written(checksum: Any, handle: Any, target: Location) -> None:
     """Stop ``checksum``'s helper thread, then close ``handle`` (a ``DirectFile``) if still
     open: a failure to flush what was written is the write's failure."""
     checksum.close()
@@ -60,7 +60,7 @@ def close_written(checksum: Any, handle: Any, target: Path) -> None:
             raise write_failed(target, exc) from exc
 
 
-def write_failed(target: Path, exc: BaseException) -> OutputError:
+def write_failed(target: Location, exc: BaseException) -> OutputError:
     """The one-line error of a failed write: the system's reason (``File too large``,
     ``No space left on device``), never a library's multi-line report."""
     code = getattr(exc, "errno", None)

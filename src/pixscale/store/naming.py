@@ -3,9 +3,8 @@ apart from inputs. Every other module asks here."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pixscale.core.formats import HDF5_SIGNATURE, NPY_MAGIC, RECORD_ATTRIBUTE
+from pixscale.core.location import Location, open_bytes, readable
 from pixscale.errors import OutputError
 
 #: Names inside an HDF5 output.
@@ -17,29 +16,29 @@ PARAMS_GROUP = "params"
 STREAM = "-"
 
 
-def sidecar_path(target: Path) -> Path:
+def sidecar_path(target: Location) -> Location:
     """``train.npy`` → ``train.npy.json``: the record beside a .npy output."""
     return target.with_name(target.name + ".json")
 
 
-def labels_path(target: Path) -> Path:
+def labels_path(target: Location) -> Location:
     """``train.npy`` → ``train.labels.npy``."""
     return target.with_name(f"{target.stem}.labels.npy")
 
 
-def arrays_path(target: Path) -> Path:
+def arrays_path(target: Location) -> Location:
     """``train.npy`` → ``train.params.npz``: parameter arrays too large for the JSON."""
     return target.with_name(f"{target.stem}.params.npz")
 
 
-def companions(target: Path, fmt: str) -> list[Path]:
+def companions(target: Location, fmt: str) -> list[Location]:
     """Files a float32 output of format ``fmt`` may write beside ``target``."""
     if fmt != "npy":
         return []
     return [sidecar_path(target), labels_path(target), arrays_path(target)]
 
 
-def uint8_format(path: Path) -> str:
+def uint8_format(path: Location) -> str:
     """Format of an ``invert`` target: ``h5``, ``npy`` or ``idx`` (raw or .gz)."""
     name = path.name.lower()
     if name.endswith((".h5", ".hdf5")):
@@ -53,22 +52,22 @@ def uint8_format(path: Path) -> str:
     )
 
 
-def starts_with(path: Path, signature: bytes) -> bool:
+def starts_with(path: Location, signature: bytes) -> bool:
     """True when the regular file ``path`` begins with ``signature``."""
     if not path.is_file():
         return False
-    with path.open("rb") as handle:
+    with open_bytes(path) as handle:
         return handle.read(len(signature)) == signature
 
 
-def is_hdf5(path: Path) -> bool:
+def is_hdf5(path: Location) -> bool:
     """True when ``path`` starts with the HDF5 signature."""
     return starts_with(path, HDF5_SIGNATURE)
 
 
-def is_pixscale_output(path: Path) -> bool:
+def is_pixscale_output(path: Location) -> bool:
     """True for an HDF5 file or Zarr store with a record, or a .npy with its sidecar record."""
-    from pixscale.store.zarr import is_zarr_output  # imports no zarr
+    from pixscale.store.backends.zarr.detect import is_zarr_output  # imports no zarr
 
     if is_zarr_output(path):
         return True
@@ -76,7 +75,7 @@ def is_pixscale_output(path: Path) -> bool:
         import h5py
 
         try:
-            with h5py.File(path, "r") as handle:
+            with h5py.File(readable(path), "r") as handle:
                 return RECORD_ATTRIBUTE in handle.attrs
         except OSError:
             return False

@@ -8,19 +8,19 @@ import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from pixscale.core.location import Location, is_remote, locate, shown
 from pixscale.core.storage import DTYPES, STORES
 from pixscale.errors import OutputError
 from pixscale.store.backends import BACKENDS, COMPRESSIONS, Backend, backend_named
+from pixscale.store.backends.npy.writer import StreamNpyWriter
 from pixscale.store.base import Writer
 from pixscale.store.io.atomic import StagedOutputs
 from pixscale.store.io.direct import IO_MODES, use_direct
 from pixscale.store.io.space import check_room
 from pixscale.store.naming import STREAM
-from pixscale.store.npy import StreamNpyWriter
 
 
 @dataclass(frozen=True)
@@ -56,21 +56,21 @@ class Output:
         with CF ``scale_factor``/``add_offset`` that decode them exactly to float32.
     """
 
-    path: Path
+    path: Location
     format: str | None = None
     overwrite: bool = False
     compression: str = "none"
     chunk_images: int | None = None
     layout: str | None = None
-    params_out: Path | None = None
+    params_out: Location | None = None
     io: str = "auto"
     dtype: str = "float32"
     store: str = "float"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "path", locate(self.path, error=OutputError))
         if self.params_out is not None:
-            object.__setattr__(self, "params_out", Path(self.params_out))
+            object.__setattr__(self, "params_out", locate(self.params_out, error=OutputError))
         if self.compression not in COMPRESSIONS:
             raise OutputError(f"unknown compression {self.compression!r}; choose {COMPRESSIONS}")
         if self.io not in IO_MODES:
@@ -110,7 +110,7 @@ class Output:
             return BACKENDS["npy"]
         return backend_named(self.path, self.format)
 
-    def targets(self) -> list[Path]:
+    def targets(self) -> list[Location]:
         """Every file this output may create: the data, its companions, ``params_out``."""
         found = [] if self.to_stdout else [self.path, *self.backend.companions(self.path)]
         if self.params_out is not None:
@@ -136,9 +136,9 @@ def check_targets(output: Output, staged: StagedOutputs) -> None:
     """Refuse, before any work, targets that collide with each other (however spelled:
     ``../out/./x.npy``, a symlink), an input, a folder, an existing file without
     ``overwrite``, or anything but a regular file; and a missing folder."""
-    seen: dict[Path, Path] = {}
+    seen: dict[str, Location] = {}
     for target in output.targets():
-        real = Path(os.path.realpath(target))
+        real = shown(target) if is_remote(target) else os.path.realpath(target)
         if real in seen:
             raise OutputError(
                 f"{output.params_out}: --params-out names a file the output itself writes "
@@ -152,7 +152,7 @@ def check_targets(output: Output, staged: StagedOutputs) -> None:
             staged.check(target)
 
 
-def check_before_reading(output: Output, inputs: Iterable[Path]) -> None:
+def check_before_reading(output: Output, inputs: Iterable[Location]) -> None:
     """Refuse bad targets before any input is read (stdin spooled, a dataset scanned):
     the same checks the run repeats when it opens its writer."""
     check_targets(output, StagedOutputs(output.overwrite, inputs))

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -22,21 +22,25 @@ import numpy.typing as npt
 from pixscale.core.containment import Root
 from pixscale.core.hdf5_open import local_dataset, local_object
 from pixscale.core.layouts import convert_layout, restore_layout
+from pixscale.core.location import Location, is_remote, locate, open_bytes, readable
 from pixscale.core.params import Params
 from pixscale.core.rawio import read_images, read_npy_header
 from pixscale.core.resize import recorded_resize
 from pixscale.core.storage import DTYPES, STORES
 from pixscale.core.transform import Transform
 from pixscale.errors import InputError, ParamsError
-from pixscale.store.io.atomic import folder_lock, folder_of
-from pixscale.store.naming import IMAGES_DATASET, LABELS_DATASET, is_hdf5, sidecar_path
-from pixscale.store.records import companion, first_line, params_of, read_record
-from pixscale.store.zarr import (
+from pixscale.store.backends.zarr.detect import is_zarr_store
+from pixscale.store.backends.zarr.reader import (
     ShardedImages,
-    is_zarr_store,
     open_zarr_images,
     open_zarr_output,
 )
+from pixscale.store.io.atomic import folder_lock, folder_of
+from pixscale.store.naming import IMAGES_DATASET, LABELS_DATASET, is_hdf5, sidecar_path
+from pixscale.store.records import companion, first_line, params_of, read_record
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -48,7 +52,7 @@ CHUNK_BYTES = 4 << 20
 class ConvertedFile:
     """A pixscale output: its record and parameters, the stored shape, dtype and layout."""
 
-    path: Path
+    path: Location
     record: dict[str, Any]
     params: Params
     stored_shape: tuple[int, ...]
@@ -127,7 +131,7 @@ class ConvertedFile:
                 yield np.asarray(images[start : start + max_images])
             return
         if is_hdf5(self.path):
-            with h5py.File(self.path, "r") as handle:
+            with h5py.File(readable(self.path), "r") as handle:
                 images = stored_dataset(self.path, handle, IMAGES_DATASET, virtual=True)
                 if images is None:
                     raise InputError(f"{self.path}: no 'images' dataset")
@@ -135,14 +139,14 @@ class ConvertedFile:
                 for start in range(0, count_all, max_images):
                     yield images[start : start + max_images]
             return
-        with self.path.open("rb") as handle:
+        with open_bytes(self.path) as handle:
             read_npy_header(handle, self.path)
             for start in range(0, count_all, max_images):
                 count = min(max_images, count_all - start)
                 yield read_images(handle, self.path, count, self.stored_shape[1:], self.dtype)
 
 
-def open_converted(path: Path) -> ConvertedFile:
+def open_converted(path: Location) -> ConvertedFile:
     """Open an HDF5 or .npy file written by ``pixscale convert``.
 
     The record, parameters, labels and data header are read under a shared lock on the
@@ -155,10 +159,11 @@ def open_converted(path: Path) -> ConvertedFile:
     InputError
         The data does not match its record, or cannot be read (e.g. a missing shard).
     """
-    path = Path(path)
+    path = locate(path)
     if not (path.is_file() or is_zarr_store(path)):
         raise InputError(f"{path}: no such file")
-    with folder_lock([folder_of(path)], shared=True):
+    folders = [] if is_remote(path) else [folder_of(path)]
+    with folder_lock(folders, shared=True):
         record, arrays = read_record(path)
         params = params_of(record, arrays, path)
         output = record.get("output") or {}
@@ -175,16 +180,16 @@ def open_converted(path: Path) -> ConvertedFile:
 
 
 def read_npy_data(
-    path: Path, output: dict[str, Any]
+    path: Location, output: dict[str, Any]
 ) -> tuple[tuple[int, ...], np.dtype[Any], npt.NDArray[Any] | None]:
     """Shape and dtype from the .npy header, and the labels file the record names."""
-    with path.open("rb") as handle:
+    with open_bytes(path) as handle:
         shape, _, dtype = read_npy_header(handle, path)
     labels = None
     labels_file = companion(path, output, "labels", str(sidecar_path(path)))
     if labels_file is not None and labels_file.is_file():
         try:
-            labels = np.load(labels_file, allow_pickle=False)
+            labels = np.load(readable(labels_file), allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
             raise InputError(f"{labels_file}: unreadable labels: {first_line(exc)}") from exc
         if not isinstance(labels, np.ndarray):
@@ -192,10 +197,12 @@ def read_npy_data(
     return tuple(shape), np.dtype(dtype), labels
 
 
-def read_hdf5_data(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], npt.NDArray[Any] | None]:
+def read_hdf5_data(
+    path: Location,
+) -> tuple[tuple[int, ...], np.dtype[Any], npt.NDArray[Any] | None]:
     """Shape and dtype of ``images`` (its shards checked when virtual) and the labels."""
     try:
-        with h5py.File(path, "r") as handle:
+        with h5py.File(readable(path), "r") as handle:
             images = stored_dataset(path, handle, IMAGES_DATASET, virtual=True)
             if images is None:
                 raise InputError(f"{path}: no 'images' dataset")
@@ -208,7 +215,7 @@ def read_hdf5_data(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], npt.NDAr
 
 
 def stored_dataset(
-    path: Path, handle: h5py.File, name: str, virtual: bool = False
+    path: Location, handle: h5py.File, name: str, virtual: bool = False
 ) -> h5py.Dataset | None:
     """The dataset ``name`` of this very file (None when there is none), through the one
     HDF5 opener: no link to another file, no external raw storage, not virtual unless
@@ -242,7 +249,7 @@ def contiguous_map(path: Path, images: h5py.Dataset) -> np.memmap[Any, Any] | No
     return np.memmap(path, images.dtype, mode="r", offset=offset, shape=images.shape)
 
 
-def check_virtual(path: Path, images: h5py.Dataset) -> None:
+def check_virtual(path: Location, images: h5py.Dataset) -> None:
     """Every shard of a virtual ``images`` (dask engine) lies in the output's folder, exists
     and holds what the mapping reads; HDF5 itself would read a missing shard as zeros."""
     if not images.is_virtual:
@@ -254,6 +261,8 @@ def check_virtual(path: Path, images: h5py.Dataset) -> None:
             continue
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise InputError(f"{path}: virtual images read {name}, outside the output's folder")
+        if is_remote(path):  # shards are files beside a local output
+            raise InputError(f"{path}: virtual images read {name}, a file beside a URL")
         shard = Root(path.parent).resolve(name)  # nor through a link leading out of it
         if not shard.is_file():
             raise InputError(
@@ -334,7 +343,7 @@ def check_consistent(converted: ConvertedFile) -> None:
 
 
 def stored_image_shape(
-    path: Path, image: tuple[int, ...], source: object, target: object
+    path: Location, image: tuple[int, ...], source: object, target: object
 ) -> tuple[int, ...]:
     """One image's shape once moved from layout ``source`` to ``target`` (by arithmetic:
     a hostile record must not make this allocate)."""
@@ -359,15 +368,18 @@ Selection = int | range | npt.NDArray[np.intp]
 INDEX_KINDS = "an integer, a slice, 1-D integer positions or a boolean mask"
 
 
-def path_of(path: PathArgument) -> Path:
-    """``path`` as a ``Path``; bytes decoded as ``os`` does (``os.fsdecode``).
+def path_of(path: PathArgument, storage_options: dict[str, Any] | None = None) -> Location:
+    """``path`` as a ``Location`` (a URL with ``storage_options``); bytes decoded as
+    ``os`` does (``os.fsdecode``).
 
     Raises
     ------
     TypeError
         ``path`` is not a path.
     """
-    return Path(os.fsdecode(os.fspath(path)))
+    if is_remote(path):
+        return path
+    return locate(os.fsdecode(os.fspath(path)), storage_options)
 
 
 def image_selection(index: Any, count: int) -> Selection:
@@ -475,8 +487,8 @@ class Dataset:
     ``fork``, pickling (spawn) and ``DataLoader`` workers; .npy data is memory-mapped.
     """
 
-    def __init__(self, path: PathArgument) -> None:
-        self.path = path_of(path)
+    def __init__(self, path: PathArgument, storage_options: dict[str, Any] | None = None) -> None:
+        self.path = path_of(path, storage_options)
         self._converted = open_converted(self.path)
         self._images: Any = None
         self._handle: Any = None
@@ -586,12 +598,14 @@ class Dataset:
             if is_zarr_store(self.path):
                 self._images = open_zarr_images(self.path)  # shards mapped, or zarr.Array
             elif is_hdf5(self.path):
-                self._handle = h5py.File(self.path, "r")
+                self._handle = h5py.File(readable(self.path), "r")
                 self._images = self._handle[IMAGES_DATASET]
-                mapped = contiguous_map(self.path, self._images)
+                mapped = None if is_remote(self.path) else contiguous_map(self.path, self._images)
                 if mapped is not None:  # read as a .npy is: no HDF5 call per sample
                     self._handle.close()
                     self._handle, self._images = None, mapped
+            elif is_remote(self.path):
+                self._images = RemoteNpy(self.path, self.shape, self._converted.dtype)
             else:
                 self._images = np.load(self.path, mmap_mode="r", allow_pickle=False)
             self._pid = os.getpid()
@@ -610,17 +624,53 @@ class Dataset:
         self.close()
 
 
-def open(path: PathArgument) -> Dataset:  # noqa: A001 (the package face's verb)
+def open(  # noqa: A001 (the package face's verb)
+    path: PathArgument, storage_options: dict[str, Any] | None = None
+) -> Dataset:
     """Open a pixscale output (.h5, .zarr, or .npy with its sidecar) for reading.
 
     Parameters
     ----------
     path
-        The output: a ``str``, ``bytes`` or ``os.PathLike`` path.
+        The output: a ``str``, ``bytes`` or ``os.PathLike`` path, or a URL
+        (``s3://bucket/train.zarr``).
+    storage_options
+        Credentials, endpoint and other options of a URL's filesystem (fsspec's).
 
     Returns
     -------
     Dataset
         Lazy, fork-safe access to the values, labels and record.
     """
-    return Dataset(path)
+    return Dataset(path, storage_options)
+
+
+class RemoteNpy:
+    """The images of a .npy object on an object store, read by byte range (a memory map's
+    indexing, without the map): ``d[i]``, ``d[a:b]``, ``d[positions]``."""
+
+    def __init__(self, path: UPath, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+        with open_bytes(path) as handle:
+            read_npy_header(handle, path)
+            self.offset = handle.tell()
+        self.path, self.shape, self.dtype = path, shape, dtype
+        self.image_bytes = dtype.itemsize * math.prod(shape[1:])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, positions: npt.NDArray[np.intp]) -> npt.NDArray[Any]:
+        starts = [self.offset + int(p) * self.image_bytes for p in positions]
+        ends = [start + self.image_bytes for start in starts]
+        fs, key = self.path.fs, self.path.path
+        found = fs.cat_ranges([key] * len(starts), starts, ends) if starts else []
+        data = np.frombuffer(b"".join(found), self.dtype)
+        return data.reshape((len(starts), *self.shape[1:]))
+
+    def __getitem__(self, index: Any) -> npt.NDArray[Any]:
+        if isinstance(index, int | np.integer):
+            row: npt.NDArray[Any] = self.rows(np.array([index], np.intp))[0]
+            return row
+        if isinstance(index, slice):
+            return self.rows(np.arange(len(self), dtype=np.intp)[index])
+        return self.rows(np.asarray(index, np.intp))

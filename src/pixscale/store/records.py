@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import zipfile
-from pathlib import Path
 from typing import Any
 
 import h5py
@@ -19,6 +17,14 @@ import numpy.typing as npt
 
 from pixscale.core.formats import RECORD_ATTRIBUTE
 from pixscale.core.hdf5_open import local_dataset, local_object
+from pixscale.core.location import (
+    Location,
+    PathOrUrl,
+    locate,
+    readable,
+    storage_exceptions,
+    storage_reason,
+)
 from pixscale.core.params import Params
 from pixscale.core.rawio import read_npy_header
 from pixscale.errors import ParamsError, PixscaleError
@@ -86,7 +92,7 @@ def type_name(value: Any) -> str:
     return {list: "a list", str: "a string", bool: "a boolean"}.get(type(value), "a number")
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Location) -> str:
     """A record file's text, refused when too large or not UTF-8."""
     try:
         if path.stat().st_size > MAX_RECORD_BYTES:
@@ -94,11 +100,11 @@ def read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ParamsError(f"{path}: not a params JSON or pixscale output") from exc
-    except OSError as exc:
-        raise ParamsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except storage_exceptions() as exc:
+        raise ParamsError(f"{path}: cannot read: {storage_reason(exc)}") from exc
 
 
-def companion(data: Path, output: dict[str, Any], field: str, origin: str) -> Path | None:
+def companion(data: Location, output: dict[str, Any], field: str, origin: str) -> Location | None:
     """The file ``output[field]`` names beside ``data``, refusing names that lead elsewhere."""
     name = output.get(field)
     if name is None:
@@ -122,10 +128,10 @@ def is_plain_name(name: object) -> bool:
     )
 
 
-def read_hdf5(path: Path) -> tuple[dict[str, Any], Arrays]:
+def read_hdf5(path: Location) -> tuple[dict[str, Any], Arrays]:
     """The record attribute and the ``params/`` arrays of an HDF5 output."""
     try:
-        with h5py.File(path, "r") as handle:
+        with h5py.File(readable(path), "r") as handle:
             text = handle.attrs.get(RECORD_ATTRIBUTE)
             if text is None:
                 raise ParamsError(f"{path}: HDF5 file has no {RECORD_ATTRIBUTE} attribute")
@@ -140,7 +146,7 @@ def read_hdf5(path: Path) -> tuple[dict[str, Any], Arrays]:
     return record, arrays
 
 
-def read_hdf5_arrays(path: Path, handle: h5py.File) -> Arrays:
+def read_hdf5_arrays(path: Location, handle: h5py.File) -> Arrays:
     """Numeric datasets of the ``params/`` group, no larger than the images, each stored in
     this very file (``local_dataset`` refuses links, external storage and virtual ones)."""
     group = local_object(handle, path, PARAMS_GROUP, "parameter group", ParamsError)
@@ -162,11 +168,11 @@ def read_hdf5_arrays(path: Path, handle: h5py.File) -> Arrays:
     return arrays
 
 
-def read_npz(path: Path, limit: int, origin: str) -> Arrays:
+def read_npz(path: Location, limit: int, origin: str) -> Arrays:
     """Numeric arrays of a ``.params.npz`` beside a .npy output, each of at most ``limit``
     values (``origin``: the record naming it)."""
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(readable(path), allow_pickle=False)
         members = loaded.zip if isinstance(loaded, np.lib.npyio.NpzFile) else None
         if members is None:
             raise ParamsError(f"{path}: not a .npz archive of parameter arrays")
@@ -185,7 +191,7 @@ def read_npz(path: Path, limit: int, origin: str) -> Arrays:
     return arrays
 
 
-def npy_values(path: Path) -> int:
+def npy_values(path: Location) -> int:
     """Values in the .npy at ``path`` according to its header (0 when unreadable)."""
     try:
         with path.open("rb") as handle:
@@ -195,7 +201,7 @@ def npy_values(path: Path) -> int:
     return math.prod(shape)
 
 
-def read_npy_output(path: Path) -> tuple[dict[str, Any], Arrays]:
+def read_npy_output(path: Location) -> tuple[dict[str, Any], Arrays]:
     """The sidecar record of a .npy output and its ``.params.npz`` arrays."""
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
@@ -206,7 +212,7 @@ def read_npy_output(path: Path) -> tuple[dict[str, Any], Arrays]:
     return record, arrays
 
 
-def read_record(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Arrays]:
+def read_record(path: PathOrUrl) -> tuple[dict[str, Any], Arrays]:
     """The record and its external arrays, from a params JSON or any output.
 
     Raises
@@ -216,18 +222,18 @@ def read_record(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Arrays]:
     """
     from pixscale.store.backends import backend_of  # its backends read records from here
 
-    path = Path(path)
+    path = locate(path, error=ParamsError)
     backend = backend_of(path)
     if backend is not None:
         return backend.read_record(path)
     if not path.is_file():
-        what = "not a regular file" if os.path.lexists(path) and not path.is_dir() else None
+        what = "not a regular file" if path.exists() and not path.is_dir() else None
         what = what or ("is a folder, not a record" if path.is_dir() else "no such file")
         raise ParamsError(f"{path}: {what}")
     return parse_record(read_text(path), str(path)), {}
 
 
-def params_of(record: dict[str, Any], arrays: Arrays, origin: str | os.PathLike[str]) -> Params:
+def params_of(record: dict[str, Any], arrays: Arrays, origin: PathOrUrl) -> Params:
     """``Params.from_record``, with every failure a ``ParamsError`` naming ``origin``."""
     try:
         return Params.from_record(record, arrays)
@@ -240,7 +246,7 @@ def params_of(record: dict[str, Any], arrays: Arrays, origin: str | os.PathLike[
         raise ParamsError(f"{origin}: parameter record is malformed: {first_line(exc)}") from exc
 
 
-def load_params(path: str | os.PathLike[str]) -> tuple[Params, dict[str, Any]]:
+def load_params(path: PathOrUrl) -> tuple[Params, dict[str, Any]]:
     """Parameters stored in ``path`` and the record they came from."""
     record, arrays = read_record(path)
     return params_of(record, arrays, path), record

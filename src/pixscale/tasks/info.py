@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pixscale.core.location import PathOrUrl, is_remote, locate
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, dataset_sums
 from pixscale.errors import InputError
 from pixscale.sources import Source, open_source
@@ -122,12 +121,12 @@ def parameters_info(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_path(
-    path: str | os.PathLike[str], chunk_mb: float = DEFAULT_CHUNK_MB, **reading: Any
+    path: PathOrUrl, chunk_mb: float = DEFAULT_CHUNK_MB, **reading: Any
 ) -> dict[str, Any]:
     """``info`` for any input format (opened with the input options ``reading``) or
-    pixscale output."""
-    path = Path(path)
-    if not path.exists():
+    pixscale output (a path or URL)."""
+    path = locate(path, reading.get("storage_options"))
+    if not is_remote(path) and not path.exists():
         raise InputError(f"{path}: no such file")
     if is_pixscale_output(path):
         return output_info(open_converted(path))

@@ -3,26 +3,24 @@ the record is found consistent and the data's checksum the recorded one."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.layouts import restore_layout
+from pixscale.core.location import Location, PathOrUrl, locate
 from pixscale.core.storage import float16_collisions
 from pixscale.core.transform import BITS, Transform, flat_affine
-from pixscale.errors import InputError
+from pixscale.errors import InputError, OutputError
 from pixscale.sources import open_recorded_source
 from pixscale.sources.resize import recorded_resize
-from pixscale.store.backends import backend_of
+from pixscale.store.backends import backend_of, open_pixel_writer
 from pixscale.store.io.atomic import staged_outputs
 from pixscale.store.io.checksum import Checksum
 from pixscale.store.reader import ConvertedFile, open_converted
-from pixscale.store.uint8 import PixelWriter
 from pixscale.tasks.verify import (
     NO_CHECKSUM,
     Rechunked,
@@ -35,7 +33,7 @@ from pixscale.tasks.verify import (
 #: Images per chunk when reading float32 outputs back (about 4 MiB of MNIST).
 DEFAULT_CHUNK_IMAGES = 1024
 
-PathLike = str | os.PathLike[str]
+PathLike = PathOrUrl
 
 
 @dataclass
@@ -134,12 +132,13 @@ def invert(
         with ``verify_source``, when pixels differ from the source beyond what clipping
         explains.
     """
-    path, output = Path(path), Path(output)
+    options = reading.pop("storage_options", None)
+    path, output = locate(path, options), locate(output, options, OutputError)
     converted = open_converted(path)
     recorded = trusted_checksum(converted, output)
     source = None
     if verify_source is not None:
-        source = open_recorded_source(verify_source, converted.record, reading)
+        source = open_recorded_source(locate(verify_source, options), converted.record, reading)
     if source is not None and source.shape != converted.shape:
         raise InputError(f"{verify_source}: shape {source.shape} differs from {converted.shape}")
     report = InvertReport(images=converted.shape[0], resized=resized_from(converted.record))
@@ -148,9 +147,9 @@ def invert(
     comparison = Comparison(Rechunked(source.chunks(converted.chunk_rows))) if source else None
     backend = backend_of(path)
     beside = backend.companions(path) if backend is not None else []  # record, labels, arrays
-    inputs = [path, *beside, *([Path(verify_source)] if verify_source else [])]
+    inputs = [path, *beside, *([locate(verify_source, options)] if verify_source else [])]
     with staged_outputs(overwrite, inputs) as staged:
-        writer = PixelWriter(output, converted.shape, staged, converted.params.source_dtype)
+        writer = open_pixel_writer(output, converted.shape, staged, converted.params.source_dtype)
         try:
             transform = converted.transform()
             checksum = Checksum(recorded[0])
@@ -173,7 +172,7 @@ def invert(
     return report
 
 
-def trusted_checksum(converted: ConvertedFile, output: Path) -> tuple[str, str]:
+def trusted_checksum(converted: ConvertedFile, output: Location) -> tuple[str, str]:
     """The record's (algorithm, checksum) of the stored data, once the record is found
     consistent with itself and its file (the checks ``verify`` makes of it, labels
     included).
@@ -201,7 +200,7 @@ def trusted_checksum(converted: ConvertedFile, output: Path) -> tuple[str, str]:
 
 
 def check_read(
-    path: Path, output: Path, checksum: Checksum, recorded: str, not_round_trip: int
+    path: Location, output: Location, checksum: Checksum, recorded: str, not_round_trip: int
 ) -> None:
     """Refuse, before anything is committed, data whose checksum is not the recorded one
     (damaged) or holding values the record's parameters cannot produce (the record does
@@ -244,7 +243,7 @@ class Comparison:
             self.unfaithful += int(np.count_nonzero(differ & wrong))
         self.differing += count
 
-    def check(self, path: Path, source: PathLike | None, output: Path) -> None:
+    def check(self, path: Location, source: PathLike | None, output: Location) -> None:
         """Refuse to write an inversion that differs from the source beyond clipping."""
         if self.unfaithful:
             raise InputError(

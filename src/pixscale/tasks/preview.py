@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.location import Location, PathOrUrl, locate
 from pixscale.core.spec import Geometry, Spec, build_params
 from pixscale.core.transform import Transform
 from pixscale.engine.scan import DEFAULT_CHUNK_MB, chunk_images
-from pixscale.errors import InputError
+from pixscale.errors import InputError, OutputError
 from pixscale.sources import open_source
 from pixscale.sources.folder import require_pillow
 from pixscale.store.io.atomic import staged_outputs
@@ -51,7 +50,7 @@ def binned(pixels: npt.NDArray[Any], top: int) -> npt.NDArray[np.uint8]:
     return wide.astype(np.uint8)
 
 
-def output_preview(path: Path, count: int) -> PreviewData:
+def output_preview(path: Location, count: int) -> PreviewData:
     """Images mapped back to pixels through the record; histograms streamed in two passes."""
     converted = open_converted(path)
     transform = converted.transform()  # float16 outputs invert in float16
@@ -88,7 +87,7 @@ def output_preview(path: Path, count: int) -> PreviewData:
     )
 
 
-def input_preview(path: Path, count: int, **reading: Any) -> PreviewData:
+def input_preview(path: Location, count: int, **reading: Any) -> PreviewData:
     """A uint8 or uint16 source, and its values under the default ``unit`` strategy."""
     source = open_source(path, **reading)
     top = (1 << (8 * np.dtype(source.dtype).itemsize)) - 1
@@ -186,8 +185,8 @@ def draw_histogram(
 
 
 def preview(
-    path: str | os.PathLike[str],
-    output: str | os.PathLike[str],
+    path: PathOrUrl,
+    output: PathOrUrl,
     count: int = 16,
     overwrite: bool = False,
     **reading: Any,
@@ -205,7 +204,8 @@ def preview(
     overwrite
         Replace an existing PNG.
     """
-    path, output = Path(path), Path(output)
+    options = reading.get("storage_options")
+    path, output = locate(path, options), locate(output, options, OutputError)
     image_module = require_pillow("drawing a preview")
     from PIL import ImageDraw, ImageFont
 

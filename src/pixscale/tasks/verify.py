@@ -11,16 +11,15 @@ the value checks.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.layouts import restore_layout
+from pixscale.core.location import PathOrUrl, locate
 from pixscale.core.params import FORMAT
 from pixscale.core.transform import BITS, Transform
 from pixscale.errors import ParamsError, PixscaleError
@@ -70,8 +69,8 @@ REQUIRED_FIELDS = (
 
 
 def verify(
-    path: str | os.PathLike[str],
-    source_path: str | os.PathLike[str] | None = None,
+    path: PathOrUrl,
+    source_path: PathOrUrl | None = None,
     samples: int | None = None,
     **reading: Any,
 ) -> VerifyReport:
@@ -88,7 +87,7 @@ def verify(
         default) re-derives every image.
     **reading
         Input options for the source (``key``, ``mode``, ``layout``); by default those
-        the record names.
+        the record names; ``storage_options`` for URLs.
 
     Returns
     -------
@@ -96,11 +95,12 @@ def verify(
         Each check with its outcome and detail; ``ok`` when all passed.
     """
     report = VerifyReport()
-    converted = open_converted(Path(path))
+    options = reading.pop("storage_options", None)
+    converted = open_converted(locate(path, options))
     check_record(report, converted)
     source = None
     if source_path is not None:
-        source = open_recorded_source(source_path, converted.record, reading)
+        source = open_recorded_source(locate(source_path, options), converted.record, reading)
         sha = source.sha256()
         report.add("source sha256", sha == described(converted.record).get("sha256"), sha)
         report.add("source shape", source.shape == converted.shape, f"{source.shape}")

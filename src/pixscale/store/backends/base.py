@@ -13,18 +13,19 @@ Adding a format is one module with a ``Backend`` subclass and one line in the re
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
+from pixscale.core.location import Location
 from pixscale.errors import OutputError
 
 if TYPE_CHECKING:
     from pixscale.store.base import Writer
     from pixscale.store.io.atomic import StagedOutputs
     from pixscale.store.output import Output
+    from pixscale.store.pixels import PixelWriter
 
 #: What ``read_record`` returns: the record and its parameter arrays stored apart.
 Record = tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]
@@ -51,12 +52,12 @@ class Backend(ABC):
     #: ``verify`` then reports as a failed check rather than as a fault).
     damage_raises_any: ClassVar[bool] = False
 
-    def companions(self, target: Path) -> list[Path]:
+    def companions(self, target: Location) -> list[Location]:
         """Files an output at ``target`` may write beside itself (record, labels, arrays)."""
         return []
 
     @abstractmethod
-    def holds(self, path: Path) -> bool:
+    def holds(self, path: Location) -> bool:
         """True when ``path`` is, by its content, an output of this format."""
 
     def check_options(self, output: Output) -> None:
@@ -93,12 +94,19 @@ class Backend(ABC):
         ``region(start, count)`` is a ``Writer``), and the images per region boundary."""
         raise OutputError(f"{output.path}: the dask engine cannot write {self.title} outputs")
 
+    def open_pixel_writer(
+        self, target: Location, shape: tuple[int, ...], staged: StagedOutputs, dtype: str
+    ) -> PixelWriter:
+        """A writer of source pixels (``invert``: ``"uint8"`` or ``"uint16"``) to
+        ``target``, a storage variant beside the float writers."""
+        raise OutputError(f"{target}: {self.title} outputs do not hold source pixels")
+
     @abstractmethod
-    def read_record(self, path: Path) -> Record:
+    def read_record(self, path: Location) -> Record:
         """The record and its parameter arrays, from an output of this format."""
 
     @abstractmethod
-    def read_data(self, path: Path, output: dict[str, Any]) -> StoredData:
+    def read_data(self, path: Location, output: dict[str, Any]) -> StoredData:
         """Shape and dtype of the stored images and the labels (``output``: the record's
         ``output`` section)."""
 

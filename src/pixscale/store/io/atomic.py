@@ -36,14 +36,18 @@ import errno
 import fcntl
 import os
 import secrets
+import shutil
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from pixscale.core.location import Location, is_remote, shown
 from pixscale.errors import OutputError
+from pixscale.store.io.remote import check_remote, remote_kind, remove_remote, upload
 
 #: Set by a signal handler when the run is to stop. A handler's exception can be swallowed
 #: (Python ignores exceptions raised inside finalizers and weakref callbacks), so the
@@ -54,7 +58,7 @@ INTERRUPTED = threading.Event()
 COMMITTING = threading.Event()
 
 #: The main output of each commit that placed its files, for what an interrupted run reports.
-PLACED: list[Path] = []
+PLACED: list[Location] = []
 
 #: ``os.link`` failures meaning "this file system has no hard links", not "target exists".
 NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
@@ -80,6 +84,13 @@ def file_id(path: Path) -> FileId | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return info.st_dev, info.st_ino
+
+
+def exists(target: Location) -> bool:
+    """Whether anything (a link included) is at ``target``, a path or a URL."""
+    if is_remote(target):
+        return remote_kind(target) is not None
+    return os.path.lexists(target)
 
 
 def already_exists(target: Path) -> OutputError:
@@ -143,27 +154,35 @@ class StagedOutputs:
         device and inode, whatever the spelling.
     """
 
-    def __init__(self, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
-        inputs = list(inputs)  # read twice below
+    def __init__(self, overwrite: bool, inputs: Iterable[Location] = ()) -> None:
         self.overwrite = overwrite
-        self.inputs = [Path(os.path.realpath(p)) for p in inputs]
-        self.input_ids = {found for p in inputs if (found := file_id(Path(p))) is not None}
+        self.inputs: list[Path] = []
+        self.input_ids: set[FileId] = set()
+        #: URLs the run reads (``shown``): objects have no inodes, their names are compared.
+        self.remote_inputs: set[str] = set()
+        self.add_inputs(inputs)
         #: Images the run's data output must receive (``expect_images``), and the seal.
         self.expected_images: int | None = None
         self.sealed = False
-        self.staged: dict[Path, Path] = {}
+        self.staged: dict[Location, Path] = {}
         #: Outputs that are whole folders (Zarr stores): (commit, discard) callables run
         #: after the files, so such a store, the main output, appears last.
         self.folders: list[tuple[Callable[[], None], Callable[[], None]]] = []
-        self.main: Path | None = None
-        self.owned: dict[Path, None] = {}
+        self.main: Location | None = None
+        self.owned: dict[Location, None] = {}
         #: Temporary folders of folder outputs, and the targets whose folders are synced.
         self.built: list[Path] = []
-        self.placed: list[Path] = []
+        self.placed: list[Location] = []
+        #: Local folder of the files staged for URL targets (uploaded by the commit).
+        self.scratch: Path | None = None
 
-    def check(self, target: Path) -> None:
+    def check(self, target: Location) -> None:
         """Refuse a target up front: missing folder, an input, a folder, an existing file
         (without ``overwrite``) or something that is not a regular file (with it)."""
+        if is_remote(target):
+            self.refuse_input(target)
+            check_remote(target, self.overwrite)
+            return
         folder = folder_of(target)
         if not folder.is_dir():
             raise OutputError(f"{target}: output folder {folder} does not exist")
@@ -174,20 +193,36 @@ class StagedOutputs:
             raise already_exists(target)
         refuse_special(target)
 
-    def refuse_input(self, target: Path) -> None:
-        """Refuse a target that is (a name, a link or a hard link of) a file the run reads."""
+    def refuse_input(self, target: Location) -> None:
+        """Refuse a target that is (a name, a link or a hard link of) a file the run reads;
+        a URL target, one that names an object or prefix the run reads (or lies inside it)."""
+        if is_remote(target):
+            name = shown(target).rstrip("/")
+            if any(
+                name == url or name.startswith(f"{url}/") or url.startswith(f"{name}/")
+                for url in self.remote_inputs
+            ):
+                raise OutputError(f"{name}: refusing to overwrite an input of this run")
+            return
         found = file_id(target)
         if Path(os.path.realpath(target)) in self.inputs or (
             found is not None and found in self.input_ids
         ):
             raise OutputError(f"{target}: refusing to overwrite an input of this run")
 
-    def protect(self, inputs: Iterable[Path]) -> None:
-        """Add files the run reads, once they are known (after the targets were checked)."""
+    def add_inputs(self, inputs: Iterable[Location]) -> None:
+        """Remember files the run reads: local ones by real path and inode, URLs by name."""
         for path in inputs:
+            if is_remote(path):
+                self.remote_inputs.add(shown(path).rstrip("/"))
+                continue
             self.inputs.append(Path(os.path.realpath(path)))
             if (found := file_id(Path(path))) is not None:
                 self.input_ids.add(found)
+
+    def protect(self, inputs: Iterable[Location]) -> None:
+        """Add files the run reads, once they are known (after the targets were checked)."""
+        self.add_inputs(inputs)
         for target in [*self.staged, *self.owned]:
             self.refuse_input(target)
 
@@ -215,19 +250,21 @@ class StagedOutputs:
             raise OutputError(f"{target}: the record carries no checksum; nothing was committed")
         self.sealed = True
 
-    def stage_data(self, target: Path, images: int) -> Path:
+    def stage_data(self, target: Location, images: int) -> Path:
         """``stage`` the main data file of ``images`` images: the run commits only once
         ``seal`` confirmed them."""
         self.expect_images(images)
         return self.stage(target, main=True)
 
-    def stage(self, target: Path, main: bool = False) -> Path:
+    def stage(self, target: Location, main: bool = False) -> Path:
         """A fresh temporary path in the target's folder (same file system as the target).
 
         The first target staged is the main data file, committed last, unless a later one
         says ``main``.
         """
         self.check(target)
+        if is_remote(target):
+            return self.stage_remote(target)
         while True:
             temp = temporary_name(target)
             # recorded before it exists: an interrupt at any point leaves nothing unrecorded
@@ -243,20 +280,31 @@ class StagedOutputs:
             self.main = target
         return temp
 
-    def own(self, targets: Iterable[Path]) -> None:
+    def stage_remote(self, target: Location) -> Path:
+        """A local temporary file for the URL ``target``, uploaded whole by the commit."""
+        if self.scratch is None:
+            self.scratch = Path(tempfile.mkdtemp(prefix="pixscale-"))
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=self.scratch)
+        os.close(fd)
+        self.staged[target] = Path(name)
+        if self.main is None:
+            self.main = target
+        return Path(name)
+
+    def own(self, targets: Iterable[Location]) -> None:
         """Declare companions of this output: checked like targets now; with ``overwrite``,
         those this run does not stage are removed when it commits (stale companions)."""
         for target in targets:
             self.check(target)
             self.owned[target] = None
 
-    def order(self) -> list[Path]:
+    def order(self) -> list[Location]:
         """Companions in the order staged, the main data file last."""
         return sorted(self.staged, key=lambda target: target == self.main)
 
-    def stale(self) -> list[Path]:
+    def stale(self) -> list[Location]:
         """Declared companions that exist but that this run does not write."""
-        return [t for t in self.owned if t not in self.staged and os.path.lexists(t)]
+        return [t for t in self.owned if t not in self.staged and exists(t)]
 
     def commit(self) -> None:
         """Place every staged file (see the module notes); all or, on failure, none of the
@@ -288,7 +336,7 @@ class StagedOutputs:
             self.folders.clear()
             if self.main is not None:
                 PLACED.append(self.main)  # before a signal may raise again
-            for folder in {folder_of(t) for t in [*self.placed, *self.owned]}:
+            for folder in {folder_of(t) for t in [*self.placed, *self.owned] if not is_remote(t)}:
                 sync_folder(folder)
         finally:
             COMMITTING.clear()
@@ -296,7 +344,7 @@ class StagedOutputs:
             raise KeyboardInterrupt  # a signal came while placing: stop now, outputs whole
 
     def stage_folder(
-        self, target: Path, built: Path, commit: Callable[[], None], discard: Callable[[], None]
+        self, target: Location, built: Path, commit: Callable[[], None], discard: Callable[[], None]
     ) -> None:
         """The folder output ``target`` (a store), the run's main output, built in the
         temporary folder ``built``: made durable before the decision; ``commit`` puts it in
@@ -307,19 +355,25 @@ class StagedOutputs:
         self.placed.append(target)
         self.main = target
 
-    def commit_files(self) -> list[tuple[Path, os.stat_result]]:
+    def commit_files(self) -> list[tuple[Location, os.stat_result]]:
         """Place the staged files; returns what was placed, for an undo."""
         mode = 0o666 & ~current_umask()
-        folders = [folder_of(t) for t in [*self.staged, *self.owned]]
+        folders = [folder_of(t) for t in [*self.staged, *self.owned] if not is_remote(t)]
         with folder_lock(folders):
             for target in [*reversed(self.order()), *self.stale()]:
                 self.recheck(target)
-            placed: list[tuple[Path, os.stat_result]] = []
+            placed: list[tuple[Location, os.stat_result]] = []
             try:
                 for target in self.order():
                     if target == self.main:
                         self.remove_stale()
                     temp = self.staged[target]
+                    if is_remote(target):
+                        upload(temp, target, self.overwrite)
+                        placed.append((target, os.stat(temp)))
+                        temp.unlink()
+                        self.placed.append(target)
+                        continue
                     os.chmod(temp, mode)
                     placed.append((target, os.stat(temp)))
                     self.place(temp, target)
@@ -331,8 +385,10 @@ class StagedOutputs:
         self.staged.clear()
         return placed
 
-    def recheck(self, target: Path) -> None:
+    def recheck(self, target: Location) -> None:
         """Under the lock, just before placing: the same refusals as ``check``."""
+        if is_remote(target):
+            return  # placed by a conditional upload, which refuses an existing object itself
         self.refuse_input(target)
         if not self.overwrite and os.path.lexists(target):
             raise already_exists(target)
@@ -358,6 +414,9 @@ class StagedOutputs:
     def remove_stale(self) -> None:
         """Remove the stale companions (regular files only)."""
         for target in self.stale():
+            if is_remote(target):
+                remove_remote(target)
+                continue
             refuse_special(target)
             os.unlink(target)
 
@@ -366,6 +425,9 @@ class StagedOutputs:
         for temp in self.staged.values():
             temp.unlink(missing_ok=True)
         self.staged.clear()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
         for _, discard_folder in self.folders:
             discard_folder()
         self.folders.clear()
@@ -381,9 +443,12 @@ def place_exclusively(temp: Path, target: Path) -> None:
     os.replace(temp, target)
 
 
-def undo(placed: list[tuple[Path, os.stat_result]]) -> None:
+def undo(placed: list[tuple[Location, os.stat_result]]) -> None:
     """Remove the targets this run placed, if they are still the files it placed."""
     for target, mine in reversed(placed):
+        if is_remote(target):
+            remove_remote(target)  # uploaded by this run
+            continue
         try:
             now = os.lstat(target)
         except FileNotFoundError:
@@ -433,7 +498,7 @@ def current_umask() -> int:
 
 
 @contextmanager
-def staged_outputs(overwrite: bool, inputs: Iterable[Path] = ()) -> Iterator[StagedOutputs]:
+def staged_outputs(overwrite: bool, inputs: Iterable[Location] = ()) -> Iterator[StagedOutputs]:
     """Commit every staged output if the block succeeds; remove them all otherwise."""
     outputs = StagedOutputs(overwrite, inputs)
     with ExitStack() as cleanup:

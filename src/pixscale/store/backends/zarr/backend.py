@@ -4,19 +4,20 @@ this process or region by region by Dask workers, placed by one rename."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pixscale.core.location import Location, is_remote
 from pixscale.errors import OutputError
 from pixscale.store.backends.base import Backend, Record, StoredData
-from pixscale.store.zarr import (  # imports no zarr: writing and reading do, when used
-    ZARR_COMPRESSIONS,
-    ZarrWriter,
-    check_store_target,
-    is_zarr_store,
-    open_zarr_output,
-    read_zarr_record,
-)
+
+# none of these imports zarr: writing and reading do, when used
+from pixscale.store.backends.zarr.detect import is_zarr_store
+from pixscale.store.backends.zarr.layout import ZARR_COMPRESSIONS
+from pixscale.store.backends.zarr.reader import open_zarr_output
+from pixscale.store.backends.zarr.record import read_zarr_record
+from pixscale.store.backends.zarr.remote import check_remote_store
+from pixscale.store.backends.zarr.target import check_store_target
+from pixscale.store.backends.zarr.writer import ZarrWriter
 
 if TYPE_CHECKING:
     from pixscale.store.base import Writer
@@ -32,7 +33,7 @@ class ZarrBackend(Backend):
     compressions: ClassVar[tuple[str, ...]] = ZARR_COMPRESSIONS  # lzf has no Zarr codec here
     damage_raises_any: ClassVar[bool] = True
 
-    def holds(self, path: Path) -> bool:
+    def holds(self, path: Location) -> bool:
         return is_zarr_store(path)
 
     def check_options(self, output: Output) -> None:
@@ -52,13 +53,16 @@ class ZarrBackend(Backend):
 
     def check_target(self, output: Output, staged: StagedOutputs) -> None:
         staged.refuse_input(output.path)  # by device and inode, as for files
+        if is_remote(output.path):
+            check_remote_store(output.path, staged.overwrite)
+            return
         check_store_target(output.path, staged.overwrite, staged.inputs)
 
     def open_writer(
         self, output: Output, shape: tuple[int, ...], staged: StagedOutputs, direct: bool
     ) -> Writer:
         return ZarrWriter(
-            output.path.absolute(),
+            output.path if is_remote(output.path) else output.path.absolute(),
             shape,
             staged,
             output.compression,
@@ -75,9 +79,9 @@ class ZarrBackend(Backend):
         images = writer.parallel()
         return writer, images, images.file_rows
 
-    def read_record(self, path: Path) -> Record:
+    def read_record(self, path: Location) -> Record:
         return read_zarr_record(path)
 
-    def read_data(self, path: Path, output: dict[str, Any]) -> StoredData:
+    def read_data(self, path: Location, output: dict[str, Any]) -> StoredData:
         opened = open_zarr_output(path)
         return opened.shape, opened.dtype, opened.labels

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import struct
-import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -12,7 +9,9 @@ import numpy as np
 import numpy.typing as npt
 
 from pixscale.core.labels import Labels
+from pixscale.core.location import Location
 from pixscale.core.params import dumps
+from pixscale.store.backends.npy.header import padded_npy_header, write_npz
 from pixscale.store.base import (
     Float32Array,
     Writer,
@@ -23,39 +22,8 @@ from pixscale.store.base import (
 )
 from pixscale.store.io.atomic import StagedOutputs
 from pixscale.store.io.checksum import Checksum, StreamChecksum
-from pixscale.store.io.direct import ALIGN, DirectFile
+from pixscale.store.io.direct import DirectFile
 from pixscale.store.naming import arrays_path, companions, labels_path, sidecar_path
-
-NPY_PREAMBLE = b"\x93NUMPY\x01\x00"
-
-
-def write_npz(path: Path, arrays: dict[str, npt.NDArray[Any]]) -> None:
-    """Like ``np.savez`` but with fixed zip timestamps, so equal inputs give equal bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, values in sorted(arrays.items()):
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with archive.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asarray(values), allow_pickle=False)
-
-
-def write_npy_header(handle: BinaryIO, shape: tuple[int, ...], descr: str = "<f4") -> None:
-    header: dict[str, Any] = {"descr": descr, "fortran_order": False, "shape": shape}
-    np.lib.format.write_array_header_2_0(handle, header)
-
-
-def padded_npy_header(shape: tuple[int, ...], size: int = ALIGN, descr: str = "<f4") -> bytes:
-    """A version 1.0 .npy header (float32 unless ``descr`` says) padded to ``size`` bytes.
-
-    The data then starts on a page boundary, which direct writes need and memory-mapped
-    readers like; numpy itself pads to 64 bytes the same way.
-    """
-    buffer = io.BytesIO()
-    header = {"descr": descr, "fortran_order": False, "shape": shape}
-    np.lib.format.write_array_header_1_0(buffer, header)
-    text = buffer.getvalue()[len(NPY_PREAMBLE) + 2 :].rstrip(b" \n")
-    total = -(-(len(NPY_PREAMBLE) + 2 + len(text) + 1) // size) * size
-    length = total - len(NPY_PREAMBLE) - 2
-    return NPY_PREAMBLE + struct.pack("<H", length) + text.ljust(length - 1) + b"\n"
 
 
 class StreamNpyWriter(Writer):
@@ -101,7 +69,7 @@ class NpyWriter(Writer):
 
     def __init__(
         self,
-        target: Path,
+        target: Location,
         shape: tuple[int, ...],
         staged: StagedOutputs,
         direct: bool = False,

@@ -4,20 +4,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pixscale.core.formats import NPY_MAGIC
+from pixscale.core.location import Location
 from pixscale.store.backends.base import Backend, Record, StoredData
+from pixscale.store.backends.npy.header import padded_npy_header
+from pixscale.store.backends.npy.pixels import NpyPixelWriter
+from pixscale.store.backends.npy.writer import NpyWriter
 from pixscale.store.io.direct import ALIGN
 from pixscale.store.io.region import RawRegion, rows_per_block
 from pixscale.store.naming import companions, starts_with
-from pixscale.store.npy import NpyWriter, padded_npy_header
 
 if TYPE_CHECKING:
     from pixscale.store.base import Writer
     from pixscale.store.io.atomic import StagedOutputs
     from pixscale.store.output import Output
+    from pixscale.store.pixels import PixelWriter
 
 
 class NpyBackend(Backend):
@@ -30,10 +33,10 @@ class NpyBackend(Backend):
         ("float32", "uint8"),
     )
 
-    def companions(self, target: Path) -> list[Path]:
+    def companions(self, target: Location) -> list[Location]:
         return companions(target, self.name)
 
-    def holds(self, path: Path) -> bool:
+    def holds(self, path: Location) -> bool:
         return starts_with(path, NPY_MAGIC)  # its record is looked for beside it
 
     def raw(self, output: Output) -> bool:
@@ -55,12 +58,17 @@ class NpyBackend(Backend):
             rows_per_block(shape),
         )
 
-    def read_record(self, path: Path) -> Record:
+    def open_pixel_writer(
+        self, target: Location, shape: tuple[int, ...], staged: StagedOutputs, dtype: str
+    ) -> PixelWriter:
+        return NpyPixelWriter(target, shape, staged, dtype)
+
+    def read_record(self, path: Location) -> Record:
         from pixscale.store.records import read_npy_output
 
         return read_npy_output(path)
 
-    def read_data(self, path: Path, output: dict[str, Any]) -> StoredData:
+    def read_data(self, path: Location, output: dict[str, Any]) -> StoredData:
         from pixscale.store.reader import read_npy_data
 
         return read_npy_data(path, output)

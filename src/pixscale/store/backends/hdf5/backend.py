@@ -4,16 +4,17 @@ record as the attribute ``pixscale_params``."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import h5py
 import numpy as np
 
 from pixscale.core.hdf5_open import local_object
+from pixscale.core.location import Location, readable
 from pixscale.errors import OutputError
 from pixscale.store.backends.base import Backend, Record, StoredData, same_numbers
-from pixscale.store.hdf5 import COMPRESSIONS, Hdf5Writer, is_contiguous
+from pixscale.store.backends.hdf5.pixels import Hdf5PixelWriter
+from pixscale.store.backends.hdf5.writer import COMPRESSIONS, Hdf5Writer, is_contiguous
 from pixscale.store.io.region import RawRegion, rows_per_block
 from pixscale.store.naming import is_hdf5
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from pixscale.store.base import Writer
     from pixscale.store.io.atomic import StagedOutputs
     from pixscale.store.output import Output
+    from pixscale.store.pixels import PixelWriter
 
 
 class Hdf5Backend(Backend):
@@ -34,7 +36,7 @@ class Hdf5Backend(Backend):
         ("float32", "uint8"),
     )
 
-    def holds(self, path: Path) -> bool:
+    def holds(self, path: Location) -> bool:
         return is_hdf5(path)
 
     def raw(self, output: Output) -> bool:
@@ -78,7 +80,7 @@ class Hdf5Backend(Backend):
     def packing_differing(self, converted: Any, packing: Any) -> list[str]:
         """The CF attributes on the per-channel views (or on ``images``) the record names."""
         wrong = []
-        with h5py.File(converted.path, "r") as handle:
+        with h5py.File(readable(converted.path), "r") as handle:
             for channel, variable in enumerate(
                 converted.output["packing"].get("cf_variables") or []
             ):
@@ -91,12 +93,17 @@ class Hdf5Backend(Backend):
                         wrong.append(f"{variable}.{name}")
         return wrong
 
-    def read_record(self, path: Path) -> Record:
+    def open_pixel_writer(
+        self, target: Location, shape: tuple[int, ...], staged: StagedOutputs, dtype: str
+    ) -> PixelWriter:
+        return Hdf5PixelWriter(target, shape, staged, dtype)
+
+    def read_record(self, path: Location) -> Record:
         from pixscale.store.records import read_hdf5
 
         return read_hdf5(path)
 
-    def read_data(self, path: Path, output: dict[str, Any]) -> StoredData:
+    def read_data(self, path: Location, output: dict[str, Any]) -> StoredData:
         from pixscale.store.reader import read_hdf5_data
 
         return read_hdf5_data(path)
@@ -106,7 +113,7 @@ def hdf5_attributes_differing(converted: Any) -> list[str]:
     """Which of the ``strategy``, ``scale`` and ``offset`` attributes disagree."""
     params, record = converted.params, converted.record
     wrong = []
-    with h5py.File(converted.path, "r") as handle:
+    with h5py.File(readable(converted.path), "r") as handle:
         attrs = handle.attrs
         strategy = attrs.get("strategy")
         if isinstance(strategy, bytes):
