@@ -16,7 +16,8 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias, Union
 from urllib.parse import urlsplit, urlunsplit
@@ -179,6 +180,16 @@ def same_location(a: Location, b: Location) -> bool:
     return is_remote(a) and is_remote(b) and shown(a).rstrip("/") == shown(b).rstrip("/")
 
 
+@contextmanager
+def storage_errors(location: Location, error: type[PixscaleError] = InputError) -> Iterator[None]:
+    """Inside: a failed storage call becomes ``error``, one line naming ``location`` (as
+    ``shown``) and the reason (``storage_reason``)."""
+    try:
+        yield
+    except storage_exceptions() as exc:
+        raise error(f"{shown(location)}: {storage_reason(exc)}") from exc
+
+
 def storage_reason(exc: BaseException) -> str:
     """A short reason for a failed storage call, from fsspec's, botocore's or aiohttp's
     exceptions, holding no credential (their messages name codes and keys, not secrets).
@@ -205,7 +216,6 @@ def storage_reason(exc: BaseException) -> str:
     return f"storage error: {text.splitlines()[0] if text else name}"
 
 
-#: Exceptions a storage call may raise that are none of Python's ``OSError``.
 def storage_exceptions() -> tuple[type[BaseException], ...]:
     """``OSError`` and the storage libraries' own exceptions, as far as they are installed."""
     found: list[type[BaseException]] = [OSError]

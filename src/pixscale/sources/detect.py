@@ -12,10 +12,8 @@ from pixscale.core.location import (
     Location,
     is_remote,
     open_bytes,
-    shown,
     size_of,
-    storage_exceptions,
-    storage_reason,
+    storage_errors,
 )
 from pixscale.core.rawio import (
     GZIP_MAGIC,
@@ -122,10 +120,8 @@ def file_kind(path: Location) -> str:
 
 def remote_kind(location: Location) -> str:
     """``folder`` (a prefix holding objects) or ``file`` (an object) on an object store."""
-    try:
+    with storage_errors(location):
         found = location.fs.info(location.path)  # type: ignore[union-attr]
-    except storage_exceptions() as exc:
-        raise InputError(f"{shown(location)}: {storage_reason(exc)}") from exc
     return "folder" if found.get("type") == "directory" else "file"
 
 

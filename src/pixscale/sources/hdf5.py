@@ -23,8 +23,7 @@ from pixscale.core.location import (
     is_remote,
     open_bytes,
     shown,
-    storage_exceptions,
-    storage_reason,
+    storage_errors,
 )
 from pixscale.core.pixels import native, require_source_dtype, source_dtype
 from pixscale.errors import InputError
@@ -166,10 +165,8 @@ def hdf5_file(path: Location, failing: str) -> Iterator[h5py.File]:
 
 def remote_file(path: Location) -> BinaryIO:
     """The object at the URL ``path`` opened for reading, or why it cannot be."""
-    try:
+    with storage_errors(path):
         return open_bytes(path, SEEK_BLOCK_BYTES)
-    except storage_exceptions() as exc:
-        raise InputError(f"{shown(path)}: {storage_reason(exc)}") from exc
 
 
 def open_hdf5(path: Location, key: str | None) -> Hdf5Source:

@@ -42,6 +42,7 @@ from pixscale.core.location import (
     Location,
     is_remote,
     shown,
+    storage_errors,
     storage_exceptions,
     storage_reason,
 )
@@ -826,12 +827,10 @@ def fetch(
     if not names:
         return []
     keys = [store_key(path, name) for name in names]
-    try:
+    with storage_errors(path):
         found = store.fs.cat_ranges(
             keys, [s for s, _ in spans], [e for _, e in spans], on_error="return"
         )
-    except storage_exceptions() as exc:
-        raise InputError(f"{shown(path)}: {storage_reason(exc)}") from exc
     for name, data in zip(names, found, strict=True):
         if isinstance(data, BaseException):
             raise InputError(f"{shown(path)}: cannot read {name} ({storage_reason(data)})")
@@ -844,10 +843,8 @@ def remote_missing(array: Any, path: Location, key: str) -> tuple[int, str | Non
     first shard missing some."""
     store = array.store
     base = store_key(path, key)
-    try:
+    with storage_errors(path):
         listing = store.fs.find(base, detail=True)
-    except storage_exceptions() as exc:
-        raise InputError(f"{shown(path)}: {storage_reason(exc)}") from exc
     sizes = {
         str(full)[len(base) + 1 :]: int(info.get("size") or 0)
         for full, info in listing.items()
