@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from click.testing import Result
 
+import pixscale
 from cli_helpers import fails_with, invoke, run_cli
 from conftest import SAMPLE_IMAGES, SAMPLE_LABELS
 
@@ -234,3 +235,19 @@ def test_no_credentials_one_line(locked_endpoint: str, tmp_path: Path) -> None:
     assert "Error: s3://data/x.npy: no credentials found" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_storage_options_reach_the_filesystem(
+    mnist_in_bucket: str, locked_endpoint: str, tmp_path: Path
+) -> None:
+    """``storage_options`` are used, not only accepted: pointing the same URL at a server
+    that checks credentials is refused by that server."""
+    out = tmp_path / "out.h5"
+    with pytest.raises(pixscale.InputError, match="access denied"):
+        pixscale.convert(mnist_in_bucket, out, storage_options={"endpoint_url": locked_endpoint})
+    assert not out.exists()
+    pixscale.convert(mnist_in_bucket, out, storage_options={"anon": False})
+    with pixscale.open(out) as data:
+        assert data.shape == (1000, 28, 28)
+    result = run("info", mnist_in_bucket, "--storage-option", f"endpoint_url={locked_endpoint}")
+    assert result.exit_code == 1 and "access denied" in result.output

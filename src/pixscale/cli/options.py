@@ -391,7 +391,7 @@ def expand_globs(inputs: Sequence[Location]) -> list[Location]:
 def expand_remote(location: Location) -> list[Location]:
     """A URL pattern's matches (``s3://b/shard-*.tar``, braces too), or the URL itself."""
     text = shown(location)
-    if not any(c in text for c in "*?[{"):
+    if not any(c in text for c in "*?[{") or location.exists():  # a name like a pattern
         return [location]
     head = text[: text.index("://") + 3]
     found: list[Location] = []

@@ -67,8 +67,11 @@ def is_url(target: object) -> bool:
 
 
 def is_remote(location: object) -> TypeIs[UPath]:
-    """True for a location that is no local path (a ``UPath`` of a remote protocol)."""
-    return not isinstance(location, str | os.PathLike) and hasattr(location, "fs")
+    """True for a location that is no local path (a ``UPath`` of a remote protocol); its
+    filesystem is not built to tell (that may reach the network)."""
+    return not isinstance(location, str | os.PathLike) and type(location).__module__.startswith(
+        "upath."
+    )
 
 
 def protocol_of(text: str) -> str:
@@ -97,6 +100,12 @@ def locate(
     if not is_url(text):
         return Path(text[len("file://") :] if text.lower().startswith("file://") else text)
     protocol = protocol_of(text)
+    text = protocol + text[len(protocol) :]  # S3://… as s3://…
+    if urlsplit(text).username is not None:
+        raise error(
+            f"{shown(text)}: credentials do not belong in a URL; give them in the environment "
+            "or with --storage-option (storage_options=)"
+        )
     try:
         import fsspec
         from upath import UPath
@@ -108,8 +117,45 @@ def locate(
         raise error(f"{shown(text)}: unknown protocol {protocol}://") from None
     except ImportError:
         raise error(f"{shown(text)}: {protocol}:// needs {install_hint(protocol)}") from None
-    url: UPath = UPath(text, **dict(storage_options or {}))
+    options = dict(storage_options or {})
+    url: UPath = UPath(text, **options)
+    # built now: a bad option or a missing account fails here, by name
+    try:
+        connect = getattr(url.fs, "connect", None)  # s3fs builds its client only here
+        if callable(connect):
+            connect()
+    except Exception as exc:  # each filesystem raises its own kinds
+        said = next(iter(str(exc).splitlines()), "") or type(exc).__name__
+        raise error(f"{shown(text)}: cannot use {protocol}:// ({hidden(said, options)})") from None
     return url
+
+
+def hidden(text: str, options: Mapping[str, Any]) -> str:
+    """``text`` with every value of ``options`` (nested ones too) shown as ``…``."""
+    for value in option_values(options):
+        text = text.replace(value, "…")
+    return text
+
+
+def option_values(options: Mapping[str, Any]) -> list[str]:
+    """The text of every leaf value of ``options`` (four characters or more)."""
+    found: list[str] = []
+    for value in options.values():
+        if isinstance(value, Mapping):
+            found += option_values(value)
+        elif len(str(value)) >= 4:
+            found.append(str(value))
+    return found
+
+
+def identity(location: Location) -> str:
+    """What names the same object whatever the spelling: the filesystem's own protocol
+    (``s3a://`` is ``s3://``) and path; a local path's real path."""
+    if not is_remote(location):
+        return os.path.realpath(location)
+    protocol = type(location.fs).protocol
+    canonical = protocol[0] if isinstance(protocol, tuple | list) else protocol
+    return f"{canonical}://{location.path.strip('/')}"
 
 
 def open_bytes(location: Location, block_size: int = STREAM_BLOCK_BYTES) -> BinaryIO:
@@ -207,13 +253,15 @@ def storage_reason(exc: BaseException) -> str:
         return "no credentials found (set them in the environment or with --storage-option)"
     if name in ("EndpointConnectionError", "ClientConnectorError", "ConnectionError"):
         return "cannot reach the storage endpoint"
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
     if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden"):
         return f"access denied: {code} (check the credentials)"
     if code == "NoSuchBucket":
         return "no such bucket"
-    text = getattr(exc, "strerror", None) or str(exc)
-    return f"storage error: {text.splitlines()[0] if text else name}"
+    # the storage library's own words may hold what it was given (an endpoint, a region):
+    # its kind and code only
+    return f"storage error: {name}" + (f" {code}" if code else "")
 
 
 def storage_exceptions() -> tuple[type[BaseException], ...]:

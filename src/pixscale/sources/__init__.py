@@ -8,7 +8,7 @@ from typing import Any
 
 from pixscale.core.layouts import INPUT_LAYOUTS, LAYOUT_NDIM
 from pixscale.core.location import PathOrUrl, is_remote, is_url, locate, name_of, shown
-from pixscale.errors import InputError
+from pixscale.errors import InputError, redacted
 from pixscale.sources.base import Labels, Source
 from pixscale.sources.concat import ConcatSource, concat
 from pixscale.sources.detect import IMAGE_FORMATS, open_one, read_labels, sniff
@@ -80,8 +80,12 @@ def open_source(
     in_file = column if column is not None or labels is None else NO_LABELS
     parts = [open_one(path, key, mode, resize, in_file) for path in files]
     source = parts[0] if len(parts) == 1 else concat(parts)  # one format and image shape
-    if is_remote(files[0]) and "://" not in source.name:
-        source.name = f"{shown(files[0].parent).rstrip('/')}/{source.name}"  # the URL
+    first = files[0]
+    if is_remote(first) and "://" not in source.name:  # the URL, without its query
+        if source.name.startswith(first.name):
+            source.name = shown(first) + source.name[len(first.name) :]
+        else:
+            source.name = redacted(f"{shown(first.parent).rstrip('/')}/{source.name}")
     if labels is None:
         check_all_labelled(parts)
     if layout is not None:

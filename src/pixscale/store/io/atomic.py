@@ -45,7 +45,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from pixscale.core.location import Location, is_remote, shown
+from pixscale.core.location import Location, identity, is_remote, shown
 from pixscale.errors import OutputError
 from pixscale.store.io.remote import check_remote, remote_kind, remove_remote, upload
 
@@ -158,7 +158,7 @@ class StagedOutputs:
         self.overwrite = overwrite
         self.inputs: list[Path] = []
         self.input_ids: set[FileId] = set()
-        #: URLs the run reads (``shown``): objects have no inodes, their names are compared.
+        #: URLs the run reads (``identity``): objects have no inodes, their names are compared.
         self.remote_inputs: set[str] = set()
         self.add_inputs(inputs)
         #: Images the run's data output must receive (``expect_images``), and the seal.
@@ -197,12 +197,12 @@ class StagedOutputs:
         """Refuse a target that is (a name, a link or a hard link of) a file the run reads;
         a URL target, one that names an object or prefix the run reads (or lies inside it)."""
         if is_remote(target):
-            name = shown(target).rstrip("/")
+            name = identity(target)  # s3a://b/x is s3://b/x
             if any(
                 name == url or name.startswith(f"{url}/") or url.startswith(f"{name}/")
                 for url in self.remote_inputs
             ):
-                raise OutputError(f"{name}: refusing to overwrite an input of this run")
+                raise OutputError(f"{shown(target)}: refusing to overwrite an input of this run")
             return
         found = file_id(target)
         if Path(os.path.realpath(target)) in self.inputs or (
@@ -214,7 +214,7 @@ class StagedOutputs:
         """Remember files the run reads: local ones by real path and inode, URLs by name."""
         for path in inputs:
             if is_remote(path):
-                self.remote_inputs.add(shown(path).rstrip("/"))
+                self.remote_inputs.add(identity(path))
                 continue
             self.inputs.append(Path(os.path.realpath(path)))
             if (found := file_id(Path(path))) is not None:

@@ -41,11 +41,22 @@ def check_remote(target: UPath, overwrite: bool) -> None:
     a read-only protocol."""
     if target.protocol in ("http", "https"):
         raise OutputError(f"{shown(target)}: http(s) URLs are read only")
+    bucket = target.path.strip("/").split("/")[0]
+    if target.protocol != "memory" and bucket and not bucket_exists(target, bucket):
+        raise OutputError(f"{shown(target)}: no such bucket")
     kind = remote_kind(target)
     if kind == "directory":
         raise OutputError(f"{shown(target)}: is a prefix holding objects (a folder)")
     if kind is not None and not overwrite:
         raise OutputError(f"{shown(target)}: already exists. Use --overwrite to replace it.")
+
+
+def bucket_exists(target: UPath, bucket: str) -> bool:
+    """Whether the bucket (container) ``target`` would be written to exists."""
+    try:
+        return bool(target.fs.exists(bucket))
+    except storage_exceptions() as exc:
+        raise OutputError(f"{shown(target)}: {storage_reason(exc)}") from exc
 
 
 def upload(temp: Path, target: UPath, overwrite: bool) -> None:

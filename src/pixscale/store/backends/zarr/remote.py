@@ -23,13 +23,21 @@ from typing import TYPE_CHECKING
 from pixscale.core.location import shown, storage_exceptions, storage_reason
 from pixscale.errors import OutputError
 from pixscale.store.backends.zarr.detect import ZARR_JSON, is_zarr_output
-from pixscale.store.io.remote import check_remote, refresh, upload
+from pixscale.store.io.remote import check_remote, refresh, remote_kind, upload
 
 if TYPE_CHECKING:
     from upath import UPath
 
-#: Keys a pixscale store holds, relative to its prefix: node metadata and chunk keys.
-OWN_KEY = re.compile(r"^(?:[A-Za-z_][\w.-]*/)*(?:zarr\.json|c(?:[./]\d+)+)$")
+#: Keys a pixscale store holds, relative to its prefix: the group's metadata, ``images``
+#: (``c.<i>.0…`` keys), ``labels`` (zarr-python's ``c/<i>``) and the parameter arrays under
+#: ``params/``; nothing else is pixscale's to remove.
+OWN_KEY = re.compile(
+    r"^(?:zarr\.json"
+    r"|images/(?:zarr\.json|c(?:\.\d+)+)"
+    r"|labels/(?:zarr\.json|c(?:/\d+)+)"
+    r"|params/zarr\.json"
+    r"|params/[A-Za-z_]\w*/(?:zarr\.json|c(?:/\d+)*))$"
+)
 
 
 def stored_keys(target: UPath) -> list[str]:
@@ -50,7 +58,11 @@ def check_remote_store(target: UPath, overwrite: bool) -> None:
         raise OutputError(f"{shown(target)}: http(s) URLs are read only")
     keys = stored_keys(target)
     if not keys:
-        check_remote(target, overwrite=False)  # an object named like the store
+        if remote_kind(target) == "file":
+            raise OutputError(
+                f"{shown(target)}: is an object, not a Zarr store; refusing to replace it"
+            )
+        check_remote(target, overwrite=False)  # the bucket, the protocol
         return
     if not overwrite:
         raise OutputError(f"{shown(target)}: already exists. Use --overwrite to replace it.")
