@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from typing import Any
@@ -12,6 +13,8 @@ from pixscale._version import __version__
 from pixscale.cli.errors import RECEIVED, Terminated
 from pixscale.store.io.atomic import COMMITTING, INTERRUPTED, PLACED
 
+#: The loggers of the storage libraries behind URLs (fsspec's filesystems and their clients).
+STORAGE_LOGGERS = ("fsspec", "s3fs", "gcsfs", "adlfs", "aiobotocore", "botocore", "azure")
 #: The signals that end a terminal session or a job: all three stop a run alike.
 STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -53,3 +56,6 @@ def main(debug: bool) -> None:
         signal.signal(number, on_signal)
     # Past a file-size limit, fail the write with EFBIG (a clean error) instead of dying.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    if not debug:  # their failures come back as the one error line; their notes are noise
+        for name in STORAGE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
