@@ -251,3 +251,21 @@ def test_storage_options_reach_the_filesystem(
         assert data.shape == (1000, 28, 28)
     result = run("info", mnist_in_bucket, "--storage-option", f"endpoint_url={locked_endpoint}")
     assert result.exit_code == 1 and "access denied" in result.output
+
+
+def test_missing_extra_names_the_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A protocol whose fsspec implementation is not installed: the pip install that brings
+    it, in one line."""
+    import fsspec
+
+    def missing(protocol: str) -> None:
+        raise ImportError(f"Install adlfs to access {protocol}")
+
+    monkeypatch.setattr(fsspec, "get_filesystem_class", missing)
+    refused(
+        "az://container/x.npy: az:// needs pip install 'pixscale[azure]'",
+        "convert",
+        "az://container/x.npy",
+        "-o",
+        str(tmp_path / "o.h5"),
+    )
