@@ -117,6 +117,21 @@ def test_overwrite_replaces_no_foreign_file_inside_an_old_store(tmp_path: Path) 
     assert_unchanged(tmp_path, before)
 
 
+def test_overwrite_keeps_a_foreign_array_inside_an_old_store(tmp_path: Path) -> None:
+    """An array someone added to a pixscale store (its own zarr.json and chunks) is not
+    pixscale's to remove."""
+    zarr = pytest.importorskip("zarr")
+    store = tmp_path / "out.zarr"
+    assert cli(["convert", SAMPLE_IMAGES, "-o", store]).code == 0
+    zarr.open_group(str(store), mode="a", zarr_format=3).create_array(
+        "mydata", data=np.arange(3, dtype=np.uint8)
+    )
+    before = snapshot(tmp_path)
+    outcome = cli(["convert", SAMPLE_IMAGES, "-o", store, "--overwrite"])
+    assert_clean_failure(outcome, names=["mydata"], reasons=["not part of pixscale's output"])
+    assert_unchanged(tmp_path, before)
+
+
 def test_overwrite_replaces_no_zarr_store_pixscale_did_not_write(tmp_path: Path) -> None:
     zarr = pytest.importorskip("zarr")
     store = tmp_path / "theirs.zarr"

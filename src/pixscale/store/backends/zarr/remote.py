@@ -16,28 +16,16 @@ overwrite that fails leaves neither the old store nor the new.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pixscale.core.location import shown, storage_exceptions, storage_reason
 from pixscale.errors import OutputError
-from pixscale.store.backends.zarr.detect import ZARR_JSON, is_zarr_output
+from pixscale.store.backends.zarr.detect import OWN_KEY, ZARR_JSON, is_zarr_output
 from pixscale.store.io.remote import check_remote, refresh, remote_kind, upload
 
 if TYPE_CHECKING:
     from upath import UPath
-
-#: Keys a pixscale store holds, relative to its prefix: the group's metadata, ``images``
-#: (``c.<i>.0…`` keys), ``labels`` (zarr-python's ``c/<i>``) and the parameter arrays under
-#: ``params/``; nothing else is pixscale's to remove.
-OWN_KEY = re.compile(
-    r"^(?:zarr\.json"
-    r"|images/(?:zarr\.json|c(?:\.\d+)+)"
-    r"|labels/(?:zarr\.json|c(?:/\d+)+)"
-    r"|params/zarr\.json"
-    r"|params/[A-Za-z_]\w*/(?:zarr\.json|c(?:/\d+)*))$"
-)
 
 
 def stored_keys(target: UPath) -> list[str]:

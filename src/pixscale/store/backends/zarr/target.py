@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from pixscale.errors import OutputError
-from pixscale.store.backends.zarr.detect import ZARR_JSON, is_zarr_output, is_zarr_store
+from pixscale.store.backends.zarr.detect import OWN_KEY, is_zarr_output, is_zarr_store
 from pixscale.store.io.atomic import (
     already_exists,
     current_umask,
@@ -60,22 +60,15 @@ def refuse_unreplaceable(target: Path) -> None:
 
 def foreign_entry(store: Path) -> Path | None:
     """The first entry of ``store`` that a pixscale output does not hold, or None: its
-    entries are ``zarr.json`` files, array folders (holding a ``zarr.json``) and chunk keys
-    (``c…`` files, or ``c`` folders of numbered ones), and no links."""
+    files are the keys pixscale writes (``OWN_KEY``: the group's and arrays' ``zarr.json``,
+    ``images``, ``labels`` and ``params/`` chunks), and no links."""
     for folder, subfolders, files in os.walk(store):
         here = Path(folder)
-        chunks = here.name == "c" or here.name.isdigit()
         for name in [*subfolders, *files]:
-            path = here / name
-            if path.is_symlink():
-                return path
-        for name in subfolders:
-            if not (
-                name == "c" or (chunks and name.isdigit()) or (here / name / ZARR_JSON).is_file()
-            ):
+            if (here / name).is_symlink():
                 return here / name
         for name in files:
-            if not (name == ZARR_JSON or (chunks and name.isdigit()) or name.startswith("c.")):
+            if not OWN_KEY.match((here / name).relative_to(store).as_posix()):
                 return here / name
     return None
 
