@@ -109,3 +109,15 @@ def test_missing_output_bucket_refused_before_reading(npy_in_bucket: str) -> Non
         ["convert", npy_in_bucket, "-o", "s3://pixscale-no-such-bucket-out/o.npy"],
         "s3://pixscale-no-such-bucket-out/o.npy: no such bucket",
     )
+
+
+def test_info_of_a_presigned_npy_reads_it_as_an_input(
+    bucket: str, s3: object, s3_endpoint: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("aiohttp", reason="http(s) URLs need pip install 'pixscale[http]'")
+    np.save(tmp_path / "x.npy", np.zeros((2, 4, 4), np.uint8))
+    upload(s3, tmp_path / "x.npy", f"{bucket}/x.npy")
+    url = f"{s3_endpoint}/{bucket.removeprefix('s3://')}/x.npy?X-Amz-Signature={SECRET}"
+    shown = run_cli("info", url)
+    assert shown.exit_code == 0 and "2×4×4 uint8" in shown.output
+    assert SECRET not in shown.output

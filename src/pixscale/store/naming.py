@@ -3,8 +3,10 @@ apart from inputs. Every other module asks here."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from pixscale.core.formats import HDF5_SIGNATURE, NPY_MAGIC, RECORD_ATTRIBUTE
-from pixscale.core.location import Location, open_bytes, readable
+from pixscale.core.location import Location, is_remote, open_bytes, readable
 from pixscale.errors import OutputError
 
 #: Names inside an HDF5 output.
@@ -79,4 +81,6 @@ def is_pixscale_output(path: Location) -> bool:
                 return RECORD_ATTRIBUTE in handle.attrs
         except OSError:
             return False
+    if is_remote(path) and urlsplit(str(path)).query:
+        return False  # a presigned URL: no sidecar's URL can be derived from it
     return starts_with(path, NPY_MAGIC) and sidecar_path(path).is_file()
