@@ -54,8 +54,6 @@ STREAM_BLOCK_BYTES = 32 << 20
 #: Bytes fetched per request by a reader that seeks (HDF5 metadata, a Parquet footer and
 #: column chunks): it pays for no more than this per miss.
 SEEK_BLOCK_BYTES = 4 << 20
-#: Protocols that are read only.
-READ_ONLY = ("http", "https")
 
 
 def is_url(target: object) -> bool:
@@ -210,20 +208,13 @@ def shown(location: object) -> str:
     if not is_url(text):
         return text
     parts = urlsplit(text)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # without user information
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def name_of(location: Location) -> str:
     """What a record keeps of an input: a local file's name, a URL whole (``shown``)."""
     return shown(location) if is_remote(location) else location.name
-
-
-def same_location(a: Location, b: Location) -> bool:
-    """True when two remote locations name the same object (protocol and path)."""
-    return is_remote(a) and is_remote(b) and shown(a).rstrip("/") == shown(b).rstrip("/")
 
 
 @contextmanager
