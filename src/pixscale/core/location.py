@@ -13,6 +13,7 @@ without user information or query string.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import re
@@ -178,6 +179,22 @@ def readable(location: Location) -> str | BinaryIO:
     """What a library that opens paths or file objects (h5py, numpy) is given to read
     ``location``: a local path as text, a URL as a seekable file object."""
     return open_bytes(location, SEEK_BLOCK_BYTES) if is_remote(location) else os.fspath(location)
+
+
+@contextmanager
+def collection_paused(location: Location) -> Iterator[None]:
+    """Inside, for a URL: no garbage collection. h5py holds its lock while it calls a file
+    object's ``read``, and a store's read waits on fsspec's I/O thread; a collection started
+    there could run an h5py finalizer, which waits for that lock, and neither would go on.
+    (Objects are still freed as their last reference goes; only cycles wait.)"""
+    paused = is_remote(location) and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def size_of(location: Location) -> int:

@@ -20,6 +20,7 @@ from pixscale.core.layouts import default_layout
 from pixscale.core.location import (
     SEEK_BLOCK_BYTES,
     Location,
+    collection_paused,
     is_remote,
     open_bytes,
     shown,
@@ -152,7 +153,7 @@ def hdf5_file(path: Location, failing: str) -> Iterator[h5py.File]:
 
     raw = remote_file(path) if is_remote(path) else None
     try:
-        with h5py.File(path if raw is None else raw, "r") as handle:
+        with collection_paused(path), h5py.File(path if raw is None else raw, "r") as handle:
             yield handle
     except InputError:
         raise

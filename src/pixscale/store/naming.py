@@ -6,7 +6,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from pixscale.core.formats import HDF5_SIGNATURE, NPY_MAGIC, RECORD_ATTRIBUTE
-from pixscale.core.location import Location, is_remote, open_bytes, readable
+from pixscale.core.location import Location, collection_paused, is_remote, open_bytes, readable
 from pixscale.errors import OutputError
 
 #: Names inside an HDF5 output.
@@ -77,7 +77,7 @@ def is_pixscale_output(path: Location) -> bool:
         import h5py
 
         try:
-            with h5py.File(readable(path), "r") as handle:
+            with collection_paused(path), h5py.File(readable(path), "r") as handle:
                 return RECORD_ATTRIBUTE in handle.attrs
         except OSError:
             return False

@@ -22,7 +22,14 @@ import numpy.typing as npt
 from pixscale.core.containment import Root
 from pixscale.core.hdf5_open import local_dataset, local_object
 from pixscale.core.layouts import convert_layout, restore_layout
-from pixscale.core.location import Location, is_remote, locate, open_bytes, readable
+from pixscale.core.location import (
+    Location,
+    collection_paused,
+    is_remote,
+    locate,
+    open_bytes,
+    readable,
+)
 from pixscale.core.params import Params
 from pixscale.core.rawio import read_images, read_npy_header
 from pixscale.core.resize import recorded_resize
@@ -131,7 +138,7 @@ class ConvertedFile:
                 yield np.asarray(images[start : start + max_images])
             return
         if is_hdf5(self.path):
-            with h5py.File(readable(self.path), "r") as handle:
+            with collection_paused(self.path), h5py.File(readable(self.path), "r") as handle:
                 images = stored_dataset(self.path, handle, IMAGES_DATASET, virtual=True)
                 if images is None:
                     raise InputError(f"{self.path}: no 'images' dataset")
@@ -202,7 +209,7 @@ def read_hdf5_data(
 ) -> tuple[tuple[int, ...], np.dtype[Any], npt.NDArray[Any] | None]:
     """Shape and dtype of ``images`` (its shards checked when virtual) and the labels."""
     try:
-        with h5py.File(readable(path), "r") as handle:
+        with collection_paused(path), h5py.File(readable(path), "r") as handle:
             images = stored_dataset(path, handle, IMAGES_DATASET, virtual=True)
             if images is None:
                 raise InputError(f"{path}: no 'images' dataset")
@@ -566,6 +573,10 @@ class Dataset:
 
     def _read(self, selection: Selection) -> Any:
         """The values of the selected images (one image for an integer)."""
+        with collection_paused(self.path):  # h5py reading a URL (see collection_paused)
+            return self._read_paused(selection)
+
+    def _read_paused(self, selection: Selection) -> Any:
         data = self._data()
         if isinstance(selection, int):
             if not self.packed:

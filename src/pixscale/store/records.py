@@ -20,6 +20,7 @@ from pixscale.core.hdf5_open import local_dataset, local_object
 from pixscale.core.location import (
     Location,
     PathOrUrl,
+    collection_paused,
     locate,
     readable,
     storage_exceptions,
@@ -131,7 +132,7 @@ def is_plain_name(name: object) -> bool:
 def read_hdf5(path: Location) -> tuple[dict[str, Any], Arrays]:
     """The record attribute and the ``params/`` arrays of an HDF5 output."""
     try:
-        with h5py.File(readable(path), "r") as handle:
+        with collection_paused(path), h5py.File(readable(path), "r") as handle:
             text = handle.attrs.get(RECORD_ATTRIBUTE)
             if text is None:
                 raise ParamsError(f"{path}: HDF5 file has no {RECORD_ATTRIBUTE} attribute")

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from pixscale.core.hdf5_open import local_object
-from pixscale.core.location import Location, readable
+from pixscale.core.location import Location, collection_paused, readable
 from pixscale.errors import OutputError
 from pixscale.store.backends.base import Backend, Record, StoredData, same_numbers
 from pixscale.store.backends.hdf5.pixels import Hdf5PixelWriter
@@ -80,7 +80,7 @@ class Hdf5Backend(Backend):
     def packing_differing(self, converted: Any, packing: Any) -> list[str]:
         """The CF attributes on the per-channel views (or on ``images``) the record names."""
         wrong = []
-        with h5py.File(readable(converted.path), "r") as handle:
+        with collection_paused(converted.path), h5py.File(readable(converted.path), "r") as handle:
             for channel, variable in enumerate(
                 converted.output["packing"].get("cf_variables") or []
             ):
@@ -113,7 +113,7 @@ def hdf5_attributes_differing(converted: Any) -> list[str]:
     """Which of the ``strategy``, ``scale`` and ``offset`` attributes disagree."""
     params, record = converted.params, converted.record
     wrong = []
-    with h5py.File(readable(converted.path), "r") as handle:
+    with collection_paused(converted.path), h5py.File(readable(converted.path), "r") as handle:
         attrs = handle.attrs
         strategy = attrs.get("strategy")
         if isinstance(strategy, bytes):
