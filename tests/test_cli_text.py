@@ -87,7 +87,6 @@ def test_export_never_rounds_a_small_std_to_zero(tmp_path: Path) -> None:
 def test_dry_run_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Usage = namedtuple("Usage", "total used free")
     monkeypatch.setattr("shutil.disk_usage", lambda _: Usage(10**12, 0, 5 * 10**11))
-    monkeypatch.setattr(direct, "writeback_threshold", lambda: 1 << 30)
     out = tmp_path / "b.npy"
     stdout, _ = run("convert", str(SAMPLE_IMAGES), "-o", str(out), "-s", "standardize", "--dry-run")
     assert stdout == (

@@ -145,26 +145,13 @@ def test_other_write_errors_are_raised(tmp_path: Path, monkeypatch: pytest.Monke
     handle.close()
 
 
-def test_auto_goes_direct_only_above_the_writeback_threshold(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(direct, "writeback_threshold", lambda: 1 << 30)
-    assert use_direct("auto", 2 << 30) == bool(direct.O_DIRECT)
-    assert not use_direct("auto", 1 << 20)
+def test_auto_goes_direct_from_64_mib(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(direct, "O_DIRECT", 0x4000)
+    assert use_direct("auto", 64 << 20) and use_direct("auto", 4 << 30)
+    assert not use_direct("auto", (64 << 20) - 1)
     assert use_direct("direct", 1) and not use_direct("buffered", 4 << 30)
-    monkeypatch.setattr(direct, "writeback_threshold", lambda: None)
+    monkeypatch.setattr(direct, "O_DIRECT", 0)  # a system without direct writes
     assert not use_direct("auto", 4 << 30)
-
-
-def test_writeback_threshold_follows_the_kernel_settings() -> None:
-    threshold = direct.writeback_threshold()
-    if threshold is None:
-        pytest.skip("no /proc/sys/vm here")
-    fixed = int((direct.PROC_VM / "dirty_background_bytes").read_text())
-    if fixed:
-        assert threshold == fixed
-    else:
-        assert 0 < threshold < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def test_cli_direct_and_buffered_npy_are_byte_identical(tmp_path: Path, sample) -> None:  # type: ignore[no-untyped-def]

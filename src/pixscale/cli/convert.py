@@ -114,7 +114,7 @@ def check_stdout(spec: Spec, params_from: Location | None, params_out: Location 
     default="auto",
     show_default=True,
     help=".npy and uncompressed HDF5 writes: direct bypasses the page cache, buffered goes "
-    "through it; auto is direct for outputs larger than the kernel's write-back threshold.",
+    "through it; auto is direct for outputs of 64 MiB or more.",
 )
 @click.option(
     "--dtype",

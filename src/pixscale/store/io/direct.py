@@ -26,34 +26,25 @@ ALIGN = 4096
 BOUNCE_BYTES = 4 << 20
 O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 IO_MODES = ("auto", "direct", "buffered")
-PROC_VM = Path("/proc/sys/vm")
 
 
-def writeback_threshold() -> int | None:
-    """Dirty bytes at which Linux starts writing back in the background; None if unknown."""
-    try:
-        fixed = int((PROC_VM / "dirty_background_bytes").read_text())
-        if fixed:
-            return fixed
-        ratio = int((PROC_VM / "dirty_background_ratio").read_text())
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 * ratio // 100
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+#: Outputs of at least this many bytes are written directly under ``--io auto``.
+DIRECT_MIN_BYTES = 64 << 20
 
 
 def use_direct(mode: str, nbytes: int) -> bool:
     """Whether ``mode`` means direct writes for an output of ``nbytes``.
 
-    ``auto`` goes direct when the output exceeds the background write-back threshold: the
-    kernel would be writing it to disk during the run anyway, so the page cache buys
-    nothing but an extra copy and the eviction of the input's cached pages.
+    ``auto`` goes direct for any output of ``DIRECT_MIN_BYTES`` or more. Every output is
+    synced before it is committed, so its bytes must reach the disk before the run ends
+    whatever the mode: written directly, they do so while the next chunk is converted;
+    through the page cache, they are copied once more and then mostly written by the final
+    sync, after the conversion (188 MB of MNIST float32: 0.50 s direct, 0.81 s buffered;
+    786 MB from JPEGs: 0.92 s against 2.69 s, on the benchmark machine). Below that size
+    the sync is short, and the output stays in the page cache for the reader that follows.
     """
     if mode == "auto":
-        threshold = writeback_threshold()
-        return bool(O_DIRECT) and threshold is not None and nbytes > threshold
+        return bool(O_DIRECT) and nbytes >= DIRECT_MIN_BYTES
     return mode == "direct"
 
 
