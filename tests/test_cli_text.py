@@ -13,7 +13,6 @@ import pytest
 from cli_helpers import run_cli
 from conftest import SAMPLE_IMAGES, SAMPLE_LABELS
 from pixscale.cli import main
-from pixscale.store.io import direct
 
 SHA = "2ac99ff5a3d8394892213fcbf0383ba98c1a173e282a74877fccaae87917f1db"
 

@@ -48,6 +48,7 @@ from pixscale.sources.pictures import (
     require_pillow,
     to_pixels,
 )
+from pixscale.sources.plain_png import png_decoder
 from pixscale.sources.resize import prepare
 
 
@@ -248,7 +249,6 @@ class ThreadDecoder(Decoder):
 
 def load_row(chunk: UInt8Array, row: int, image: Any, item: Encoded, expect: Expect) -> None:
     with pillow_errors(item.origin, "decode"):
-        image.load()
         chunk[row] = to_pixels(image, expect.mode, expect.resize)
 
 
@@ -281,6 +281,7 @@ class ProcessDecoder(Decoder):
 
     def __init__(self, expect: Expect) -> None:
         super().__init__(expect)
+        png_decoder()  # imported once here, not in each worker
         with warnings.catch_warnings():
             # Python 3.12+ warns of forking a process that runs threads (the writer's, the
             # statistics'): the workers only decode, and touch no lock those threads hold.

@@ -38,6 +38,7 @@ from pixscale.core.location import (
 from pixscale.core.pixels import PILLOW_16BIT_MODES
 from pixscale.errors import InputError, PixscaleError
 from pixscale.sources.base import MAX_IMAGE_VALUES
+from pixscale.sources.plain_png import plain_png_pixels
 from pixscale.sources.resize import Resize
 from pixscale.sources.resize import apply as resized
 
@@ -265,7 +266,11 @@ def read_header(image_module: Any, handle: BinaryIO, origin: str | Location) -> 
 
 
 def to_pixels(image: Any, mode: str, resize: Resize | None = None) -> npt.NDArray[Any]:
-    """The pixels of ``image`` in ``mode`` (L or RGB), alpha dropped, resized if asked."""
+    """The pixels of ``image`` in ``mode`` (L or RGB), alpha dropped, resized if asked:
+    libpng's for a plain PNG where the ``fast`` extra is installed (``plain_png``), else
+    Pillow's."""
+    if resize is None and (pixels := plain_png_pixels(image, mode)) is not None:
+        return pixels
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # palette transparency, as Pillow recommends
     if mode == GREY16:
