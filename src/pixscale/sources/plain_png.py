@@ -42,7 +42,7 @@ def is_plain_png(image: Any, mode: str) -> bool:
     """Whether opened ``image`` is a plain 8-bit PNG stored in ``mode`` (L or RGB)."""
     if image.format != "PNG" or image.mode != mode or mode not in PLAIN_MODES:
         return False
-    tiles = getattr(image, "tile", None) or ()
+    tiles: list[Any] = list(getattr(image, "tile", None) or [])
     if len(tiles) != 1:
         return False
     args: Any = tiles[0].args  # the raw mode; a tuple starting with it in older Pillows
