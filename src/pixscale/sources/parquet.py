@@ -404,13 +404,14 @@ class ParquetSource(Source):
     def encoded(self, start: int, stop: int) -> Generator[Encoded, None, None]:
         """The encoded images of rows ``start``…``stop - 1``, reading only their row groups."""
         path = self.files[0]
+        name = shown(path)
         with self.reader() as handle:
             first = 0
             for group, rows in enumerate(self.groups):
                 if first + rows > start and first < stop:
                     values = self.group_images(handle, group, rows, first)
                     for row in range(max(start - first, 0), min(stop - first, rows)):
-                        yield Encoded(f"{shown(path)}:row {first + row}", values[row])
+                        yield Encoded(f"{name}:row {first + row}", values[row])
                 first += rows
                 if first >= stop:
                     return
