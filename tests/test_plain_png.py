@@ -21,6 +21,7 @@ PngImagePlugin = pytest.importorskip("PIL.PngImagePlugin")
 pytest.importorskip("imagecodecs")
 
 RNG = np.random.default_rng(7)
+LIMIT = 1 << 20
 
 
 def png(image: object, **options: object) -> bytes:
@@ -71,7 +72,7 @@ NOT_PLAIN = {
 def test_a_plain_png_is_decoded_by_libpng_to_pillows_pixels(name: str) -> None:
     data, mode = PLAIN[name]
     with Image.open(io.BytesIO(data)) as image:
-        pixels = plain_png.plain_png_pixels(image, mode)
+        pixels = plain_png.plain_png_pixels(image, mode, LIMIT)
     assert pixels is not None, "libpng was not used"
     assert pixels.dtype == np.uint8
     assert np.array_equal(pixels, pillow_pixels(data, mode))
@@ -81,7 +82,7 @@ def test_a_plain_png_is_decoded_by_libpng_to_pillows_pixels(name: str) -> None:
 def test_any_other_png_is_left_to_pillow(name: str) -> None:
     data, mode = NOT_PLAIN[name]
     with Image.open(io.BytesIO(data)) as image:
-        assert plain_png.plain_png_pixels(image, mode) is None
+        assert plain_png.plain_png_pixels(image, mode, LIMIT) is None
 
 
 def test_a_png_libpng_refuses_is_decoded_by_pillow_as_before() -> None:
@@ -90,14 +91,23 @@ def test_a_png_libpng_refuses_is_decoded_by_pillow_as_before() -> None:
     (length,) = struct.unpack(">I", data[idat - 4 : idat])
     data[idat + 4 + length] ^= 1  # IDAT's CRC: libpng refuses it, Pillow does not check it
     with Image.open(io.BytesIO(bytes(data))) as image:
-        assert plain_png.plain_png_pixels(image, "L") is None
+        assert plain_png.plain_png_pixels(image, "L", LIMIT) is None
         assert np.array_equal(to_pixels(image, "L"), np.asarray(GREY))
+
+
+def test_a_png_over_the_size_limit_is_left_to_pillow() -> None:
+    data = PLAIN["grey"][0]
+    with Image.open(io.BytesIO(data)) as image:
+        assert plain_png.plain_png_pixels(image, "L", len(data) - 1) is None
+        assert np.array_equal(to_pixels(image, "L"), np.asarray(GREY))
+    with Image.open(io.BytesIO(data)) as image:
+        assert plain_png.plain_png_pixels(image, "L", len(data)) is not None
 
 
 def test_without_imagecodecs_pillow_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(plain_png, "png_decoder", lambda: None)
     with Image.open(io.BytesIO(PLAIN["grey"][0])) as image:
-        assert plain_png.plain_png_pixels(image, "L") is None
+        assert plain_png.plain_png_pixels(image, "L", LIMIT) is None
         assert np.array_equal(to_pixels(image, "L"), np.asarray(GREY))
 
 
@@ -108,7 +118,7 @@ def test_mnist_as_png_decodes_the_same_by_libpng_and_pillow(
     for image in images:
         data = png(Image.fromarray(image))
         with Image.open(io.BytesIO(data)) as opened:
-            pixels = plain_png.plain_png_pixels(opened, "L")
+            pixels = plain_png.plain_png_pixels(opened, "L", LIMIT)
         assert pixels is not None and np.array_equal(pixels, image)
 
 

@@ -269,7 +269,7 @@ def to_pixels(image: Any, mode: str, resize: Resize | None = None) -> npt.NDArra
     """The pixels of ``image`` in ``mode`` (L or RGB), alpha dropped, resized if asked:
     libpng's for a plain PNG where the ``fast`` extra is installed (``plain_png``), else
     Pillow's."""
-    if resize is None and (pixels := plain_png_pixels(image, mode)) is not None:
+    if resize is None and (pixels := plain_png_pixels(image, mode, MAX_ENCODED_BYTES)) is not None:
         return pixels
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # palette transparency, as Pillow recommends

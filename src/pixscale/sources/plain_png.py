@@ -14,6 +14,7 @@ not depend on whether the extra is installed.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -50,15 +51,19 @@ def is_plain_png(image: Any, mode: str) -> bool:
     return raw_mode == mode and not NOT_PLAIN.intersection(image.info)
 
 
-def plain_png_pixels(image: Any, mode: str) -> npt.NDArray[np.uint8] | None:
+def plain_png_pixels(image: Any, mode: str, max_bytes: int) -> npt.NDArray[np.uint8] | None:
     """The pixels of ``image`` (opened, not yet loaded) by libpng, if it is a plain PNG in
-    ``mode``; None where Pillow is to decode it."""
+    ``mode`` of at most ``max_bytes``; None where Pillow is to decode it (reading the file
+    a block at a time, whatever its size)."""
     decode = png_decoder()
     if decode is None or not is_plain_png(image, mode) or image.fp is None:
         return None
     handle = image.fp
     start = handle.tell()
     try:
+        if handle.seek(0, io.SEEK_END) > max_bytes:
+            handle.seek(start)
+            return None
         handle.seek(0)
         pixels = decode(handle.read())
     except Exception:  # libpng refuses what Pillow may tolerate: Pillow decides
