@@ -6,7 +6,26 @@
 
 Every case runs in its own process after ``sync`` (so no case pays for an earlier one's
 write-back) with its input read into the page cache; wall time and that process's peak RSS
-(GNU time) are measured in the same run, and ratios are against the naive numpy baseline.
+(GNU time) are measured in the same run. The runs go round-robin over the cases, ``--runs``
+rounds in all, and every round is kept: a time cell reads ``median [min–max]`` over the
+rounds, and a ratio cell is the median [min–max] of the per-round ratios, each against the
+same round of the baseline case (the naive numpy code; with --dask, the local engine).
+Peak RSS is the highest over the rounds.
+
+Write-back: pixscale (CLI and library) makes its output durable (``fsync`` of the files and
+folders) before it commits it, so its wall time includes getting the bytes to the disk. The
+naive numpy, naive h5py, scikit-learn and Blosc2 (h5py) cases and "write output bytes only,
+page cache" do not sync: they end with the output still dirty in the page cache. "write output
+bytes only, O_DIRECT" bypasses the page cache. So after each case's process ends an
+``os.sync()`` is timed:
+
+- "wall s": the process's wall time, as a user waits for it;
+- "wall s incl. sync": that plus the ``os.sync()`` after it, i.e. until the output is on disk
+  (the fair comparison with pixscale, whose own sync leaves next to nothing for it to do).
+
+``os.sync()`` flushes every file system of the machine, so on a busy machine it also counts
+other programs' writes. Each of the two ratio columns ("× naive" and "× naive incl. sync")
+uses the matching time column of both the case and the baseline.
 Writes a Markdown table to stdout and, with --table FILE, to FILE.
 """
 
@@ -20,6 +39,8 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +52,7 @@ GNU_TIME = "/usr/bin/time" if Path("/usr/bin/time").is_file() else None
 #: Pause after sync so the file system finishes freeing the previous output.
 SETTLE_SECONDS = 2.0
 STANDARDIZE_CHANNEL = ("-s", "standardize", "--scope", "channel")
+STANDARDIZE_PIXEL = ("-s", "standardize", "--scope", "pixel")
 
 NAIVE_UNIT = """
 import numpy as np, sys
@@ -133,10 +155,22 @@ def warm(inputs: list[Path]) -> None:
                     pass
 
 
-def run_once(
-    command: list[str], output: Path, inputs: list[Path] | None = None
-) -> tuple[float, float]:
-    """Wall time (s) and peak RSS (MiB) of one run of ``command``, inputs in the page cache.
+@dataclass(frozen=True)
+class Sample:
+    """One run of one case: its wall time, the ``os.sync()`` after it and its peak RSS."""
+
+    seconds: float
+    sync_seconds: float
+    rss_mib: float
+
+    @property
+    def synced(self) -> float:
+        """Wall time until the output is on disk: the process and the sync after it."""
+        return self.seconds + self.sync_seconds
+
+
+def run_once(command: list[str], output: Path, inputs: list[Path] | None = None) -> Sample:
+    """One run of ``command``, inputs in the page cache, then a timed ``os.sync()``.
 
     The RSS comes from GNU time where installed: a child's own ru_maxrss also counts the
     parent's high-water mark from before exec, which would inflate small processes.
@@ -153,23 +187,60 @@ def run_once(
         elapsed = time.perf_counter() - start
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"failed: {' '.join(command)}")
+        start = time.perf_counter()
+        os.sync()  # the write-back the case left behind (pixscale syncs its own output)
+        sync_seconds = time.perf_counter() - start
         kib = float(report.read().split()[-1]) if GNU_TIME else usage.ru_maxrss
-    return elapsed, kib / 1024
+    return Sample(elapsed, sync_seconds, kib / 1024)
 
 
 def measure_all(
     cases: list[tuple[str, list[str]]], runs: int, output: Path, inputs: list[Path]
-) -> dict[str, tuple[float, float]]:
-    """Best time and peak RSS per case; the runs go round-robin over the cases, so slow
-    phases of the machine (page-cache write-back) hit every case alike."""
-    best: dict[str, tuple[float, float]] = {}
+) -> dict[str, list[Sample]]:
+    """Every round's sample per case, in the order of ``cases``; the runs go round-robin
+    over the cases, so slow phases of the machine (page-cache write-back) hit every case
+    alike, and round i of every case can be compared with round i of the baseline."""
+    samples: dict[str, list[Sample]] = {name: [] for name, _ in cases}
     for round_number in range(runs):
         for name, command in cases:
-            seconds, rss = run_once(command, output, inputs)
-            old = best.get(name, (float("inf"), 0.0))
-            best[name] = (min(old[0], seconds), max(old[1], rss))
-            print(f"round {round_number + 1}: {name}: {seconds:.2f} s", file=sys.stderr)
-    return best
+            sample = run_once(command, output, inputs)
+            samples[name].append(sample)
+            print(
+                f"round {round_number + 1}: {name}: {sample.seconds:.2f} s "
+                f"+ sync {sample.sync_seconds:.2f} s",
+                file=sys.stderr,
+            )
+    return samples
+
+
+def walls(samples: Sequence[Sample], synced: bool = False) -> list[float]:
+    """Per-round wall times, with the sync after each run when ``synced``."""
+    return [s.synced if synced else s.seconds for s in samples]
+
+
+def per_round(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
+    """Ratio of round i to round i (``measure_all`` runs every case once per round)."""
+    return [a / b for a, b in zip(numerators, denominators, strict=True)]
+
+
+def spread(values: Sequence[float], digits: int = 2) -> str:
+    """``median [min–max]`` of ``values``."""
+    low, mid, high = np.min(values), np.median(values), np.max(values)
+    return f"{mid:.{digits}f} [{low:.{digits}f}–{high:.{digits}f}]"
+
+
+def versus(
+    samples: Sequence[Sample],
+    baseline: Sequence[Sample] | Callable[[bool], list[float]],
+    name: str,
+) -> str:
+    """``X× name (incl. sync: Y×)``: medians [ranges] of per-round ratios; ``baseline`` is
+    a case's samples or a function giving its per-round times (without/with sync)."""
+    text = []
+    for synced in (False, True):
+        reference = baseline(synced) if callable(baseline) else walls(baseline, synced)
+        text.append(spread(per_round(walls(samples, synced), reference)))
+    return f"{text[0]}× {name} (incl. sync: {text[1]}×)"
 
 
 def python(code: str, *args: str) -> list[str]:
@@ -218,9 +289,25 @@ def drop(path: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def row(name: str, seconds: float, rss: float, in_bytes: int, baseline: float) -> str:
-    rate = in_bytes / seconds / (1 << 20)
-    return f"| {name} | {seconds:.2f} | {rate:.0f} | {rss:.0f} | {seconds / baseline:.2f} |"
+TIME_HEADER = (
+    "| case | wall s | wall s incl. sync | input MiB/s | peak RSS MiB | × {base} | "
+    "× {base} incl. sync |\n|---|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def row(name: str, samples: list[Sample], baseline: list[Sample], in_bytes: int) -> str:
+    """A table row: times and per-round ratios to ``baseline`` as ``median [min–max]``."""
+    rate = in_bytes / float(np.median(walls(samples))) / (1 << 20)
+    rss = max(s.rss_mib for s in samples)
+    cells = [
+        spread(walls(samples)),
+        spread(walls(samples, True)),
+        f"{rate:.0f}",
+        f"{rss:.0f}",
+        spread(per_round(walls(samples), walls(baseline))),
+        spread(per_round(walls(samples, True), walls(baseline, True))),
+    ]
+    return f"| {name} | {' | '.join(cells)} |"
 
 
 def bench_big(folder: Path, size_gib: float, sklearn: bool, runs: int) -> list[str]:
@@ -229,11 +316,11 @@ def bench_big(folder: Path, size_gib: float, sklearn: bool, runs: int) -> list[s
     in_bytes = int(np.prod(shape))
     out = folder / "out.npy"
     h5 = out.with_suffix(".h5")
+    convert = [PIXSCALE, "convert", str(source), "-o", str(out), "-q"]
     lines = [
         f"### {in_bytes / (1 << 30):.2f} GiB uint8 .npy {shape} → float32 .npy (or .h5)",
         "",
-        "| case | wall s | input MiB/s | peak RSS MiB | × naive |",
-        "|---|---:|---:|---:|---:|",
+        TIME_HEADER.format(base="naive"),
     ]
     cases: list[tuple[str, list[str]]] = [
         ("naive numpy, unit", python(NAIVE_UNIT, str(source), str(out))),
@@ -245,20 +332,25 @@ def bench_big(folder: Path, size_gib: float, sklearn: bool, runs: int) -> list[s
             "write output bytes only, O_DIRECT",
             python(WRITE_ONLY_DIRECT, str(source), str(out), ",".join(map(str, shape))),
         ),
-        ("pixscale CLI, unit", [PIXSCALE, "convert", str(source), "-o", str(out), "-q"]),
-        (
-            "pixscale CLI, unit --io buffered",
-            [PIXSCALE, "convert", str(source), "-o", str(out), "-q", "--io", "buffered"],
-        ),
+        ("pixscale CLI, unit", convert),
+        ("pixscale CLI, unit --io buffered", [*convert, "--io", "buffered"]),
         ("pixscale library, unit", python(LIBRARY.format(spec=""), str(source), str(out))),
         ("naive numpy, standardize per channel", python(NAIVE_STANDARDIZE, str(source), str(out))),
-        (
-            "pixscale CLI, standardize --scope channel",
-            [PIXSCALE, "convert", str(source), "-o", str(out), "-q", *STANDARDIZE_CHANNEL],
-        ),
+        ("pixscale CLI, standardize --scope channel", [*convert, *STANDARDIZE_CHANNEL]),
         (
             "pixscale CLI, standardize --scope channel → .h5",
             [PIXSCALE, "convert", str(source), "-o", str(h5), "-q", *STANDARDIZE_CHANNEL],
+        ),
+        # The scope of scikit-learn's scalers: one statistic per feature, i.e. per element
+        # (row, column, channel) of the image. Against MinMaxScaler the output can differ
+        # in the last bit only: MinMaxScaler computes x * scale + min_ in float64 and the
+        # script rounds that to float32, pixscale gives the float32 nearest
+        # (x - min) / (max - min). Constant positions map to 0 in both (span taken as 1).
+        # StandardScaler, like pixscale, uses ddof=0 and centres constant features only.
+        ("pixscale CLI, standardize --scope pixel", [*convert, *STANDARDIZE_PIXEL]),
+        (
+            "pixscale CLI, range --from-data --scope pixel",
+            [*convert, "-s", "range", "--from-data", "--scope", "pixel"],
         ),
     ]
     if sklearn:
@@ -273,25 +365,45 @@ def bench_big(folder: Path, size_gib: float, sklearn: bool, runs: int) -> list[s
             ),
         ]
     measured = measure_all(cases, runs, out, [source])
-    results = {name: seconds for name, (seconds, _) in measured.items()}
-    baseline = results[cases[0][0]]
-    for name, (seconds, rss) in measured.items():
-        lines.append(row(name, seconds, rss, in_bytes, baseline))
+    baseline = measured[cases[0][0]]
+    for name, samples in measured.items():
+        lines.append(row(name, samples, baseline, in_bytes))
     drop(out)
     source.unlink()
-    unit = results["pixscale CLI, unit"]
-    buffered = results["pixscale CLI, unit --io buffered"]
-    cached = results["write output bytes only, page cache"]
-    direct = results["write output bytes only, O_DIRECT"]
-    lines += [
-        "",
-        f"- unit: {unit / results['naive numpy, unit']:.2f}× naive; "
-        f"{unit / min(cached, direct):.2f}× the fastest raw write of the output bytes "
-        f"(page cache {cached:.2f} s, O_DIRECT {direct:.2f} s)",
-        f"- unit --io buffered: {buffered / cached:.2f}× the raw write through the page cache",
+    lines += [""] + derived_big(measured, sklearn)
+    return lines
+
+
+def derived_big(measured: dict[str, list[Sample]], sklearn: bool) -> list[str]:
+    """The comparisons under the big table, as medians [ranges] of per-round ratios."""
+    unit = measured["pixscale CLI, unit"]
+    cached = measured["write output bytes only, page cache"]
+    direct = measured["write output bytes only, O_DIRECT"]
+    buffered = measured["pixscale CLI, unit --io buffered"]
+
+    def fastest_raw(synced: bool) -> list[float]:
+        return [
+            min(pair) for pair in zip(walls(cached, synced), walls(direct, synced), strict=True)
+        ]
+
+    lines = [
+        f"- unit: {versus(unit, measured['naive numpy, unit'], 'naive')}; "
+        f"{versus(unit, fastest_raw, 'the fastest raw write of the output bytes')} "
+        f"(page cache {spread(walls(cached))} s, incl. sync {spread(walls(cached, True))} s; "
+        f"O_DIRECT {spread(walls(direct))} s, incl. sync {spread(walls(direct, True))} s)",
+        f"- unit --io buffered: {versus(buffered, cached, 'the raw write through the page cache')}",
         f"- standardize per channel: "
-        f"{results['pixscale CLI, standardize --scope channel'] / unit:.2f}× unit",
+        f"{versus(measured['pixscale CLI, standardize --scope channel'], unit, 'unit')}",
     ]
+    if sklearn:
+        standardize = measured["pixscale CLI, standardize --scope pixel"]
+        minmax = measured["pixscale CLI, range --from-data --scope pixel"]
+        scaler = measured["scikit-learn StandardScaler"]
+        minmax_scaler = measured["scikit-learn MinMaxScaler"]
+        lines += [
+            f"- standardize --scope pixel: {versus(standardize, scaler, 'StandardScaler')}",
+            f"- range --scope pixel: {versus(minmax, minmax_scaler, 'MinMaxScaler')}",
+        ]
     return lines
 
 
@@ -302,8 +414,7 @@ def bench_mnist(folder: Path, runs: int) -> list[str]:
     lines = [
         "### MNIST train IDX.gz (60000×28×28) → float32 .h5",
         "",
-        "| case | wall s | input MiB/s | peak RSS MiB | × naive |",
-        "|---|---:|---:|---:|---:|",
+        TIME_HEADER.format(base="naive"),
     ]
     in_bytes = 60000 * 784
     cases = [
@@ -315,9 +426,9 @@ def bench_mnist(folder: Path, runs: int) -> list[str]:
         ),
     ]
     measured = measure_all(cases, runs, out, [MNIST])
-    baseline = measured[cases[0][0]][0]
-    for name, (seconds, rss) in measured.items():
-        lines.append(row(name, seconds, rss, in_bytes, baseline))
+    baseline = measured[cases[0][0]]
+    for name, samples in measured.items():
+        lines.append(row(name, samples, baseline, in_bytes))
     out.unlink(missing_ok=True)
     return lines
 
@@ -354,8 +465,8 @@ def bench_compression(folder: Path, runs: int) -> list[str]:
     lines = [
         "### MNIST train as float32 HDF5: storage options",
         "",
-        "| storage | write s | MiB | ratio | random sample read µs |",
-        "|---|---:|---:|---:|---:|",
+        "| storage | write s | write s incl. sync | MiB | ratio | random sample read µs |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, command in cases:
         drop(out)
@@ -365,8 +476,9 @@ def bench_compression(folder: Path, runs: int) -> list[str]:
             python(RANDOM_READS, str(out)), check=True, capture_output=True, text=True
         )
         lines.append(
-            f"| {name} | {measured[name][0]:.2f} | {size / (1 << 20):.1f} | {raw / size:.2f} | "
-            f"{float(reads.stdout):.0f} |"
+            f"| {name} | {spread(walls(measured[name]))} | "
+            f"{spread(walls(measured[name], True))} | {size / (1 << 20):.1f} | "
+            f"{raw / size:.2f} | {float(reads.stdout):.0f} |"
         )
     drop(out)
     return lines
@@ -380,9 +492,9 @@ def bench_memory(folder: Path, sizes: list[float], runs: int) -> list[str]:
     lines = [
         "### Peak memory against dataset size (96×96×3 uint8 .npy)",
         "",
-        "| input GiB | unit → .npy: wall s | peak RSS MiB | "
-        "standardize --scope channel → .h5: wall s | peak RSS MiB |",
-        "|---:|---:|---:|---:|---:|",
+        "| input GiB | unit → .npy: wall s | wall s incl. sync | peak RSS MiB | "
+        "standardize --scope channel → .h5: wall s | wall s incl. sync | peak RSS MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for size in sizes:
         source = folder / "big.npy"
@@ -395,9 +507,14 @@ def bench_memory(folder: Path, sizes: list[float], runs: int) -> list[str]:
             ),
         ]
         measured = measure_all(cases, runs, out, [source])
-        (unit_s, unit_rss), (std_s, std_rss) = measured["unit"], measured["standardize"]
-        gib = int(np.prod(shape)) / (1 << 30)
-        lines.append(f"| {gib:.2f} | {unit_s:.2f} | {unit_rss:.0f} | {std_s:.2f} | {std_rss:.0f} |")
+        cells = [f"{int(np.prod(shape)) / (1 << 30):.2f}"]
+        for samples in measured["unit"], measured["standardize"]:
+            cells += [
+                spread(walls(samples)),
+                spread(walls(samples, True)),
+                f"{max(s.rss_mib for s in samples):.0f}",
+            ]
+        lines.append(f"| {' | '.join(cells)} |")
         drop(out)
         source.unlink()
     return lines
@@ -448,12 +565,11 @@ def bench_dask(folder: Path, size_gib: float, images: int, runs: int) -> list[st
         lines += [
             f"### {title}",
             "",
-            "| case | wall s | input MiB/s | peak RSS MiB | × local |",
-            "|---|---:|---:|---:|---:|",
+            TIME_HEADER.format(base="local"),
         ]
-        baseline = measured["local engine"][0]
-        for name, (seconds, rss) in measured.items():
-            lines.append(row(name, seconds, rss, in_bytes, baseline))
+        baseline = measured["local engine"]
+        for name, samples in measured.items():
+            lines.append(row(name, samples, baseline, in_bytes))
         lines.append("")
         for shards in folder.glob("*.shards"):
             shutil.rmtree(shards)
@@ -466,7 +582,9 @@ def bench_dask(folder: Path, size_gib: float, images: int, runs: int) -> list[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gib", type=float, default=1.1)
-    parser.add_argument("--runs", type=int, default=3, help="best of N runs per case")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="rounds over the cases (median [min–max] reported)"
+    )
     parser.add_argument("--no-sklearn", action="store_true")
     parser.add_argument("--dir", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--table", type=Path, help="also write the table here")
