@@ -133,6 +133,9 @@ try:
     import hdf5plugin  # noqa: F401  (only the Blosc2 cases need it)
 except ImportError:
     pass
+with open(sys.argv[1], "rb") as whole:  # into the page cache, however it was written
+    while whole.read(16 << 20):
+        pass
 with h5py.File(sys.argv[1], "r") as f:
     images = f["images"]
     picks = np.random.default_rng(0).integers(0, len(images), 4000)

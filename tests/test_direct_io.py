@@ -145,6 +145,35 @@ def test_other_write_errors_are_raised(tmp_path: Path, monkeypatch: pytest.Monke
     handle.close()
 
 
+def test_directly_written_bytes_are_read_back_into_the_cache_in_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not supports_direct(tmp_path):
+        pytest.skip("this file system does not take O_DIRECT writes")
+    asked: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(direct.os, "posix_fadvise", lambda fd, *args: asked.append(args))
+    monkeypatch.setattr(direct, "READ_AHEAD_STEP", 3 * ALIGN)
+    monkeypatch.setattr(direct, "available_memory", lambda: 8 * 100 * ALIGN)
+    handle = DirectFile(tmp_path / "small.bin", True, offset=0)
+    handle.write(aligned_empty((7 * ALIGN,), np.uint8))
+    handle.close()
+    step = 3 * ALIGN
+    assert asked == [(start, step, os.POSIX_FADV_WILLNEED) for start in (0, step, 2 * step)]
+
+    asked.clear()
+    handle = DirectFile(tmp_path / "large.bin", True)  # over an eighth of the memory
+    handle.write(aligned_empty((101 * ALIGN,), np.uint8))
+    handle.close()
+    handle = DirectFile(tmp_path / "buffered.bin", False)  # already in the page cache
+    handle.write(aligned_empty((7 * ALIGN,), np.uint8))
+    handle.close()
+    monkeypatch.setattr(direct, "available_memory", lambda: None)  # not known: not asked
+    handle = DirectFile(tmp_path / "unknown.bin", True)
+    handle.write(aligned_empty((7 * ALIGN,), np.uint8))
+    handle.close()
+    assert asked == []
+
+
 def test_auto_goes_direct_from_64_mib(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(direct, "O_DIRECT", 0x4000)
     assert use_direct("auto", 64 << 20) and use_direct("auto", 4 << 30)

@@ -30,6 +30,29 @@ IO_MODES = ("auto", "direct", "buffered")
 
 #: Outputs of at least this many bytes are written directly under ``--io auto``.
 DIRECT_MIN_BYTES = 64 << 20
+#: Directly written bytes are read back into the page cache, in the background, when they
+#: are at most this fraction of the available memory: the reader that follows (a training
+#: loop) finds them there, as it would after buffered writes.
+CACHE_FRACTION = 8
+#: Bytes asked for by each readahead call (``read_ahead``).
+READ_AHEAD_STEP = 1 << 20
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available without swapping (Linux), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def worth_caching(nbytes: int) -> bool:
+    """Whether ``nbytes`` written directly are worth reading back into the page cache."""
+    available = available_memory()
+    return available is not None and 0 < nbytes <= available // CACHE_FRACTION
 
 
 def use_direct(mode: str, nbytes: int) -> bool:
@@ -84,6 +107,8 @@ class DirectFile:
             self.fd = os.open(path, flags, 0o600)
         if offset:
             os.lseek(self.fd, offset, os.SEEK_SET)
+        self.offset = offset
+        self.written = 0
         self.carry = aligned_empty((ALIGN,), np.uint8)
         self.carried = 0
         self.bounce: npt.NDArray[np.uint8] | None = None
@@ -95,6 +120,7 @@ class DirectFile:
     def write(self, data: Any) -> None:
         """Append the bytes of ``data`` (any contiguous buffer)."""
         view = memoryview(data).cast("B")
+        self.written += len(view)
         if not self.direct:
             self._flush_carry()
             self._write_all(view)
@@ -149,14 +175,31 @@ class DirectFile:
             self._write_all(self.carry.data[:carried])
 
     def close(self) -> None:
-        """Write what is left (a partial block, buffered) and close."""
+        """Write what is left (a partial block, buffered) and close; bytes written directly
+        and small enough are read back into the page cache in the background."""
         if self.fd < 0:
             return
         fd = self.fd
         try:
+            wrote_directly = self.direct
             if self.carried and self.direct:
                 self._stop_direct()
             self._flush_carry()
+            if wrote_directly and worth_caching(self.written):
+                read_ahead(self.path, self.offset, self.written)
         finally:
             self.fd = -1
             os.close(fd)
+
+
+def read_ahead(path: Path, offset: int, nbytes: int) -> None:
+    """Ask the kernel to read ``nbytes`` of ``path`` from ``offset`` into the page cache, in
+    the background. Linux reads ahead at most one readahead window per call (128 KiB to a
+    few MiB), so the range is asked for in ``READ_AHEAD_STEP`` pieces: 188 MB take about
+    190 calls and 20 ms, and the reads themselves go on after the run."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        for start in range(offset, offset + nbytes, READ_AHEAD_STEP):
+            os.posix_fadvise(fd, start, READ_AHEAD_STEP, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
