@@ -104,6 +104,80 @@ def test_a_png_over_the_size_limit_is_left_to_pillow() -> None:
         assert plain_png.plain_png_pixels(image, "L", len(data)) is not None
 
 
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+ROWS = b"".join(b"\x01" + bytes((x * 7 + y * 13) * 31 % 256 for x in range(8)) for y in range(6))
+
+
+def grey_png(before: bytes = b"", after: bytes = b"", data: bytes | None = None) -> bytes:
+    """An 8×6 greyscale PNG with chunks ``before`` and ``after`` its image data."""
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 6, 8, 0, 0, 0, 0))
+    image = chunk(b"IDAT", zlib.compress(ROWS) if data is None else data)
+    return b"\x89PNG\r\n\x1a\n" + header + before + image + after + chunk(b"IEND", b"")
+
+
+def frame_control(width: int, height: int, x: int, y: int) -> bytes:
+    return chunk(b"fcTL", struct.pack(">IIIIIHHBB", 0, width, height, x, y, 1, 10, 0, 0))
+
+
+def zlib_bomb() -> bytes:
+    packer = zlib.compressobj(9)
+    zeros = b"".join(packer.compress(bytes(1 << 20)) for _ in range(64))
+    return packer.compress(ROWS) + zeros + packer.flush()
+
+
+HOSTILE = {
+    # Pillow places the image one row down: its pixels, not libpng's
+    "frame control moving the image": grey_png(before=frame_control(8, 5, 0, 1)),
+    "animation of one smaller frame": grey_png(
+        before=chunk(b"acTL", struct.pack(">II", 1, 0)) + frame_control(4, 3, 0, 0)
+    ),
+    # Pillow reads the chunks after the image data, and refuses these
+    "truncated gAMA after the image": grey_png(after=chunk(b"gAMA", b"\0")),
+    "zTXt of an unknown method after the image": grey_png(
+        after=chunk(b"zTXt", b"k\0\x01" + zlib.compress(b"v"))
+    ),
+    "text after the image": grey_png(after=chunk(b"tEXt", b"k\0v")),
+    # 64 MiB of zeros inflated after the rows: more data than any 8×6 image needs
+    "zlib bomb in the image data": grey_png(data=zlib_bomb()),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_png_libpng_could_read_otherwise_than_pillow_is_left_to_pillow(name: str) -> None:
+    data = HOSTILE[name]
+    with Image.open(io.BytesIO(data)) as image:
+        assert plain_png.plain_png_pixels(image, "L", LIMIT) is None
+
+
+def test_the_file_is_read_up_to_iend_only() -> None:
+    data = grey_png() + bytes(1 << 20)  # a megabyte after IEND
+    with Image.open(io.BytesIO(data)) as image:
+        pixels = plain_png.plain_png_pixels(image, "L", len(grey_png()))
+    assert pixels is not None
+    assert np.array_equal(pixels, pillow_pixels(grey_png(), "L"))
+
+
+def test_the_cli_gives_pillows_verdicts_and_no_libpng_warning(tmp_path: Path) -> None:
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(grey_png(before=chunk(b"PLTE", bytes(range(12)))))
+    (folder / "b.png").write_bytes(grey_png(before=frame_control(8, 5, 0, 1)))
+    code, stderr = cli("convert", folder, "-o", tmp_path / "out.h5", "-q")
+    assert (code, stderr) == (0, "")
+    with h5py.File(tmp_path / "out.h5") as out:
+        images = out["images"][:]
+    assert np.array_equal(images[0], unit(pillow_pixels(grey_png(), "L")))
+    moved = HOSTILE["frame control moving the image"]
+    assert np.array_equal(images[1], unit(pillow_pixels(moved, "L")))
+    (folder / "c.png").write_bytes(HOSTILE["truncated gAMA after the image"])
+    code, stderr = cli("convert", folder, "-o", tmp_path / "refused.h5", "-q")
+    assert code == 1 and "c.png: cannot decode image (Truncated gAMA chunk)" in stderr
+    assert not (tmp_path / "refused.h5").exists()
+
+
 def test_without_imagecodecs_pillow_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(plain_png, "png_decoder", lambda: None)
     with Image.open(io.BytesIO(PLAIN["grey"][0])) as image:

@@ -13,8 +13,12 @@ from pixscale._version import __version__
 from pixscale.cli.errors import RECEIVED, Terminated
 from pixscale.store.io.atomic import COMMITTING, INTERRUPTED, PLACED
 
-#: The loggers of the storage libraries behind URLs (fsspec's filesystems and their clients).
-STORAGE_LOGGERS = ("fsspec", "s3fs", "gcsfs", "adlfs", "aiobotocore", "botocore", "azure")
+#: Loggers silenced unless --debug: the storage libraries', whose failures come back as the
+#: one error line, and imagecodecs', whose libpng warnings are about PNGs decoded anyway.
+QUIET_LOGGERS = (
+    *("fsspec", "s3fs", "gcsfs", "adlfs", "aiobotocore", "botocore", "azure"),
+    "imagecodecs",
+)
 #: The signals that end a terminal session or a job: all three stop a run alike.
 STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -57,5 +61,5 @@ def main(debug: bool) -> None:
     # Past a file-size limit, fail the write with EFBIG (a clean error) instead of dying.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if not debug:  # their failures come back as the one error line; their notes are noise
-        for name in STORAGE_LOGGERS:
+        for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)
