@@ -154,21 +154,24 @@ def test_directly_written_bytes_are_read_back_into_the_cache_in_steps(
     monkeypatch.setattr(direct.os, "posix_fadvise", lambda fd, *args: asked.append(args))
     monkeypatch.setattr(direct, "READ_AHEAD_STEP", 3 * ALIGN)
     monkeypatch.setattr(direct, "available_memory", lambda: 8 * 100 * ALIGN)
-    handle = DirectFile(tmp_path / "small.bin", True, offset=0)
+    handle = DirectFile(tmp_path / "small.bin", True, read_back=True)
     handle.write(aligned_empty((7 * ALIGN,), np.uint8))
     handle.close()
     step = 3 * ALIGN
     assert asked == [(start, step, os.POSIX_FADV_WILLNEED) for start in (0, step, 2 * step)]
 
     asked.clear()
-    handle = DirectFile(tmp_path / "large.bin", True)  # over an eighth of the memory
+    handle = DirectFile(tmp_path / "part.bin", True)  # a shard or region: not read back
+    handle.write(aligned_empty((7 * ALIGN,), np.uint8))
+    handle.close()
+    handle = DirectFile(tmp_path / "large.bin", True, read_back=True)  # over an eighth
     handle.write(aligned_empty((101 * ALIGN,), np.uint8))
     handle.close()
-    handle = DirectFile(tmp_path / "buffered.bin", False)  # already in the page cache
+    handle = DirectFile(tmp_path / "buffered.bin", False, read_back=True)  # in the cache
     handle.write(aligned_empty((7 * ALIGN,), np.uint8))
     handle.close()
     monkeypatch.setattr(direct, "available_memory", lambda: None)  # not known: not asked
-    handle = DirectFile(tmp_path / "unknown.bin", True)
+    handle = DirectFile(tmp_path / "unknown.bin", True, read_back=True)
     handle.write(aligned_empty((7 * ALIGN,), np.uint8))
     handle.close()
     assert asked == []

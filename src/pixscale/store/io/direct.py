@@ -87,9 +87,20 @@ def address(view: memoryview) -> int:
 
 class DirectFile:
     """Bytes written front to back from ``offset``, with ``O_DIRECT`` where ``direct`` and
-    supported: a new file, or (``create=False``) a region of an existing one."""
+    supported: a new file, or (``create=False``) a region of an existing one. With
+    ``read_back``, a whole output's file: its bytes written directly are read back into the
+    page cache as it closes, if they are at most an eighth of the available memory (a part
+    of a larger output, a shard or a worker's region, must not: the whole would be read)."""
 
-    def __init__(self, path: Path, direct: bool, offset: int = 0, create: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        direct: bool,
+        offset: int = 0,
+        create: bool = True,
+        *,
+        read_back: bool = False,
+    ) -> None:
         self.path = path
         flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
         if create:
@@ -109,6 +120,7 @@ class DirectFile:
             os.lseek(self.fd, offset, os.SEEK_SET)
         self.offset = offset
         self.written = 0
+        self.read_back = read_back
         self.carry = aligned_empty((ALIGN,), np.uint8)
         self.carried = 0
         self.bounce: npt.NDArray[np.uint8] | None = None
@@ -175,8 +187,7 @@ class DirectFile:
             self._write_all(self.carry.data[:carried])
 
     def close(self) -> None:
-        """Write what is left (a partial block, buffered) and close; bytes written directly
-        and small enough are read back into the page cache in the background."""
+        """Write what is left (a partial block, buffered) and close; see ``read_back``."""
         if self.fd < 0:
             return
         fd = self.fd
@@ -185,7 +196,7 @@ class DirectFile:
             if self.carried and self.direct:
                 self._stop_direct()
             self._flush_carry()
-            if wrote_directly and worth_caching(self.written):
+            if wrote_directly and self.read_back and worth_caching(self.written):
                 read_ahead(self.path, self.offset, self.written)
         finally:
             self.fd = -1

@@ -105,7 +105,7 @@ class Hdf5Writer(Writer):
             "images", shape=self.shape, dtype=self.dtype, dcpl=plist, track_times=False
         )
         offset = self.images.id.get_offset()
-        self.raw = DirectFile(self.temp, direct, offset=offset, create=False)
+        self.raw = DirectFile(self.temp, direct, offset=offset, create=False, read_back=True)
 
     def _create_chunked(self, rows: int) -> None:
         import h5py

@@ -80,7 +80,7 @@ class NpyWriter(Writer):
         self.temp = staged.stage_data(target, shape[0])
         staged.own(companions(target, "npy"))
         self.checksum = StreamChecksum()
-        self.handle = DirectFile(self.temp, direct)
+        self.handle = DirectFile(self.temp, direct, read_back=True)
         self.handle.write(padded_npy_header(shape, descr=self.dtype.str))
         self.written = 0
 
