@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -207,10 +208,14 @@ def read_ahead(path: Path, offset: int, nbytes: int) -> None:
     """Ask the kernel to read ``nbytes`` of ``path`` from ``offset`` into the page cache, in
     the background. Linux reads ahead at most one readahead window per call (128 KiB to a
     few MiB), so the range is asked for in ``READ_AHEAD_STEP`` pieces: 188 MB take about
-    190 calls and 20 ms, and the reads themselves go on after the run."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        for start in range(offset, offset + nbytes, READ_AHEAD_STEP):
-            os.posix_fadvise(fd, start, READ_AHEAD_STEP, os.POSIX_FADV_WILLNEED)
-    finally:
-        os.close(fd)
+    190 calls and 20 ms, and the reads themselves go on after the run. Only a hint: a file
+    that cannot be opened again (removed after a failed run) is no error."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    with suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            for start in range(offset, offset + nbytes, READ_AHEAD_STEP):
+                os.posix_fadvise(fd, start, READ_AHEAD_STEP, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
