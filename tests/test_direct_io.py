@@ -177,6 +177,11 @@ def test_directly_written_bytes_are_read_back_into_the_cache_in_steps(
     assert asked == []
 
 
+def test_reading_back_a_file_that_is_gone_is_no_error(tmp_path: Path) -> None:
+    direct.read_ahead(tmp_path / "removed after a failed run.npy", 0, 1 << 20)
+    assert not (tmp_path / "removed after a failed run.npy").exists()
+
+
 def test_auto_goes_direct_from_64_mib(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(direct, "O_DIRECT", 0x4000)
     assert use_direct("auto", 64 << 20) and use_direct("auto", 4 << 30)
