@@ -810,7 +810,7 @@ RECORD_EDITS: dict[str, tuple[Edit, str]] = {
     ),
     "image_shape a string": (
         lambda r: {**r, "image_shape": "28x28"},
-        "image_shape must hold integers",
+        "image_shape must be a list of integers, not '28x28'",
     ),
     "image_shape huge": (
         lambda r: {**r, "image_shape": [1 << 40, 1 << 40]},

@@ -135,7 +135,7 @@ MUTATIONS: dict[str, tuple[Mutation, str]] = {
     ),
     "image_shape string": (
         setting("image_shape", "28x28"),
-        "image_shape must hold integers, not '2'",
+        "image_shape must be a list of integers, not '28x28'",
     ),
     "channel_axis 7": (
         setting("channel_axis", 7),

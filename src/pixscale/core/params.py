@@ -168,7 +168,7 @@ class Params:
                 target_span=_number(record["target_span"], "target_span"),
                 layout=_text(record["layout"], "layout"),
                 channel_axis=None if axis is None else _integer(axis, "channel_axis"),
-                image_shape=tuple(_integer(n, "image_shape") for n in record["image_shape"]),
+                image_shape=_integers(record["image_shape"], "image_shape"),
                 clip=record.get("clip", False),
                 stats=record.get("stats"),
                 zero_std=record.get("zero_std"),
@@ -241,6 +241,13 @@ def _number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ParamsError(f"{name} must be a number, not {type(value).__name__}")
     return float(value)
+
+
+def _integers(value: Any, name: str) -> tuple[int, ...]:
+    """A record's list of integers (a shape), each checked."""
+    if not isinstance(value, list):
+        raise ParamsError(f"{name} must be a list of integers, not {value!r}")
+    return tuple(_integer(n, name) for n in value)
 
 
 def _integer(value: Any, name: str) -> int:
